@@ -1,0 +1,40 @@
+"""The ``latentpress`` command: one subcommand per stage, each forwarding to its pipeline."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv), one-line description)
+STAGES = {
+    "prepare": ("pipelines.prepare", "cut noisy/clean patch pairs into TFRecords (Beam)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: latentpress STAGE [options]   (latentpress STAGE --help for a stage's flags)"]
+    lines += [f"  {name:<12}{description}" for name, (_, description) in STAGES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"latentpress: unknown stage {stage!r}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage][0])
+    try:
+        module.main(rest)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        # Usage problems are one line, not a traceback.
+        print(f"latentpress {stage}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Networks, entropy coding and export of the learned codec and denoiser."""

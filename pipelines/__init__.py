@@ -1,0 +1,1 @@
+"""Beam jobs, one per module, each with ``run(argv)`` and a ``__main__``."""

@@ -1,0 +1,292 @@
+"""Prepare stage: an image corpus -> noisy/clean TFRecord patches plus tf.Transform statistics.
+
+Usage, locally (DirectRunner; add ``--direct_num_workers=2 --direct_running_mode=multi_processing``
+for parallel workers)::
+
+    latentpress prepare --input 'photos/**/*.jpg' --output out/prepared \
+        --noise gaussian:0-55 --seed 0
+
+and on Dataflow::
+
+    latentpress prepare --input 'gs://bucket/photos/**' --output gs://bucket/prepared \
+        --noise gaussian:0-55 --seed 0 --runner DataflowRunner --project P --region R \
+        --temp_location gs://bucket/tmp --setup_file ./setup.py
+
+Writes under ``--output``:
+  train/train-*.tfrecord, eval/eval-*.tfrecord   tf.Example patches (``transforms.features``)
+  transform_output/                              tf.Transform graph with the clean-patch stats
+  transform_stats.json                           those stats as JSON
+  dead_letter-*.jsonl                            one record per input that failed, with reason
+  summary.json                                   matched = decoded + failed, patches per split
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.options import configure_logging, split_args
+from transforms import decode, features, records, statistics
+from transforms.noise import parse_spec
+from transforms.noisy_patches import AddNoise, ExtractPatches
+from transforms.patches import EVAL, TRAIN
+from transforms.read_images import ReadImages
+from transforms.tfrecord_shards import WriteShards
+
+LOG = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentpress prepare",
+        description="Cut noisy/clean patch pairs from an image corpus into TFRecord shards.",
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        help="A file, folder glob or gs:// pattern of images; repeat for several. "
+        "'**' matches across folders. Defaults to the embedded sample photographs.",
+    )
+    parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+    parser.add_argument(
+        "--noise",
+        default="gaussian:0-55",
+        help="Noise SPEC, e.g. gaussian:25, gaussian:0-55, jpeg:10-40, "
+        "mix:gaussian:5-50+jpeg:20-60 (see the README).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of every random draw.")
+    parser.add_argument("--patch-size", type=int, default=128, help="Patch side in pixels.")
+    parser.add_argument(
+        "--patches-per-image", type=int, default=16, help="Random patches cut from each image."
+    )
+    parser.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.1,
+        help="Fraction of images (picked by a hash of the key) whose patches go to eval.",
+    )
+    parser.add_argument(
+        "--num-shards", type=int, default=8, help="TFRecord shards of the train split."
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=decode.DEFAULT_MAX_PIXELS,
+        help="Images with more pixels are refused as dead letters before decoding.",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace shards an earlier run left in --output instead of refusing to start.",
+    )
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    parse_spec(args.noise)  # raises ValueError with a readable message
+    if args.patch_size < 8:
+        raise ValueError("--patch-size must be at least 8")
+    if args.patches_per_image < 1:
+        raise ValueError("--patches-per-image must be at least 1")
+    if not 0.0 <= args.eval_fraction < 1.0:
+        raise ValueError("--eval-fraction must be in [0, 1)")
+    if args.num_shards < 1:
+        raise ValueError("--num-shards must be at least 1")
+
+
+def _clear_old_shards(output: str, overwrite: bool) -> None:
+    old = [
+        m.path
+        for split in (features.TRAIN_DIR, features.EVAL_DIR)
+        for m in FileSystems.match([features.shard_glob(output, split)])[0].metadata_list
+    ]
+    if old and not overwrite:
+        raise FileExistsError(
+            f"{output} already holds {len(old)} shards from an earlier run; "
+            "choose another --output or pass --overwrite"
+        )
+    if old:
+        FileSystems.delete(old)
+
+
+def _summarize(counts: dict, unmatched: list, config: dict) -> dict:
+    failed = {
+        key[len(records.FAILED_PREFIX) :]: value
+        for key, value in counts.items()
+        if key.startswith(records.FAILED_PREFIX)
+    }
+    return {
+        "files_matched": counts.get("files_matched", 0),
+        "files_decoded": counts.get("files_decoded", 0),
+        "files_failed": sum(failed.values()),
+        "failed_by_reason": dict(sorted(failed.items())),
+        "images": {split: counts.get(f"images_{split}", 0) for split in (TRAIN, EVAL)},
+        "patches": {split: counts.get(f"patches_{split}", 0) for split in (TRAIN, EVAL)},
+        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
+        "config": config,
+    }
+
+
+def _serialize(patch, noise_spec: str) -> tuple[str, bytes]:
+    sort_key = f"{patch.key}\x1f{patch.index:06d}"
+    example = features.make_example(
+        patch.clean, patch.noisy, patch.applied, noise_spec, patch.key, patch.index
+    )
+    return sort_key, example
+
+
+def _transform_dirs(output: str) -> tuple[str, str]:
+    """Where tf.Transform writes, and where it must end up.
+
+    tf.Transform writes with TensorFlow's file I/O, which cannot reach every Beam filesystem
+    (nor a storage emulator), so a non-local output is written locally and copied after.
+    """
+    final = records.join(output, features.TRANSFORM_DIR)
+    if "://" not in output:
+        return final, final
+    return os.path.join(tempfile.mkdtemp(prefix="latentpress-tft-"), features.TRANSFORM_DIR), final
+
+
+def _copy_tree(local_dir: str, remote_dir: str) -> None:
+    for root, _, files in os.walk(local_dir):
+        for name in files:
+            local = os.path.join(root, name)
+            relative = os.path.relpath(local, local_dir).replace(os.sep, "/")
+            with open(local, "rb") as handle:
+                records.write_atomically(records.join(remote_dir, relative), handle.read())
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    """Builds and runs the prepare pipeline; returns the PipelineResult."""
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.public import tfxio
+
+    args, options = split_args(build_parser(), argv, save_main_session)
+    _check_args(args)
+    if not args.input:
+        from latentpress.samples import sample_paths
+
+        args.input = sample_paths()
+    _clear_old_shards(args.output, args.overwrite)
+    config = {
+        "inputs": args.input,
+        "noise": args.noise,
+        "seed": args.seed,
+        "patch_size": args.patch_size,
+        "patches_per_image": args.patches_per_image,
+        "eval_fraction": args.eval_fraction,
+        "max_pixels": args.max_pixels,
+    }
+    transform_dir, transform_final = _transform_dirs(args.output)
+    eval_shards = max(1, args.num_shards // 4)
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(prefix="latentpress-tft-tmp-")):
+        read = pipeline | "ReadImages" >> ReadImages(
+            args.input, max_pixels=args.max_pixels, min_side=args.patch_size
+        )
+        patches = (
+            read["images"]
+            | "ExtractPatches"
+            >> ExtractPatches(
+                args.patch_size, args.patches_per_image, args.seed, args.eval_fraction
+            )
+            | "AddNoise" >> AddNoise(args.noise, args.seed)
+        )
+        by_split = patches | "SplitByImageKey" >> beam.Partition(
+            lambda patch, _: 0 if patch.split == TRAIN else 1, 2
+        )
+        serialized = {}
+        for split, split_patches, num_shards in (
+            (TRAIN, by_split[0], args.num_shards),
+            (EVAL, by_split[1], eval_shards),
+        ):
+            serialized[split] = split_patches | f"Serialize{split.title()}" >> beam.Map(
+                _serialize, args.noise
+            )
+            _ = serialized[split] | f"Write{split.title()}Shards" >> WriteShards(
+                records.join(args.output, split), split, num_shards
+            )
+
+        # tf.Transform reads the very examples written to the train shards.
+        example_source = tfxio.TFExampleBeamRecord(
+            physical_format="inmem",
+            telemetry_descriptors=["latentpress", "prepare"],
+            schema=schema_utils.schema_from_feature_spec(features.ANALYSIS_FEATURE_SPEC),
+        )
+        transform_fn = (
+            serialized[TRAIN]
+            | "DropSortKeys" >> beam.Values()
+            | "ToRecordBatches" >> example_source.BeamSource(),
+            example_source.TensorAdapterConfig(),
+        ) | "AnalyzeCleanPatches" >> tft_beam.AnalyzeDataset(statistics.preprocessing_fn)
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+
+        unmatched_letters = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
+            lambda u: records.dead_letter(u["pattern"], "match", "no_match", u["detail"])
+        )
+        _ = (
+            (read["dead_letter"], unmatched_letters)
+            | "AllDeadLetters" >> beam.Flatten()
+            | "DeadLetterToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+            | "WriteDeadLetters"
+            >> beam.io.WriteToText(
+                records.join(args.output, records.DEAD_LETTER_PREFIX),
+                file_name_suffix=".jsonl",
+            )
+        )
+
+        counts = (
+            read["matched"] | "CountMatched" >> beam.Map(lambda _: ("files_matched", 1)),
+            read["images"] | "CountDecoded" >> beam.Map(lambda _: ("files_decoded", 1)),
+            read["dead_letter"]
+            | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
+            patches | "CountPatches" >> beam.Map(lambda p: (f"patches_{p.split}", 1)),
+            patches
+            | "CountImagesPerSplit"
+            >> beam.FlatMap(lambda p: [(f"images_{p.split}", 1)] if p.index == 0 else []),
+        )
+        summary_path = records.join(args.output, records.SUMMARY_FILE)
+        _ = (
+            counts
+            | "AllCounts" >> beam.Flatten()
+            | "SumCounts" >> beam.CombinePerKey(sum)
+            | "CountsToDict" >> beam.combiners.ToDict()
+            | "Summarize" >> beam.Map(_summarize, beam.pvalue.AsList(read["unmatched"]), config)
+            | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
+        )
+
+        result = pipeline.run()
+        result.wait_until_finish()
+
+    if transform_dir != transform_final:
+        _copy_tree(transform_dir, transform_final)
+    stats = statistics.read_stats(transform_dir)
+    records.write_json(records.join(args.output, statistics.STATS_FILE), stats)
+    summary = records.read_json(summary_path)
+    LOG.info(
+        "prepare: %d matched, %d decoded, %d failed; patches train=%d eval=%d; wrote %s",
+        summary["files_matched"],
+        summary["files_decoded"],
+        summary["files_failed"],
+        summary["patches"][TRAIN],
+        summary["patches"][EVAL],
+        args.output,
+    )
+    return result
+
+
+def main(argv=None):
+    configure_logging()
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

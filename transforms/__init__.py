@@ -1,0 +1,1 @@
+"""Composite PTransforms, DoFns and the data contracts they share."""

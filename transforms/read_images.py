@@ -1,0 +1,193 @@
+"""``ReadImages``: glob patterns (local or gs://) to decoded RGB images plus dead-letter records.
+
+Each matched file is read through Beam's filesystems, so the same transform works on local
+disk, ``gs://`` and anything else Beam mounts.  A file's *key* is its path relative to the
+directory part of the pattern that matched it (the "matched root"); later stages use the key
+as the image's identity and as its relative output path.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms import decode
+from transforms.records import dead_letter
+
+LOG = logging.getLogger(__name__)
+DEAD_LETTER = "dead_letter"
+UNMATCHED = "unmatched"
+PROGRESS_EVERY = 25  # log a count every this many decoded images per worker
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def matched_root(pattern: str) -> str:
+    """The directory part of ``pattern`` before its first wildcard, ending in '/'.
+
+    ``data/**/*.jpg`` -> ``data/``; ``gs://b/x/a.png`` -> ``gs://b/x/``.
+    """
+    wildcard = _WILDCARD.search(pattern)
+    fixed = pattern[: wildcard.start()] if wildcard else pattern
+    return fixed[: fixed.rfind("/") + 1] if "/" in fixed else ""
+
+
+def relative_key(path: str, root: str) -> str:
+    return path[len(root) :] if root and path.startswith(root) else path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class MatchedFile:
+    path: str
+    key: str  # path relative to the matched root
+    root: str
+    size_bytes: int
+
+
+@dataclass
+class DecodedImage:
+    path: str
+    key: str
+    root: str
+    pixels: np.ndarray  # (H, W, 3) uint8
+    size_bytes: int
+    sha256: str  # of the file's bytes
+
+
+def _unlisted_local_entries(pattern: str, seen: set[str]) -> list[str]:
+    if "://" in pattern:
+        return []
+    return sorted(
+        path
+        for path in glob.glob(pattern, recursive=True)
+        if path not in seen and os.path.lexists(path) and not os.path.isdir(path)
+    )
+
+
+class MatchPatterns(beam.DoFn):
+    """Pattern -> MatchedFile per file; a pattern matching nothing goes to ``UNMATCHED``."""
+
+    def process(self, pattern: str):
+        root = matched_root(pattern)
+        try:
+            metadata = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:  # noqa: BLE001 - a bad pattern must not stop the run
+            yield beam.pvalue.TaggedOutput(UNMATCHED, {"pattern": pattern, "detail": str(e)})
+            return
+        if not metadata and not _unlisted_local_entries(pattern, set()):
+            yield beam.pvalue.TaggedOutput(
+                UNMATCHED, {"pattern": pattern, "detail": "pattern matched no files"}
+            )
+            return
+        for item in metadata:
+            yield MatchedFile(item.path, relative_key(item.path, root), root, item.size_in_bytes)
+        # Beam's local listing skips entries it cannot stat (a dangling symlink, say); list
+        # them too so that reading fails loudly as an unreadable path instead.
+        seen = {item.path for item in metadata}
+        for path in _unlisted_local_entries(pattern, seen):
+            yield MatchedFile(path, relative_key(path, root), root, -1)
+
+
+class DecodeImages(beam.DoFn):
+    """Reads and decodes each file; failures become dead-letter records with their reason."""
+
+    def __init__(self, max_pixels: int, min_side: int):
+        self._max_pixels = max_pixels
+        self._min_side = min_side
+        self._decoded = Metrics.counter("read_images", "decoded")
+        self._failed = Metrics.counter("read_images", "failed")
+        self._count = 0
+
+    def _fail(self, matched: MatchedFile, reason: str, detail: str):
+        self._failed.inc()
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER, dead_letter(matched.path, "read", reason, detail)
+        )
+
+    def process(self, matched: MatchedFile):
+        try:
+            with FileSystems.open(matched.path) as handle:
+                data = handle.read()
+        except Exception as e:  # noqa: BLE001 - any I/O failure is this input's dead letter
+            yield self._fail(matched, decode.UNREADABLE, f"{type(e).__name__}: {e}")
+            return
+        try:
+            pixels = decode.decode_image(data, self._max_pixels)
+        except decode.DecodeError as e:
+            yield self._fail(matched, e.reason, e.detail)
+            return
+        height, width = pixels.shape[:2]
+        if min(height, width) < self._min_side:
+            yield self._fail(
+                matched, decode.TOO_SMALL, f"{width}x{height} is smaller than {self._min_side}"
+            )
+            return
+        self._decoded.inc()
+        self._count += 1
+        if self._count % PROGRESS_EVERY == 0:
+            LOG.info("decoded %d images on this worker", self._count)
+        yield DecodedImage(
+            matched.path,
+            matched.key,
+            matched.root,
+            pixels,
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+        )
+
+
+def _first_by_root(path_and_files):
+    path, files = path_and_files
+    return min(files, key=lambda f: f.root)
+
+
+class ReadImages(beam.PTransform):
+    """Patterns -> {"images": DecodedImage, "dead_letter": dict, "matched": MatchedFile,
+    "unmatched": dict}.
+
+    A file matched by several patterns is read once.  Images smaller than ``min_side`` on
+    either side are dead letters, so every matched file is either decoded or failed.
+    """
+
+    def __init__(
+        self,
+        patterns: list[str],
+        max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+        min_side: int = 1,
+    ):
+        super().__init__()
+        self._patterns = list(patterns)
+        self._max_pixels = max_pixels
+        self._min_side = min_side
+
+    def expand(self, pbegin):
+        matches = (
+            pbegin
+            | "Patterns" >> beam.Create(self._patterns)
+            | "Match" >> beam.ParDo(MatchPatterns()).with_outputs(UNMATCHED, main="files")
+        )
+        # Grouping by path removes files matched twice and spreads the reads over workers.
+        files = (
+            matches.files
+            | "KeyByPath" >> beam.Map(lambda f: (f.path, f))
+            | "GroupByPath" >> beam.GroupByKey()
+            | "OnePerPath" >> beam.Map(_first_by_root)
+        )
+        decoded = files | "Decode" >> beam.ParDo(
+            DecodeImages(self._max_pixels, self._min_side)
+        ).with_outputs(DEAD_LETTER, main="images")
+        return {
+            "images": decoded.images,
+            "dead_letter": decoded[DEAD_LETTER],
+            "matched": files,
+            "unmatched": matches[UNMATCHED],
+        }

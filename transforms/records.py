@@ -1,0 +1,53 @@
+"""Run records: the dead-letter record and summary-file helpers every stage shares.
+
+A dead-letter record is one JSON line ``{"path", "stage", "reason", "detail"}`` in files named
+``dead_letter*`` under the stage's output DIR.  ``reason`` is one of the stable strings in
+``transforms.decode`` so summaries can count by it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+DEAD_LETTER_PREFIX = "dead_letter"
+SUMMARY_FILE = "summary.json"
+FAILED_PREFIX = "failed:"  # summary counter prefix, followed by the reason
+
+
+def dead_letter(path: str, stage: str, reason: str, detail: str) -> dict:
+    return {"path": path, "stage": stage, "reason": reason, "detail": detail}
+
+
+def join(directory: str, *names: str) -> str:
+    return FileSystems.join(directory.rstrip("/"), *names)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` under a temporary name and renames it, so ``path`` is never partial."""
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temporary) as handle:
+        handle.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+
+
+def write_json(path: str, value: object) -> None:
+    write_atomically(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str) -> object:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def read_json_lines(pattern: str) -> list[dict]:
+    """All JSON-lines records in the files matching ``pattern`` (e.g. ``DIR/dead_letter*``)."""
+    records = []
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(match.path) as handle:
+            records.extend(json.loads(line) for line in handle.read().splitlines() if line)
+    return records
