@@ -21,6 +21,7 @@ FLOATING = [
     "scikit-image>=0.24,<0.27",  # also ships the embedded sample photographs
     "constriction>=0.4,<0.6",
     "tqdm>=4.66,<5",
+    "tensorboard>=2.19,<3",  # tf.summary needs it; TF 2.21 no longer depends on it
 ]
 
 TEST = [

@@ -8,6 +8,7 @@ import sys
 # subcommand -> (module with main(argv), one-line description)
 STAGES = {
     "prepare": ("pipelines.prepare", "cut noisy/clean patch pairs into TFRecords (Beam)"),
+    "train": ("pipelines.train", "train the codec or the denoiser and export it"),
 }
 
 

@@ -1,0 +1,154 @@
+"""Export of trained models: SavedModel signatures, weight fingerprint and ``model_card.json``.
+
+An exported model directory holds::
+
+    saved_model/      tf.saved_model.save of a tf.Module with @tf.function signatures
+    model_card.json   architecture, lambda, training data, steps, eval metrics, version,
+                      fingerprint
+
+Codec signatures (one image at a time, so results never depend on batch composition):
+    analyze(image uint8 [H, W, 3]) -> y_hat int32 [h, w, M], z_hat int32 [hz, wz, N]
+    scale_indexes(z_hat int32) -> int32 [h, w, M], positions in the scale table
+    synthesize(y_hat int32, height, width) -> image uint8 [height, width, 3]
+    entropy_parameters() -> z_pmf float32 [N, 2*Z_RANGE+1], scale_table float32 [NUM_SCALES],
+                            z_range, y_range
+Denoiser signature:
+    denoise(image uint8 [H, W, 3]) -> image uint8 [H, W, 3]
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import latentpress
+from models.codec import ScaleHyperprior, pad_to_multiple
+from models.denoiser import DnCNN
+from models.entropy_models import Y_RANGE, Z_RANGE, scale_table
+
+SAVED_MODEL_DIR = "saved_model"
+MODEL_CARD = "model_card.json"
+CODEC = "codec"
+DENOISER = "denoiser"
+
+IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
+
+
+def fingerprint(model) -> str:
+    """First 16 hex digits of SHA-256 over the weights in their structural order."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.asarray(weight.numpy())
+        digest.update(str(value.shape).encode())
+        digest.update(np.ascontiguousarray(value, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _to_unit(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(image, tf.float32)[tf.newaxis] / 255.0
+
+
+def _to_uint8(x: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.clip_by_value(tf.round(x * 255.0), 0.0, 255.0), tf.uint8)
+
+
+class CodecModule(tf.Module):
+    def __init__(self, model: ScaleHyperprior, model_fingerprint: str):
+        super().__init__(name="codec")
+        self.model = model
+        self.fingerprint = tf.constant(model_fingerprint)
+        self.z_pmf = tf.Variable(model.factorized_prior.pmf_table(), trainable=False)
+        self.scale_table = tf.constant(scale_table(), tf.float32)
+
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def analyze(self, image):
+        x = pad_to_multiple(_to_unit(image))
+        y = self.model.analysis_transform(x)
+        z = self.model.hyper_analysis_transform(y)
+        y_hat = tf.cast(self.model.quantize_y(y)[0], tf.int32)
+        z_hat = tf.cast(self.model.quantize_z(z)[0], tf.int32)
+        return {"y_hat": y_hat, "z_hat": z_hat}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_hat")])
+    def scale_indexes(self, z_hat):
+        z = tf.cast(z_hat, tf.float32)[tf.newaxis]
+        return {"indexes": self.model.scale_indexes(z)[0]}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.int32, name="y_hat"),
+            tf.TensorSpec([], tf.int32, name="height"),
+            tf.TensorSpec([], tf.int32, name="width"),
+        ]
+    )
+    def synthesize(self, y_hat, height, width):
+        x_hat = self.model.synthesis_transform(tf.cast(y_hat, tf.float32)[tf.newaxis])
+        return {"image": _to_uint8(x_hat[0, :height, :width])}
+
+    @tf.function(input_signature=[])
+    def entropy_parameters(self):
+        return {
+            "z_pmf": tf.identity(self.z_pmf),
+            "scale_table": self.scale_table,
+            "z_range": tf.constant(Z_RANGE),
+            "y_range": tf.constant(Y_RANGE),
+            "fingerprint": self.fingerprint,
+        }
+
+
+class DenoiserModule(tf.Module):
+    def __init__(self, model: DnCNN, model_fingerprint: str):
+        super().__init__(name="denoiser")
+        self.model = model
+        self.fingerprint = tf.constant(model_fingerprint)
+
+    @tf.function(input_signature=[IMAGE_SPEC])
+    def denoise(self, image):
+        return {"image": _to_uint8(self.model(_to_unit(image))[0])}
+
+
+def export_model(model, task: str, export_dir: str, card: dict) -> dict:
+    """Writes ``export_dir/saved_model`` and ``export_dir/model_card.json``; returns the card."""
+    model_fingerprint = fingerprint(model)
+    if task == CODEC:
+        module = CodecModule(model, model_fingerprint)
+        signatures = {
+            "analyze": module.analyze,
+            "scale_indexes": module.scale_indexes,
+            "synthesize": module.synthesize,
+            "entropy_parameters": module.entropy_parameters,
+        }
+    elif task == DENOISER:
+        module = DenoiserModule(model, model_fingerprint)
+        signatures = {"serving_default": module.denoise, "denoise": module.denoise}
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    os.makedirs(export_dir, exist_ok=True)
+    tf.saved_model.save(module, os.path.join(export_dir, SAVED_MODEL_DIR), signatures=signatures)
+    card = {
+        **card,
+        "task": task,
+        "fingerprint": model_fingerprint,
+        "package_version": latentpress.__version__,
+        "tensorflow_version": tf.__version__,
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    with open(os.path.join(export_dir, MODEL_CARD), "w", encoding="utf-8") as handle:
+        json.dump(card, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return card
+
+
+def load_model_card(model_dir: str) -> dict:
+    with open(os.path.join(model_dir, MODEL_CARD), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_saved_model(model_dir: str):
+    """The exported tf.Module (works whichever Keras the process has active)."""
+    return tf.saved_model.load(os.path.join(model_dir, SAVED_MODEL_DIR))

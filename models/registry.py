@@ -1,0 +1,45 @@
+"""Finding a model by name or path: the one way every stage resolves ``--model``/``--denoiser``.
+
+A name is a folder under ``models/pretrained/`` (installed with the package), holding an
+exported model (``saved_model/`` and ``model_card.json``).  ``codec`` and ``denoiser`` are the
+defaults; later releases add names but keep these.  Anything else is taken as a path to an
+exported model directory.
+"""
+
+from __future__ import annotations
+
+import os
+
+from models.export import MODEL_CARD, SAVED_MODEL_DIR, load_model_card
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+DEFAULT_CODEC = "codec"
+DEFAULT_DENOISER = "denoiser"
+
+
+def available() -> list[str]:
+    if not os.path.isdir(PRETRAINED_DIR):
+        return []
+    return sorted(
+        name
+        for name in os.listdir(PRETRAINED_DIR)
+        if os.path.exists(os.path.join(PRETRAINED_DIR, name, MODEL_CARD))
+    )
+
+
+def resolve(name_or_path: str) -> str:
+    """Directory of the exported model ``name_or_path``; raises FileNotFoundError if none."""
+    candidates = [name_or_path, os.path.join(PRETRAINED_DIR, name_or_path)]
+    for candidate in candidates:
+        if os.path.isdir(os.path.join(candidate, SAVED_MODEL_DIR)) and os.path.exists(
+            os.path.join(candidate, MODEL_CARD)
+        ):
+            return os.path.abspath(candidate)
+    raise FileNotFoundError(
+        f"no exported model at {name_or_path!r} and no shipped model of that name "
+        f"(shipped: {', '.join(available()) or 'none'})"
+    )
+
+
+def card(name_or_path: str) -> dict:
+    return load_model_card(resolve(name_or_path))

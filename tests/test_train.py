@@ -1,0 +1,210 @@
+"""Training: loss goes down, a killed run resumes, exports match, two replicas train."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import export
+from models.codec import pad_to_multiple
+from pipelines import prepare, train
+from tests.conftest import copy_samples
+from transforms import features, statistics
+
+TINY_CODEC = ["--task=codec", "--num-filters=16", "--latent-filters=24", "--lmbda=0.01"]
+TINY_DENOISER = ["--task=denoise", "--depth=3", "--filters=16"]
+QUIET = ["--no-progress", "--eval-batches=2"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Real patches from the sample photographs, both splits filled."""
+    corpus = tmp_path_factory.mktemp("corpus")
+    copy_samples(corpus)
+    output = tmp_path_factory.mktemp("prepared")
+    prepare.run(
+        [
+            f"--input={corpus}/*",
+            f"--output={output}",
+            "--noise=gaussian:10-40",
+            "--patch-size=64",
+            "--patches-per-image=8",
+            "--eval-fraction=0.3",
+            "--num-shards=2",
+            "--runner=DirectRunner",
+        ]
+    )
+    return output
+
+
+def python(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def make_trainer(prepared: Path, model_dir: Path, flags: list[str]):
+    args = train.build_parser().parse_args(
+        [f"--data={prepared}", f"--model-dir={model_dir}", "--batch-size=8", *flags]
+    )
+    stats = statistics.read_stats(str(prepared / features.TRANSFORM_DIR))
+    return args, train.Trainer(args, tf.distribute.get_strategy(), stats)
+
+
+@pytest.mark.parametrize(
+    "flags", [TINY_CODEC + ["--learning-rate=1e-3"], TINY_DENOISER + ["--learning-rate=1e-3"]]
+)
+def test_a_short_run_on_real_patches_lowers_the_loss(prepared, tmp_path, flags):
+    args, trainer = make_trainer(prepared, tmp_path, ["--steps=60", *flags])
+    fixed = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
+    before = trainer.evaluate(fixed, 4)["loss"]
+    batches = iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=True))
+    for _ in range(args.steps):
+        trainer.train_step(next(batches))
+    after = trainer.evaluate(fixed, 4)["loss"]
+    assert trainer.step == 60
+    assert after < 0.8 * before, (before, after)
+
+
+def test_killed_run_resumes_with_its_optimizer_state(prepared, tmp_path):
+    model_dir = tmp_path / "run"
+    argv = [
+        f"--data={prepared}",
+        f"--model-dir={model_dir}",
+        "--steps=400",
+        "--checkpoint-every=5",
+        "--eval-every=1000",
+        *TINY_DENOISER,
+        *QUIET,
+    ]
+    code = "import sys; from pipelines import train; train.run(sys.argv[1:])"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = model_dir / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(checkpoints.glob("ckpt-*.index"))[1:]:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # no chance to save on the way out
+    process.wait()
+    latest = tf.train.latest_checkpoint(str(checkpoints))
+    assert latest, "the run was killed before its second checkpoint"
+    saved_step = int(latest.rsplit("-", 1)[1])
+    assert 0 < saved_step < 400
+
+    # The resumed trainer holds exactly the saved optimizer state (step and Adam moments).
+    args, trainer = make_trainer(prepared, model_dir, ["--steps=400", *TINY_DENOISER])
+    assert trainer.restore() == saved_step
+    reader = tf.train.load_checkpoint(latest)
+    optimizer_variables = trainer.optimizer.variables()
+    saved = [
+        (int(name.split("/")[2]), reader.get_tensor(name))
+        for name, _ in tf.train.list_variables(latest)
+        if name.startswith("optimizer/_variables/")
+    ]
+    assert len(saved) == len(optimizer_variables) - 1 > 0  # [0] is the step, checked above
+    for index, value in saved:
+        np.testing.assert_array_equal(optimizer_variables[index].numpy(), value)
+    assert any(np.abs(value).sum() > 0 for _, value in saved[1:])  # moments, not zeros
+
+    short = [a if not a.startswith("--steps") else f"--steps={saved_step + 10}" for a in argv]
+    card = train.run(short)
+    assert card["steps"] == saved_step + 10  # continued, not restarted from zero
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith(f"-{saved_step + 10}")
+
+
+def _reference_outputs(model_dir: Path, image: np.ndarray) -> dict:
+    """Outputs of the exported model in a fresh process, as JSON-able lists."""
+    code = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from models.export import load_saved_model
+model = load_saved_model(sys.argv[1])
+image = tf.constant(np.load(sys.argv[2]))
+out = {}
+if hasattr(model, "analyze"):
+    latents = model.analyze(image)
+    out["y_hat"] = latents["y_hat"].numpy().tolist()
+    shape = image.shape
+    out["x_hat"] = model.synthesize(latents["y_hat"], shape[0], shape[1])["image"].numpy().tolist()
+else:
+    out["x_hat"] = model.denoise(image)["image"].numpy().tolist()
+print(json.dumps(out))
+"""
+    path = model_dir / "image.npy"
+    np.save(path, image)
+    results = []
+    for legacy in ("0", "1"):  # whichever Keras the loading process has active
+        done = python(
+            code, str(model_dir / "export"), str(path), env={"TF_USE_LEGACY_KERAS": legacy}
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    return {key: np.array(value) for key, value in results[0].items()}
+
+
+@pytest.mark.parametrize("flags", [TINY_CODEC, TINY_DENOISER])
+def test_export_in_a_fresh_process_matches_the_trained_model(prepared, tmp_path, flags):
+    card = train.run(
+        [f"--data={prepared}", f"--model-dir={tmp_path}", "--steps=10", *flags, *QUIET]
+    )
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [1, 2], 0, 256, tf.int32))
+    image = image.astype(np.uint8)
+    exported = _reference_outputs(tmp_path, image)
+
+    args, trainer = make_trainer(prepared, tmp_path, ["--steps=10", *flags])
+    trainer.restore()
+    model = trainer.model
+    assert export.fingerprint(model) == card["fingerprint"]
+    x = tf.constant(image, tf.float32)[tf.newaxis] / 255.0
+    if card["task"] == export.CODEC:
+        y_hat = model.quantize_y(model.analysis_transform(pad_to_multiple(x)))[0].numpy()
+        assert (y_hat == exported["y_hat"]).mean() > 0.999
+        x_hat = model.synthesis_transform(y_hat[np.newaxis])[0, :61, :97].numpy()
+    else:
+        x_hat = model(x)[0].numpy()
+    expected = np.clip(np.round(x_hat * 255), 0, 255)
+    assert exported["x_hat"].shape == (61, 97, 3)
+    assert np.abs(expected - exported["x_hat"]).max() <= 1
+
+
+def test_mirrored_strategy_trains_over_two_logical_cpus(prepared, tmp_path):
+    code = (
+        "import json, sys; from pipelines import train; "
+        "card = train.run(sys.argv[1:]); print(json.dumps(card))"
+    )
+    done = python(
+        code,
+        f"--data={prepared}",
+        f"--model-dir={tmp_path}",
+        "--steps=30",
+        "--cpu-replicas=2",
+        "--batch-size=8",
+        "--learning-rate=1e-3",
+        *TINY_DENOISER,
+        *QUIET,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads(done.stdout.strip().splitlines()[-1])
+    assert card["replicas"] == 2
+    assert card["steps"] == 30
+    noisy_psnr, psnr = card["eval"]["noisy_psnr"], card["eval"]["psnr"]
+    assert psnr > noisy_psnr, card["eval"]  # it learned to denoise across both replicas
