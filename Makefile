@@ -18,7 +18,8 @@ install: $(STAMP)
 
 ## Run the main job on the embedded sample photographs (writes under out/demo).
 demo: $(STAMP)
-	$(BIN)/latentpress prepare --output out/demo/prepared --noise gaussian:0-55 --seed 0
+	$(BIN)/latentpress prepare --output out/demo/prepared --noise gaussian:0-55 --seed 0 \
+		--eval-fraction 0.3 --overwrite
 
 ## Run the whole test suite (tests that need ../shared/datasets skip without it).
 test: $(STAMP)
@@ -35,6 +36,7 @@ format: $(STAMP)
 ## Throughput benchmarks (see README "Benchmarks").
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.prepare_throughput
+	$(BIN)/python -m benchmarks.train_throughput
 
 clean:
 	rm -rf out build *.egg-info

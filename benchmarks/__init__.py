@@ -1,0 +1,1 @@
+"""Throughput benchmarks; each prints figures as ratios against a baseline in the same run."""
