@@ -37,6 +37,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.prepare_throughput
 	$(BIN)/python -m benchmarks.train_throughput
+	$(BIN)/python -m benchmarks.codec_speed
 
 clean:
 	rm -rf out build *.egg-info

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module with main(argv), one-line description)
 STAGES = {
     "prepare": ("pipelines.prepare", "cut noisy/clean patch pairs into TFRecords (Beam)"),
     "train": ("pipelines.train", "train the codec or the denoiser and export it"),
+    "compress": ("pipelines.compress", "compress images to code files"),
+    "decompress": ("pipelines.decompress", "decompress code files to PNG images"),
 }
 
 
@@ -27,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"latentpress: unknown stage {stage!r}\n{usage()}", file=sys.stderr)
         return 2
+    # TensorFlow's C++ start-up chatter is not for users; set the variable to see it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     module = importlib.import_module(STAGES[stage][0])
     try:
-        module.main(rest)
+        return module.main(rest) or 0
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         # Usage problems are one line, not a traceback.
         print(f"latentpress {stage}: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

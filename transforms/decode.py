@@ -71,8 +71,16 @@ def image_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decodes ``data`` to an upright ``(H, W, 3)`` uint8 array or raises ``DecodeError``."""
+    return decode_with_mode(data, max_pixels)[0]
+
+
+def decode_with_mode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Like ``decode_image``, plus the source's Pillow mode (e.g. "L" for grayscale)."""
     if not data:
         raise DecodeError(EMPTY, "file has zero bytes")
     try:
@@ -95,7 +103,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
+                mode = image.mode
                 image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(image), mode
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise DecodeError(TRUNCATED, f"{type(e).__name__}: {e}") from e

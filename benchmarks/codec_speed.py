@@ -1,0 +1,139 @@
+"""Codec speed on CPU: encode and decode milliseconds per megapixel, network vs entropy coding.
+
+    python -m benchmarks.codec_speed [--model codec] [--images N] [--repeats R]
+
+Images: ../shared/datasets/CBSD68 when present, else the embedded sample photographs.  Each
+image is compressed and decompressed R times after one warm-up; the fastest repeat counts.
+Pillow's JPEG (quality 75) on the same images is the baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models import entropy_coding
+from models.compressor import Compressor
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "CBSD68"
+
+
+def load_images(count: int) -> list[np.ndarray]:
+    if SHARED.is_dir():
+        paths = sorted(SHARED.glob("*.png"))[:count]
+    else:
+        from latentpress.samples import sample_paths
+
+        paths = [Path(p) for p in sample_paths()][:count]
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def codec_times(compressor: Compressor, x: np.ndarray) -> dict[str, float]:
+    height, width = x.shape[:2]
+    (y_hat, z_hat), analyze = timed(compressor.analyze, x)
+    indexes, hyper = timed(compressor.scale_indexes, z_hat)
+    z_stream, code_z = timed(entropy_coding.encode_z, z_hat, compressor.z_pmf, compressor.z_range)
+    y_stream, code_y = timed(
+        entropy_coding.encode_y, y_hat, indexes, compressor.scale_table, compressor.y_range
+    )
+    data = compressor.encode(y_hat, z_hat, height, width, 3)
+    code, parse = timed(compressor.parse, data)
+    z_decoded, decode_z = timed(
+        entropy_coding.decode_z, code.z_stream, z_hat.shape, compressor.z_pmf, compressor.z_range
+    )
+    indexes_decoded, hyper_decode = timed(compressor.scale_indexes, z_decoded)
+    y_decoded, decode_y = timed(
+        entropy_coding.decode_y,
+        code.y_stream,
+        indexes_decoded,
+        compressor.scale_table,
+        compressor.y_range,
+    )
+    _, synthesize = timed(compressor.synthesize, y_decoded, height, width)
+    return {
+        "encode_network": analyze + hyper,
+        "encode_entropy": code_z + code_y,
+        "decode_network": hyper_decode + synthesize,
+        "decode_entropy": parse + decode_z + decode_y,
+        "bytes": len(data),
+    }
+
+
+def jpeg_times(x: np.ndarray) -> dict[str, float]:
+    buffer = io.BytesIO()
+    _, encode = timed(lambda: Image.fromarray(x).save(buffer, format="JPEG", quality=75))
+    data = buffer.getvalue()
+    _, decode = timed(lambda: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    return {"encode": encode, "decode": decode, "bytes": len(data)}
+
+
+def fastest(runs: list[dict]) -> dict:
+    return {key: min(run[key] for run in runs) for key in runs[0]}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="codec")
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    compressor = Compressor(args.model)
+    images = load_images(args.images)
+    totals: dict[str, float] = {}
+    jpeg_totals: dict[str, float] = {}
+    megapixels = sum(x.shape[0] * x.shape[1] for x in images) / 1e6
+    pixels = megapixels * 1e6
+    for x in images:
+        codec_times(compressor, x)  # warm-up: traces the signatures for this shape
+        for key, value in fastest(
+            [codec_times(compressor, x) for _ in range(args.repeats)]
+        ).items():
+            totals[key] = totals.get(key, 0.0) + value
+        for key, value in fastest([jpeg_times(x) for _ in range(args.repeats)]).items():
+            jpeg_totals[key] = jpeg_totals.get(key, 0.0) + value
+    per_mp = {k: round(1000 * v / megapixels, 1) for k, v in totals.items() if k != "bytes"}
+    encode = per_mp["encode_network"] + per_mp["encode_entropy"]
+    decode = per_mp["decode_network"] + per_mp["decode_entropy"]
+    jpeg_encode = 1000 * jpeg_totals["encode"] / megapixels
+    jpeg_decode = 1000 * jpeg_totals["decode"] / megapixels
+    results = {
+        "images": len(images),
+        "megapixels": round(megapixels, 3),
+        "ms_per_megapixel": {
+            **per_mp,
+            "encode_total": round(encode, 1),
+            "decode_total": round(decode, 1),
+            "jpeg_q75_encode": round(jpeg_encode, 1),
+            "jpeg_q75_decode": round(jpeg_decode, 1),
+        },
+        "entropy_share": {
+            "encode": round(per_mp["encode_entropy"] / encode, 3),
+            "decode": round(per_mp["decode_entropy"] / decode, 3),
+        },
+        "over_jpeg": {
+            "encode": round(encode / jpeg_encode, 1),
+            "decode": round(decode / jpeg_decode, 1),
+        },
+        "bpp": {
+            "codec": round(8 * totals["bytes"] / pixels, 4),
+            "jpeg_q75": round(8 * jpeg_totals["bytes"] / pixels, 4),
+        },
+    }
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

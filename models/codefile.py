@@ -1,0 +1,109 @@
+"""The code-file format: the one module that writes and reads ``.lpc`` files.
+
+Layout (all integers big-endian)::
+
+    offset  size  field
+    0       4     magic b"LPC\\x00"
+    4       1     format version (1)
+    5       8     model fingerprint (16 hex digits of the weights' SHA-256)
+    13      4     image height in pixels
+    17      4     image width in pixels
+    21      1     source channels: 1 = decode to grayscale, 3 = RGB
+    22      4     CRC-32 of the latents' scale indexes (catches a platform whose hyperprior
+                  arithmetic differs, which would otherwise decode to a wrong image)
+    26      4     length of the z stream in bytes (Z)
+    30      4     length of the y stream in bytes (Y)
+    34      Z     z stream: range-coded side information
+    34+Z    Y     y stream: range-coded latents
+    34+Z+Y  4     CRC-32 of every byte before it
+
+The padded size and latent shapes follow from height and width (see ``models.codec``).  The
+reported rate of an image is 8 * file size / (height * width) bits per pixel, header included.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"LPC\x00"
+VERSION = 1
+SUFFIX = ".lpc"
+_HEADER = struct.Struct(">4sB8sIIBIII")
+_CHECKSUM = struct.Struct(">I")
+
+
+class CodeFileError(ValueError):
+    """A file that cannot be decoded; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class CodeFile:
+    fingerprint: str  # 16 hex digits
+    height: int
+    width: int
+    source_channels: int
+    index_checksum: int
+    z_stream: bytes
+    y_stream: bytes
+
+    def to_bytes(self) -> bytes:
+        header = _HEADER.pack(
+            MAGIC,
+            VERSION,
+            bytes.fromhex(self.fingerprint),
+            self.height,
+            self.width,
+            self.source_channels,
+            self.index_checksum,
+            len(self.z_stream),
+            len(self.y_stream),
+        )
+        body = header + self.z_stream + self.y_stream
+        return body + _CHECKSUM.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CodeFile:
+        if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+            raise CodeFileError("not a latentpress code file (bad magic bytes)")
+        if len(data) < len(MAGIC) + 1:
+            raise CodeFileError("truncated code file (no format version)")
+        version = data[len(MAGIC)]
+        if version != VERSION:
+            raise CodeFileError(
+                f"unsupported code-file format version {version} (this latentpress reads "
+                f"version {VERSION})"
+            )
+        if len(data) < _HEADER.size + _CHECKSUM.size:
+            raise CodeFileError(f"truncated code file ({len(data)} bytes, header incomplete)")
+        fields = _HEADER.unpack_from(data)
+        z_length, y_length = fields[7], fields[8]
+        expected = _HEADER.size + z_length + y_length + _CHECKSUM.size
+        if len(data) != expected:
+            raise CodeFileError(
+                f"truncated or padded code file ({len(data)} bytes, header says {expected})"
+            )
+        (stored,) = _CHECKSUM.unpack_from(data, expected - _CHECKSUM.size)
+        if zlib.crc32(data[: expected - _CHECKSUM.size]) != stored:
+            raise CodeFileError("corrupted code file (checksum mismatch)")
+        _, _, fingerprint, height, width, channels, index_checksum, _, _ = fields
+        if channels not in (1, 3) or height == 0 or width == 0:
+            raise CodeFileError(f"invalid header ({width}x{height}, {channels} channels)")
+        z_start = _HEADER.size
+        return cls(
+            fingerprint.hex(),
+            height,
+            width,
+            channels,
+            index_checksum,
+            data[z_start : z_start + z_length],
+            data[z_start + z_length : z_start + z_length + y_length],
+        )
+
+
+def index_checksum(indexes) -> int:
+    """CRC-32 of the scale indexes as little-endian int32 bytes."""
+    import numpy as np
+
+    return zlib.crc32(np.ascontiguousarray(indexes, dtype="<i4").tobytes())

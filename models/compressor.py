@@ -1,0 +1,125 @@
+"""Images to code files and back, with an exported codec (``models.export``).
+
+``Compressor.compress`` runs the analysis network, entropy-codes the latents and packs them in
+the code-file format; ``Compressor.decompress`` reverses it.  Each step is its own method so
+benchmarks can time the network and the entropy coding separately.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from models import entropy_coding, registry
+from models.codec import PAD_MULTIPLE
+from models.codefile import CodeFile, CodeFileError, index_checksum
+from models.export import load_model_card, load_saved_model
+
+LATENT_STRIDE = 16  # g_a downsampling
+SIDE_STRIDE = 64  # g_a then h_a
+
+
+def _padded(size: int) -> int:
+    return -(-size // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def to_grayscale(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as Pillow converts RGB to L."""
+    return np.asarray(Image.fromarray(rgb).convert("L"))
+
+
+class Compressor:
+    def __init__(self, model: str = registry.DEFAULT_CODEC):
+        self.model_dir = registry.resolve(model)
+        self.card = load_model_card(self.model_dir)
+        self.module = load_saved_model(self.model_dir)
+        parameters = self.module.entropy_parameters()
+        self.z_pmf = parameters["z_pmf"].numpy()
+        self.scale_table = parameters["scale_table"].numpy()
+        self.z_range = int(parameters["z_range"])
+        self.y_range = int(parameters["y_range"])
+        self.fingerprint = parameters["fingerprint"].numpy().decode()
+
+    # --- network ---------------------------------------------------------------------
+
+    def analyze(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        latents = self.module.analyze(tf.constant(pixels, tf.uint8))
+        return latents["y_hat"].numpy(), latents["z_hat"].numpy()
+
+    def scale_indexes(self, z_hat: np.ndarray) -> np.ndarray:
+        return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
+
+    def synthesize(self, y_hat: np.ndarray, height: int, width: int) -> np.ndarray:
+        image = self.module.synthesize(tf.constant(y_hat, tf.int32), height, width)["image"]
+        return image.numpy()
+
+    def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's own quantized reconstruction, without entropy coding."""
+        y_hat, _ = self.analyze(pixels)
+        return self.synthesize(y_hat, pixels.shape[0], pixels.shape[1])
+
+    # --- bitstreams -------------------------------------------------------------------
+
+    def encode(
+        self, y_hat: np.ndarray, z_hat: np.ndarray, height: int, width: int, channels: int
+    ) -> bytes:
+        # The decoder recomputes the indexes from the decoded z_hat through this same
+        # signature, so the encoder must use it too (not an internal shortcut).
+        indexes = self.scale_indexes(z_hat)
+        code = CodeFile(
+            fingerprint=self.fingerprint,
+            height=height,
+            width=width,
+            source_channels=channels,
+            index_checksum=index_checksum(indexes),
+            z_stream=entropy_coding.encode_z(z_hat, self.z_pmf, self.z_range),
+            y_stream=entropy_coding.encode_y(y_hat, indexes, self.scale_table, self.y_range),
+        )
+        return code.to_bytes()
+
+    def compress(self, pixels: np.ndarray, source_channels: int = 3) -> bytes:
+        """pixels: uint8 (H, W, 3); ``source_channels=1`` makes the decoder output grayscale."""
+        if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+            raise ValueError("compress expects a uint8 (height, width, 3) array")
+        y_hat, z_hat = self.analyze(pixels)
+        return self.encode(y_hat, z_hat, pixels.shape[0], pixels.shape[1], source_channels)
+
+    def parse(self, data: bytes) -> CodeFile:
+        code = CodeFile.from_bytes(data)
+        if code.fingerprint != self.fingerprint:
+            raise CodeFileError(
+                f"written by model {code.fingerprint}, but the model given is "
+                f"{self.fingerprint} ({self.model_dir}); pass the model that wrote it"
+            )
+        return code
+
+    def decode_latents(self, code: CodeFile) -> np.ndarray:
+        side_shape = (
+            _padded(code.height) // SIDE_STRIDE,
+            _padded(code.width) // SIDE_STRIDE,
+            self.z_pmf.shape[0],
+        )
+        try:
+            z_hat = entropy_coding.decode_z(code.z_stream, side_shape, self.z_pmf, self.z_range)
+            indexes = self.scale_indexes(z_hat)
+            if index_checksum(indexes) != code.index_checksum:
+                raise CodeFileError(
+                    "scale indexes differ from the encoder's: this platform computes the "
+                    "hyperprior differently, decoding would give a wrong image"
+                )
+            return entropy_coding.decode_y(code.y_stream, indexes, self.scale_table, self.y_range)
+        except CodeFileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
+            raise CodeFileError(f"corrupted code file (entropy decoding failed: {e})") from e
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """uint8 (H, W, 3), or (H, W) for a grayscale source."""
+        code = self.parse(data)
+        image = self.synthesize(self.decode_latents(code), code.height, code.width)
+        return to_grayscale(image) if code.source_channels == 1 else image
+
+
+def bits_per_pixel(code_bytes: int, height: int, width: int) -> float:
+    return 8.0 * code_bytes / (height * width)

@@ -1,0 +1,71 @@
+"""Range coding of the quantized latents with ``constriction``, driven by the model's tables.
+
+* z (side information): one categorical model per channel, from the factorized prior's
+  probabilities of the integers -z_range..z_range; coded channel by channel.
+* y (latents): a zero-mean quantized Gaussian per element over -y_range..y_range, with the
+  standard deviation looked up in the scale table at the element's index.
+
+Both ends compute identical models from identical inputs (the exported tables and the
+integer indexes), which is what makes the streams decodable.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+_MODELS = constriction.stream.model
+
+
+def _as_bytes(words: np.ndarray) -> bytes:
+    return np.asarray(words, dtype="<u4").tobytes()
+
+
+def _as_words(data: bytes) -> np.ndarray:
+    if len(data) % 4:
+        raise ValueError("stream length is not a multiple of 4 bytes")
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+def encode_z(z_hat: np.ndarray, z_pmf: np.ndarray, z_range: int) -> bytes:
+    """z_hat: int [h, w, channels] in [-z_range, z_range]."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    symbols = (z_hat.astype(np.int32) + z_range).reshape(-1, z_hat.shape[-1])
+    for channel in range(z_hat.shape[-1]):
+        model = _MODELS.Categorical(z_pmf[channel].astype(np.float64), perfect=False)
+        encoder.encode(symbols[:, channel].copy(), model)
+    return _as_bytes(encoder.get_compressed())
+
+
+def decode_z(data: bytes, shape: tuple[int, int, int], z_pmf: np.ndarray, z_range: int):
+    decoder = constriction.stream.queue.RangeDecoder(_as_words(data))
+    count = shape[0] * shape[1]
+    channels = [
+        decoder.decode(_MODELS.Categorical(z_pmf[c].astype(np.float64), perfect=False), count)
+        for c in range(shape[2])
+    ]
+    return (np.stack(channels, axis=-1).astype(np.int32) - z_range).reshape(shape)
+
+
+def _gaussian(y_range: int):
+    return _MODELS.QuantizedGaussian(-y_range, y_range)
+
+
+def _stds(indexes: np.ndarray, scale_table: np.ndarray) -> np.ndarray:
+    return scale_table.astype(np.float64)[indexes.reshape(-1)]
+
+
+def encode_y(y_hat: np.ndarray, indexes: np.ndarray, scale_table, y_range: int) -> bytes:
+    """y_hat, indexes: int [h, w, channels]; y_hat in [-y_range, y_range]."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    stds = _stds(indexes, scale_table)
+    means = np.zeros_like(stds)
+    encoder.encode(y_hat.reshape(-1).astype(np.int32), _gaussian(y_range), means, stds)
+    return _as_bytes(encoder.get_compressed())
+
+
+def decode_y(data: bytes, indexes: np.ndarray, scale_table, y_range: int) -> np.ndarray:
+    decoder = constriction.stream.queue.RangeDecoder(_as_words(data))
+    stds = _stds(indexes, scale_table)
+    values = decoder.decode(_gaussian(y_range), np.zeros_like(stds), stds)
+    return np.asarray(values, dtype=np.int32).reshape(indexes.shape)

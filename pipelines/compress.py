@@ -1,0 +1,70 @@
+"""``latentpress compress``: images to code files, one per image.
+
+    latentpress compress [--model M] IMAGE [IMAGE ...] -o DIR
+
+Writes ``DIR/<image name>.lpc`` (format: ``models/codefile.py``) and prints each file's size and
+bits per pixel (8 * file size / pixels, header included).  A grayscale source is recorded as
+such and decompresses to a grayscale PNG.  Inputs that cannot be read are reported one line
+each; the exit code is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from models import registry
+from models.codefile import SUFFIX
+from models.compressor import Compressor, bits_per_pixel
+from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
+from transforms.records import write_atomically
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentpress compress", description="Compress images to latentpress code files."
+    )
+    parser.add_argument("images", nargs="+", help="Image files to compress.")
+    parser.add_argument("-o", "--output", required=True, help="Directory for the code files.")
+    parser.add_argument(
+        "--model",
+        default=registry.DEFAULT_CODEC,
+        help="Shipped model name or exported model directory (default: %(default)s).",
+    )
+    return parser
+
+
+def output_names(paths: list[str], suffix: str) -> list[str]:
+    """``<name><suffix>`` per input; two inputs with one name is an error, not an overwrite."""
+    names = [os.path.splitext(os.path.basename(p))[0] + suffix for p in paths]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs would write {', '.join(duplicates)}; rename them")
+    return names
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    names = output_names(args.images, SUFFIX)
+    compressor = Compressor(args.model)
+    os.makedirs(args.output, exist_ok=True)
+    failed = 0
+    for path, name in zip(args.images, names, strict=True):
+        try:
+            with open(path, "rb") as handle:
+                pixels, mode = decode_with_mode(handle.read())
+        except (OSError, DecodeError) as e:
+            print(f"latentpress compress: {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        data = compressor.compress(pixels, 1 if mode in GRAYSCALE_MODES else 3)
+        target = os.path.join(args.output, name)
+        write_atomically(target, data)
+        bpp = bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])
+        print(f"{target}: {len(data)} bytes, {bpp:.4f} bpp")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
