@@ -31,13 +31,35 @@ Z_RANGE = 64
 Y_RANGE = 2048
 
 
+def lower_bound(x: tf.Tensor, bound: float) -> tf.Tensor:
+    """max(x, bound), with the gradient kept where it pushes x back above the bound.
+
+    A plain ``tf.maximum`` zeroes the gradient below the bound, which freezes exactly the
+    values that most need to move (a scale index below the table, a likelihood in the tail).
+    """
+
+    @tf.custom_gradient
+    def _bound(x):
+        def grad(dy):
+            # dy < 0: increasing x lowers the loss, i.e. the step moves x towards the bound.
+            return tf.where((x >= bound) | (dy < 0), dy, tf.zeros_like(dy))
+
+        return tf.maximum(x, bound), grad
+
+    return _bound(x)
+
+
+def upper_bound(x: tf.Tensor, bound: float) -> tf.Tensor:
+    return -lower_bound(-x, -bound)
+
+
 def scale_table() -> np.ndarray:
     return np.exp(np.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), NUM_SCALES))
 
 
 def scale_from_index(index: tf.Tensor) -> tf.Tensor:
     """Scale for a (possibly fractional) table position in [0, NUM_SCALES - 1]."""
-    index = tf.clip_by_value(index, 0.0, NUM_SCALES - 1.0)
+    index = lower_bound(upper_bound(index, NUM_SCALES - 1.0), 0.0)
     log_min, log_max = np.log(SCALE_MIN), np.log(SCALE_MAX)
     return tf.exp(log_min + (log_max - log_min) * index / (NUM_SCALES - 1))
 
@@ -66,7 +88,7 @@ class GaussianConditional(keras.layers.Layer):
         # Integrate on the negative side, where the CDF is accurate.
         upper = _standard_normal_cdf((0.5 - y) / scale)
         lower = _standard_normal_cdf((-0.5 - y) / scale)
-        return tf.maximum(upper - lower, LIKELIHOOD_BOUND)
+        return lower_bound(upper - lower, LIKELIHOOD_BOUND)
 
 
 class FactorizedPrior(keras.layers.Layer):
@@ -133,7 +155,7 @@ class FactorizedPrior(keras.layers.Layer):
         likelihood = self._bin_likelihood(values)
         likelihood = tf.reshape(likelihood, [channels, shape[0], shape[1], shape[2]])
         likelihood = tf.transpose(likelihood, [1, 2, 3, 0])
-        return tf.maximum(likelihood, LIKELIHOOD_BOUND)
+        return lower_bound(likelihood, LIKELIHOOD_BOUND)
 
     def pmf_table(self) -> tf.Tensor:
         """[channels, 2 * Z_RANGE + 1] probabilities of the integers -Z_RANGE..Z_RANGE."""

@@ -102,10 +102,9 @@ class CodecModule(tf.Module):
 
 
 class DenoiserModule(tf.Module):
-    def __init__(self, model: DnCNN, model_fingerprint: str):
+    def __init__(self, model: DnCNN):
         super().__init__(name="denoiser")
         self.model = model
-        self.fingerprint = tf.constant(model_fingerprint)
 
     @tf.function(input_signature=[IMAGE_SPEC])
     def denoise(self, image):
@@ -124,7 +123,7 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
             "entropy_parameters": module.entropy_parameters,
         }
     elif task == DENOISER:
-        module = DenoiserModule(model, model_fingerprint)
+        module = DenoiserModule(model)
         signatures = {"serving_default": module.denoise, "denoise": module.denoise}
     else:
         raise ValueError(f"unknown task {task!r}")

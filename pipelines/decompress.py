@@ -1,25 +1,41 @@
 """``latentpress decompress``: code files back to PNG images.
 
     latentpress decompress [--model M] CODE [CODE ...] -o DIR
+    latentpress decompress [--model M] --input 'GLOB' -o DIR [Beam options]
 
-Writes ``DIR/<code name>.png``.  A file that is not a code file, is truncated or corrupted, has
-an unknown format version or was written by another model gets one line naming the problem;
-the exit code is 1 if any failed.
+The first form decodes the files given, in this process, to ``DIR/<code name>.png``.  The
+second runs a Beam pipeline over every file the pattern matches (local or gs://), writing
+``DIR/<key without .lpc>.png`` (key: path relative to the pattern's fixed part, so
+``codes/a/b.jpg.lpc`` under ``codes/**`` becomes ``DIR/a/b.jpg.png``), plus
+``dead_letter-*.jsonl`` and ``summary.json`` (matched = written + failed).
+
+A file that is not a code file, is truncated or corrupted, has an unknown format version or was
+written by another model gets one line naming the problem (a dead-letter record in the
+pipeline); the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import sys
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from PIL import Image
 
 from models import registry
-from models.codefile import CodeFileError
+from models.codefile import SUFFIX, CodeFileError
 from models.compressor import Compressor
 from pipelines.compress import output_names
+from pipelines.options import configure_logging, split_args
+from transforms import records
+from transforms.apply_models import safe_key
+from transforms.decode import UNREADABLE, UNSAFE_PATH
+from transforms.read_images import DEAD_LETTER, MatchFiles
 from transforms.records import write_atomically
 
 
@@ -27,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentpress decompress", description="Decompress latentpress code files to PNG."
     )
-    parser.add_argument("codes", nargs="+", help="Code files (.lpc) to decompress.")
+    parser.add_argument("codes", nargs="*", help="Code files (.lpc) to decompress.")
+    parser.add_argument(
+        "--input",
+        action="append",
+        help="Pattern of code files (local or gs://, '**' across folders) to decompress with "
+        "a Beam pipeline; repeatable. Beam options go as --name=value.",
+    )
     parser.add_argument("-o", "--output", required=True, help="Directory for the PNG files.")
     parser.add_argument(
         "--model",
@@ -44,8 +66,120 @@ def encode_png(image) -> bytes:
     return buffer.getvalue()
 
 
+class DecodeCodeFiles(beam.DoFn):
+    """MatchedFile of a code file -> PNG under the output directory, or a dead letter."""
+
+    def __init__(self, output: str, model: str):
+        self._output = output
+        self._model = model
+        self._written = Metrics.counter("decompress", "written")
+        self._failed = Metrics.counter("decompress", "failed")
+
+    def setup(self):
+        self._compressor = Compressor(self._model)
+
+    def _fail(self, path: str, reason: str, detail: str):
+        self._failed.inc()
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER, records.dead_letter(path, "decompress", reason, detail)
+        )
+
+    def process(self, matched):
+        key = matched.key[: -len(SUFFIX)] if matched.key.endswith(SUFFIX) else matched.key
+        if not safe_key(key):
+            yield self._fail(matched.path, UNSAFE_PATH, f"relative path {key!r} leaves DIR")
+            return
+        try:
+            with FileSystems.open(matched.path) as handle:
+                data = handle.read()
+        except Exception as e:  # noqa: BLE001 - any I/O failure is this input's dead letter
+            yield self._fail(matched.path, UNREADABLE, f"{type(e).__name__}: {e}")
+            return
+        try:
+            image = self._compressor.decompress(data)
+        except CodeFileError as e:
+            yield self._fail(matched.path, "bad_code_file", str(e))
+            return
+        target = records.join(self._output, key + ".png")
+        if "://" not in target:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        write_atomically(target, encode_png(image))
+        self._written.inc()
+        yield {"path": matched.path, "output": target}
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    """The Beam form: decompress every code file matching --input."""
+    args, options = split_args(build_parser(), argv, save_main_session)
+    if args.codes:
+        raise ValueError("give code files or --input, not both (Beam options as --name=value)")
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    matched = pipeline | "MatchCodeFiles" >> MatchFiles(args.input)
+    decoded = matched["files"] | "Decompress" >> beam.ParDo(
+        DecodeCodeFiles(args.output, args.model)
+    ).with_outputs(DEAD_LETTER, main="written")
+    unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
+        lambda u: records.dead_letter(u["pattern"], "match", "no_match", u["detail"])
+    )
+    letters = (decoded[DEAD_LETTER], unmatched) | "AllDeadLetters" >> beam.Flatten()
+    _ = (
+        letters
+        | "DeadLetterToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(
+            records.join(args.output, records.DEAD_LETTER_PREFIX), file_name_suffix=".jsonl"
+        )
+    )
+    summary_path = records.join(args.output, records.SUMMARY_FILE)
+    counts = (
+        matched["files"] | "CountMatched" >> beam.Map(lambda _: ("matched", 1)),
+        decoded.written | "CountWritten" >> beam.Map(lambda _: ("written", 1)),
+        decoded[DEAD_LETTER]
+        | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
+    )
+    _ = (
+        counts
+        | "AllCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "CountsToDict" >> beam.combiners.ToDict()
+        | "Summarize" >> beam.Map(_summarize, beam.pvalue.AsList(matched["unmatched"]))
+        | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = records.read_json(summary_path)
+    print(
+        f"decompress: {summary['matched']} matched, {summary['written']} written, "
+        f"{summary['failed']} failed; images in {args.output}, summary {summary_path}"
+    )
+    return result
+
+
+def _summarize(counts: dict, unmatched: list) -> dict:
+    failed = {
+        key[len(records.FAILED_PREFIX) :]: value
+        for key, value in counts.items()
+        if key.startswith(records.FAILED_PREFIX)
+    }
+    return {
+        "matched": counts.get("matched", 0),
+        "written": counts.get("written", 0),
+        "failed": sum(failed.values()),
+        "failed_by_reason": dict(sorted(failed.items())),
+        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
+    }
+
+
 def main(argv=None) -> int:
+    args, _ = build_parser().parse_known_args(argv)
+    if args.input:
+        configure_logging()
+        run(argv)
+        summary = records.read_json(records.join(args.output, records.SUMMARY_FILE))
+        return 1 if summary["failed"] or summary["patterns_unmatched"] else 0
     args = build_parser().parse_args(argv)
+    if not args.codes:
+        raise ValueError("give code files to decompress, or --input PATTERN")
     names = output_names(args.codes, ".png")
     compressor = Compressor(args.model)
     os.makedirs(args.output, exist_ok=True)

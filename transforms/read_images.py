@@ -61,6 +61,7 @@ class DecodedImage:
     pixels: np.ndarray  # (H, W, 3) uint8
     size_bytes: int
     sha256: str  # of the file's bytes
+    mode: str = "RGB"  # the source's Pillow mode, e.g. "L" for grayscale
 
 
 def _unlisted_local_entries(pattern: str, seen: set[str]) -> list[str]:
@@ -121,7 +122,7 @@ class DecodeImages(beam.DoFn):
             yield self._fail(matched, decode.UNREADABLE, f"{type(e).__name__}: {e}")
             return
         try:
-            pixels = decode.decode_image(data, self._max_pixels)
+            pixels, mode = decode.decode_with_mode(data, self._max_pixels)
         except decode.DecodeError as e:
             yield self._fail(matched, e.reason, e.detail)
             return
@@ -142,12 +143,36 @@ class DecodeImages(beam.DoFn):
             pixels,
             len(data),
             hashlib.sha256(data).hexdigest(),
+            mode,
         )
 
 
 def _first_by_root(path_and_files):
     path, files = path_and_files
     return min(files, key=lambda f: f.root)
+
+
+class MatchFiles(beam.PTransform):
+    """Patterns -> {"files": MatchedFile, "unmatched": dict}; a file matched twice comes once."""
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self._patterns = list(patterns)
+
+    def expand(self, pbegin):
+        matches = (
+            pbegin
+            | "Patterns" >> beam.Create(self._patterns)
+            | "Match" >> beam.ParDo(MatchPatterns()).with_outputs(UNMATCHED, main="files")
+        )
+        # Grouping by path removes files matched twice and spreads the reads over workers.
+        files = (
+            matches.files
+            | "KeyByPath" >> beam.Map(lambda f: (f.path, f))
+            | "GroupByPath" >> beam.GroupByKey()
+            | "OnePerPath" >> beam.Map(_first_by_root)
+        )
+        return {"files": files, "unmatched": matches[UNMATCHED]}
 
 
 class ReadImages(beam.PTransform):
@@ -170,24 +195,13 @@ class ReadImages(beam.PTransform):
         self._min_side = min_side
 
     def expand(self, pbegin):
-        matches = (
-            pbegin
-            | "Patterns" >> beam.Create(self._patterns)
-            | "Match" >> beam.ParDo(MatchPatterns()).with_outputs(UNMATCHED, main="files")
-        )
-        # Grouping by path removes files matched twice and spreads the reads over workers.
-        files = (
-            matches.files
-            | "KeyByPath" >> beam.Map(lambda f: (f.path, f))
-            | "GroupByPath" >> beam.GroupByKey()
-            | "OnePerPath" >> beam.Map(_first_by_root)
-        )
-        decoded = files | "Decode" >> beam.ParDo(
+        matched = pbegin | "MatchFiles" >> MatchFiles(self._patterns)
+        decoded = matched["files"] | "Decode" >> beam.ParDo(
             DecodeImages(self._max_pixels, self._min_side)
         ).with_outputs(DEAD_LETTER, main="images")
         return {
             "images": decoded.images,
             "dead_letter": decoded[DEAD_LETTER],
-            "matched": files,
-            "unmatched": matches[UNMATCHED],
+            "matched": matched["files"],
+            "unmatched": matched["unmatched"],
         }

@@ -1,0 +1,220 @@
+"""Apply stage: denoise and/or compress a whole corpus with the trained models, in Beam.
+
+Usage, locally (add ``--direct_num_workers=2 --direct_running_mode=multi_processing`` for two
+worker processes)::
+
+    latentpress apply --input 'photos/**' --output out/applied [--mode both]
+
+and on Dataflow::
+
+    latentpress apply --input 'gs://bucket/photos/**' --output gs://bucket/applied \
+        --runner DataflowRunner --project P --region R --temp_location gs://bucket/tmp \
+        --setup_file ./setup.py
+
+Writes under ``--output`` (schema in ``transforms/manifest.py``):
+  codes/<key>.lpc         one code file per input (modes compress, both)
+  clean/<key>.png         one cleaned image per input (modes denoise, both)
+  manifest-*.jsonl        one record per input, ok or failed
+  dead_letter-*.jsonl     one record per failed input, with its reason
+  summary.json            totals; matched = written + failed
+<key> is the input's path relative to the pattern's fixed part, so names never collide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+from models import registry
+from pipelines.options import configure_logging, split_args
+from transforms import decode, manifest, records
+from transforms.apply_models import (
+    BOTH,
+    COMPRESS,
+    DENOISE,
+    MODES,
+    LatentpressModelHandler,
+    WriteOutputs,
+    safe_key,
+)
+from transforms.read_images import ReadImages
+
+LOG = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentpress apply",
+        description="Denoise and/or compress every image of a corpus with the trained models.",
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        help="A file, glob or gs:// pattern of images; repeat for several. '**' matches across "
+        "folders. Defaults to the embedded sample photographs.",
+    )
+    parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+    parser.add_argument(
+        "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
+    )
+    parser.add_argument(
+        "--model",
+        default=registry.DEFAULT_CODEC,
+        help="Codec: shipped model name or exported directory (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--denoiser",
+        default=registry.DEFAULT_DENOISER,
+        help="Denoiser: shipped model name or exported directory (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=decode.DEFAULT_MAX_PIXELS,
+        help="Images with more pixels are refused as dead letters before decoding.",
+    )
+    parser.add_argument(
+        "--inference-threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads per worker process (0: TensorFlow's default). With one "
+        "worker per core, 1 scales best.",
+    )
+    return parser
+
+
+def _fingerprints(args) -> tuple[str, str]:
+    codec = registry.card(args.model)["fingerprint"] if args.mode in (COMPRESS, BOTH) else ""
+    denoiser = registry.card(args.denoiser)["fingerprint"] if args.mode in (DENOISE, BOTH) else ""
+    return codec, denoiser
+
+
+def _dead_letter_record(letter: dict, mode: str) -> dict:
+    return manifest.failed(letter["path"], "", mode, letter["reason"], letter["detail"])
+
+
+def _unsafe_record(image, mode: str) -> dict:
+    return manifest.failed(
+        image.path,
+        image.key,
+        mode,
+        decode.UNSAFE_PATH,
+        f"relative path {image.key!r} would leave the output directory",
+        content_sha256=image.sha256,
+        bytes_in=image.size_bytes,
+    )
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    args, options = split_args(build_parser(), argv, save_main_session)
+    if not args.input:
+        from latentpress.samples import sample_paths
+
+        args.input = sample_paths()
+    codec_fingerprint, denoiser_fingerprint = _fingerprints(args)  # fails early if missing
+    handler = LatentpressModelHandler(args.mode, args.model, args.denoiser, args.inference_threads)
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    read = pipeline | "ReadImages" >> ReadImages(args.input, max_pixels=args.max_pixels)
+    safe, unsafe = read["images"] | "CheckRelativePaths" >> beam.Partition(
+        lambda image, _: 0 if safe_key(image.key) else 1, 2
+    )
+    written = (
+        safe
+        | "RunModels" >> RunInference(handler)
+        | "WriteOutputs"
+        >> beam.ParDo(WriteOutputs(args.output, args.mode, codec_fingerprint, denoiser_fingerprint))
+    )
+    failed_reads = read["dead_letter"] | "FailedReadsToManifest" >> beam.Map(
+        _dead_letter_record, args.mode
+    )
+    refused = unsafe | "UnsafePathsToManifest" >> beam.Map(_unsafe_record, args.mode)
+    manifest_records = (written, failed_reads, refused) | "AllRecords" >> beam.Flatten()
+
+    _ = (
+        manifest_records
+        | "ManifestToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+        | "WriteManifest"
+        >> beam.io.WriteToText(
+            records.join(args.output, manifest.MANIFEST_PREFIX), file_name_suffix=".jsonl"
+        )
+    )
+    unmatched = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
+        lambda u: records.dead_letter(u["pattern"], "match", "no_match", u["detail"])
+    )
+    _ = (
+        (
+            manifest_records
+            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
+            | "ToDeadLetter"
+            >> beam.Map(
+                lambda r: records.dead_letter(r["source_path"], "apply", r["reason"], r["detail"])
+            ),
+            unmatched,
+        )
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetterToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(
+            records.join(args.output, records.DEAD_LETTER_PREFIX), file_name_suffix=".jsonl"
+        )
+    )
+    summary_path = records.join(args.output, records.SUMMARY_FILE)
+    config = {
+        "inputs": args.input,
+        "mode": args.mode,
+        "model": args.model,
+        "denoiser": args.denoiser,
+        "model_fingerprint": codec_fingerprint,
+        "denoiser_fingerprint": denoiser_fingerprint,
+    }
+    _ = (
+        manifest_records
+        | "Summarize" >> beam.CombineGlobally(manifest.SummarizeManifest())
+        | "AddConfig"
+        >> beam.Map(
+            lambda s, unmatched: {
+                **s,
+                "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
+                "config": config,
+            },
+            beam.pvalue.AsList(read["unmatched"]),
+        )
+        | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
+    )
+
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = records.read_json(summary_path)
+    LOG.info(
+        "apply: %d matched, %d written, %d failed; %d bytes in -> %d bytes of codes "
+        "(%.4f bpp, %.2f dB) and %d bytes of cleaned PNG",
+        summary["matched"],
+        summary["written"],
+        summary["failed"],
+        summary["bytes_in"],
+        summary["code_bytes"],
+        summary["mean_bpp"],
+        summary["mean_psnr_db"],
+        summary["clean_bytes"],
+    )
+    outputs = [f"summary {summary_path}"]
+    if args.mode in (COMPRESS, BOTH):
+        outputs.append(f"code files {records.join(args.output, manifest.CODES_DIR)}/")
+    if args.mode in (DENOISE, BOTH):
+        outputs.append(f"cleaned images {records.join(args.output, manifest.CLEAN_DIR)}/")
+    print("wrote " + ", ".join(outputs))
+    return result
+
+
+def main(argv=None):
+    configure_logging()
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Running the denoiser and the codec inside Beam, and writing their outputs.
+
+``LatentpressModelHandler`` is a RunInference ModelHandler of our own (not Beam's TF handlers,
+which load through Keras and cannot read our SavedModels): it loads the models once per worker
+process and runs each image of a batch through them on its own, so batches of mixed image
+sizes just work and results never depend on how images were batched.  Per-image failures come
+back as results with a reason instead of failing the whole batch.
+
+``WriteOutputs`` writes the code file and the cleaned PNG atomically (temporary name, then
+rename) and turns each result into its manifest record.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler
+from PIL import Image
+
+from transforms import decode, manifest
+from transforms.read_images import DecodedImage
+from transforms.records import join, write_atomically
+
+LOG = logging.getLogger(__name__)
+COMPRESS, DENOISE, BOTH = "compress", "denoise", "both"
+MODES = (COMPRESS, DENOISE, BOTH)
+
+
+@dataclass
+class Processed:
+    image: DecodedImage
+    code: bytes | None = None
+    clean_png: bytes | None = None
+    psnr_db: float = 0.0
+    error: str = ""  # set when the models failed on this image
+
+
+@dataclass
+class Models:
+    compressor: object | None
+    denoiser: object | None
+
+
+def configure_threads(threads: int) -> None:
+    """Limits TensorFlow's thread pools (one worker per core scales best); 0 keeps defaults."""
+    if threads <= 0:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already started in this process (in-process runner)
+        LOG.info("TensorFlow already initialised here; keeping its thread settings")
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def process_image(models: Models, image: DecodedImage, mode: str) -> Processed:
+    """Denoise and/or compress one image; in ``both`` the cleaned image is what is encoded."""
+    from models.compressor import to_grayscale
+    from models.inference import psnr
+
+    result = Processed(image)
+    pixels = image.pixels
+    grayscale = image.mode in decode.GRAYSCALE_MODES
+    if mode in (DENOISE, BOTH):
+        pixels = models.denoiser.denoise(pixels)
+        # A grayscale source gets a grayscale cleaned image, as the decoder does for codes.
+        result.clean_png = encode_png(to_grayscale(pixels) if grayscale else pixels)
+    if mode in (COMPRESS, BOTH):
+        channels = 1 if grayscale else 3
+        y_hat, z_hat = models.compressor.analyze(pixels)
+        height, width = pixels.shape[:2]
+        result.code = models.compressor.encode(y_hat, z_hat, height, width, channels)
+        # The decoder's output is the synthesis of these very latents; PSNR is measured on
+        # what the user gets back (grayscale for a grayscale source).
+        decoded = models.compressor.synthesize(y_hat, height, width)
+        if grayscale:
+            pixels, decoded = to_grayscale(pixels), to_grayscale(decoded)
+        result.psnr_db = psnr(pixels, decoded)
+    return result
+
+
+class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
+    def __init__(self, mode: str, codec: str, denoiser: str, threads: int = 0):
+        super().__init__()
+        self._mode = mode
+        self._codec = codec
+        self._denoiser = denoiser
+        self._threads = threads
+
+    def load_model(self) -> Models:
+        configure_threads(self._threads)
+        from models.compressor import Compressor
+        from models.inference import Denoiser
+
+        return Models(
+            Compressor(self._codec) if self._mode in (COMPRESS, BOTH) else None,
+            Denoiser(self._denoiser) if self._mode in (DENOISE, BOTH) else None,
+        )
+
+    def run_inference(
+        self, batch: Sequence[DecodedImage], model: Models, inference_args=None
+    ) -> Iterable[Processed]:
+        results = []
+        for image in batch:
+            try:
+                results.append(process_image(model, image, self._mode))
+            except Exception as e:  # noqa: BLE001 - one bad image must not sink its batch
+                LOG.warning("inference failed on %s: %s", image.path, e)
+                results.append(Processed(image, error=f"{type(e).__name__}: {e}"))
+        return results
+
+    def batch_elements_kwargs(self):
+        # Images are large and processed one by one: small batches keep memory flat.
+        return {"min_batch_size": 1, "max_batch_size": 4}
+
+    def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
+        return sum(image.pixels.nbytes for image in batch)
+
+
+def safe_key(key: str) -> bool:
+    """A key may become a relative output path: no absolute paths, no '..' components."""
+    parts = key.replace("\\", "/").split("/")
+    return bool(key) and not key.startswith(("/", "\\")) and ".." not in parts and ":" not in key
+
+
+class WriteOutputs(beam.DoFn):
+    """Processed -> manifest record, after writing its files under the output directory."""
+
+    def __init__(self, output: str, mode: str, codec_fingerprint: str, denoiser_fingerprint: str):
+        self._output = output
+        self._mode = mode
+        self._codec_fingerprint = codec_fingerprint
+        self._denoiser_fingerprint = denoiser_fingerprint
+        self._images = Metrics.counter("apply", "images")
+        self._pixels = Metrics.counter("apply", "pixels")
+        self._bytes_in = Metrics.counter("apply", "bytes_in")
+        self._bytes_out = Metrics.counter("apply", "bytes_out")
+        self._failures = Metrics.counter("apply", "failures")
+
+    def _write(self, directory: str, key: str, suffix: str, data: bytes) -> str:
+        path = join(self._output, directory, key + suffix)
+        parent = path.rsplit("/", 1)[0]
+        if "://" not in path:
+            os.makedirs(parent, exist_ok=True)
+        write_atomically(path, data)
+        return path
+
+    def process(self, result: Processed):
+        image = result.image
+        common = {
+            "content_sha256": image.sha256,
+            "bytes_in": image.size_bytes,
+            "width": int(image.pixels.shape[1]),
+            "height": int(image.pixels.shape[0]),
+            "model_fingerprint": self._codec_fingerprint if result.code is not None else "",
+            "denoiser_fingerprint": self._denoiser_fingerprint
+            if result.clean_png is not None
+            else "",
+        }
+        if result.error:
+            self._failures.inc()
+            yield manifest.failed(
+                image.path, image.key, self._mode, "inference_failed", result.error, **common
+            )
+            return
+        code_path = clean_path = ""
+        if result.code is not None:
+            code_path = self._write(
+                manifest.CODES_DIR, image.key, manifest.CODE_SUFFIX, result.code
+            )
+        if result.clean_png is not None:
+            clean_path = self._write(
+                manifest.CLEAN_DIR, image.key, manifest.CLEAN_SUFFIX, result.clean_png
+            )
+        code_bytes = len(result.code or b"")
+        clean_bytes = len(result.clean_png or b"")
+        pixels = common["width"] * common["height"]
+        self._images.inc()
+        self._pixels.inc(pixels)
+        self._bytes_in.inc(image.size_bytes)
+        self._bytes_out.inc(code_bytes + clean_bytes)
+        yield manifest.record(
+            source_path=image.path,
+            key=image.key,
+            status=manifest.OK,
+            mode=self._mode,
+            code_path=code_path,
+            clean_path=clean_path,
+            code_bytes=code_bytes,
+            clean_bytes=clean_bytes,
+            bpp=round(8 * code_bytes / pixels, 6) if code_bytes else 0.0,
+            psnr_db=result.psnr_db,
+            psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
+            **common,
+        )

@@ -1,0 +1,147 @@
+"""The manifest schema: one JSON line per input of an apply (or archive) run.
+
+Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a record:
+
+  source_path          the input file as matched
+  key                  its path relative to the matched root (its relative output path)
+  content_sha256       SHA-256 of the input's bytes
+  width, height        decoded size in pixels (0 when decoding failed)
+  status               "ok" or "failed"
+  reason, detail       why it failed (dead-letter reason and message); "" when ok
+  mode                 "compress", "denoise" or "both"
+  code_path            written code file, or ""      (DIR/codes/<key>.lpc)
+  clean_path           written cleaned PNG, or ""    (DIR/clean/<key>.png)
+  bytes_in             size of the input file
+  code_bytes           size of the code file (0 without one)
+  clean_bytes          size of the cleaned PNG (0 without one)
+  bpp                  8 * code_bytes / (width * height), header included
+  psnr_db              PSNR of the decoded code file against what was encoded
+  psnr_reference       "input" (compress) or "clean" (both: the denoised image is encoded)
+  model_fingerprint    codec weights' fingerprint, or ""
+  denoiser_fingerprint denoiser weights' fingerprint, or ""
+
+Summary: matched = written + failed, always.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+OK = "ok"
+FAILED = "failed"
+MANIFEST_PREFIX = "manifest"
+CODES_DIR = "codes"
+CLEAN_DIR = "clean"
+CODE_SUFFIX = ".lpc"
+CLEAN_SUFFIX = ".png"
+
+FIELDS = (
+    "source_path",
+    "key",
+    "content_sha256",
+    "width",
+    "height",
+    "status",
+    "reason",
+    "detail",
+    "mode",
+    "code_path",
+    "clean_path",
+    "bytes_in",
+    "code_bytes",
+    "clean_bytes",
+    "bpp",
+    "psnr_db",
+    "psnr_reference",
+    "model_fingerprint",
+    "denoiser_fingerprint",
+)
+
+
+def record(**values) -> dict:
+    """A complete record: every field present, unknown fields refused."""
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+        raise KeyError(f"not manifest fields: {sorted(unknown)}")
+    defaults = {field: "" for field in FIELDS}
+    defaults.update(width=0, height=0, bytes_in=0, code_bytes=0, clean_bytes=0, bpp=0.0)
+    defaults.update(psnr_db=0.0)
+    return {**defaults, **values}
+
+
+def failed(source_path: str, key: str, mode: str, reason: str, detail: str, **values) -> dict:
+    return record(
+        source_path=source_path,
+        key=key,
+        mode=mode,
+        status=FAILED,
+        reason=reason,
+        detail=detail,
+        **values,
+    )
+
+
+def _totals(r: dict) -> dict:
+    ok = r["status"] == OK
+    coded = ok and r["code_bytes"] > 0
+    return {
+        "matched": 1,
+        "written": int(ok),
+        "failed": int(not ok),
+        "failed_by_reason": {} if ok else {r["reason"]: 1},
+        "pixels": r["width"] * r["height"] if ok else 0,
+        "coded_pixels": r["width"] * r["height"] if coded else 0,
+        "coded_images": int(coded),
+        "psnr_sum": r["psnr_db"] if coded else 0.0,
+        "bytes_in": r["bytes_in"] if ok else 0,
+        "code_bytes": r["code_bytes"] if ok else 0,
+        "clean_bytes": r["clean_bytes"] if ok else 0,
+    }
+
+
+def _merge(a: dict, b: dict) -> dict:
+    merged = {
+        key: a.get(key, 0) + b.get(key, 0) for key in set(a) | set(b) if key != "failed_by_reason"
+    }
+    reasons = dict(a.get("failed_by_reason", {}))
+    for reason, count in b.get("failed_by_reason", {}).items():
+        reasons[reason] = reasons.get(reason, 0) + count
+    merged["failed_by_reason"] = reasons
+    return merged
+
+
+def _finish(totals: dict) -> dict:
+    out = {key: totals.get(key, 0) for key in _totals(record(status=OK))}
+    out["failed_by_reason"] = dict(sorted(totals.get("failed_by_reason", {}).items()))
+    coded_pixels, coded_images = out.pop("coded_pixels"), out.pop("coded_images")
+    psnr_sum = out.pop("psnr_sum")
+    out["mean_bpp"] = round(8 * out["code_bytes"] / coded_pixels, 4) if coded_pixels else 0.0
+    out["mean_psnr_db"] = round(psnr_sum / coded_images, 3) if coded_images else 0.0
+    return out
+
+
+def summarize(records) -> dict:
+    """Totals over the manifest records of one run."""
+    totals: dict = {}
+    for r in records:
+        totals = _merge(totals, _totals(r))
+    return _finish(totals)
+
+
+class SummarizeManifest(beam.CombineFn):
+    """``summarize`` as a Beam combiner: partial totals merge, no worker holds every record."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, element):
+        return _merge(accumulator, _totals(element))
+
+    def merge_accumulators(self, accumulators):
+        merged: dict = {}
+        for accumulator in accumulators:
+            merged = _merge(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return _finish(accumulator)
