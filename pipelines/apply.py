@@ -30,7 +30,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from models import registry
-from pipelines.options import configure_logging, split_args
+from pipelines.options import configure_logging, run_pipeline, split_args
 from transforms import decode, manifest, records
 from transforms.apply_models import (
     BOTH,
@@ -187,8 +187,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
     )
 
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, finished = run_pipeline(pipeline, options)
+    if not finished:
+        return result
     summary = records.read_json(summary_path)
     LOG.info(
         "apply: %d matched, %d written, %d failed; %d bytes in -> %d bytes of codes "

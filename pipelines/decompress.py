@@ -31,7 +31,7 @@ from models import registry
 from models.codefile import SUFFIX, CodeFileError
 from models.compressor import Compressor
 from pipelines.compress import output_names
-from pipelines.options import configure_logging, split_args
+from pipelines.options import configure_logging, only_launches, run_pipeline, split_args
 from transforms import records
 from transforms.apply_models import safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
@@ -145,8 +145,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "Summarize" >> beam.Map(_summarize, beam.pvalue.AsList(matched["unmatched"]))
         | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, finished = run_pipeline(pipeline, options)
+    if not finished:
+        return result
     summary = records.read_json(summary_path)
     print(
         f"decompress: {summary['matched']} matched, {summary['written']} written, "
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
     if args.input:
         configure_logging()
         run(argv)
+        if only_launches(split_args(build_parser(), argv)[1]):
+            return 0
         summary = records.read_json(records.join(args.output, records.SUMMARY_FILE))
         return 1 if summary["failed"] or summary["patterns_unmatched"] else 0
     args = build_parser().parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
@@ -26,3 +27,32 @@ def configure_logging() -> None:
     logging.getLogger().setLevel(logging.WARNING)
     for name in ("latentpress", "pipelines", "transforms", "models"):
         logging.getLogger(name).setLevel(logging.INFO)
+
+
+def is_dataflow(options: PipelineOptions) -> bool:
+    return "dataflow" in (options.view_as(StandardOptions).runner or "").lower()
+
+
+def only_launches(options: PipelineOptions) -> bool:
+    """True when running only builds or submits a job, so the caller must not wait for it:
+    a Dataflow dry run, a classic template, or a Flex Template launcher (whose container sets
+    FLEX_TEMPLATE_PYTHON_PY_FILE)."""
+    from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
+
+    return is_dataflow(options) and bool(
+        options.view_as(DebugOptions).dry_run
+        or options.view_as(GoogleCloudOptions).template_location
+        or os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE")
+    )
+
+
+def run_pipeline(pipeline, options: PipelineOptions):
+    """Runs the pipeline; waits for it unless it only launches. Returns (result, finished)."""
+    result = pipeline.run()
+    if only_launches(options):
+        job = getattr(result, "job", None)
+        name = getattr(getattr(job, "proto", None), "name", "") if job else ""
+        logging.getLogger("pipelines").info("launched Dataflow job %s", name or "(dry run)")
+        return result, False
+    result.wait_until_finish()
+    return result, True

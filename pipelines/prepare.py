@@ -30,8 +30,9 @@ import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from pipelines.options import configure_logging, split_args
+from pipelines.options import configure_logging, is_dataflow, run_pipeline, split_args
 from transforms import decode, features, records, statistics
 from transforms.noise import parse_spec
 from transforms.noisy_patches import AddNoise, ExtractPatches
@@ -141,16 +142,23 @@ def _serialize(patch, noise_spec: str) -> tuple[str, bytes]:
     return sort_key, example
 
 
-def _transform_dirs(output: str) -> tuple[str, str]:
-    """Where tf.Transform writes, and where it must end up.
+def _transform_dirs(output: str, options) -> tuple[str, str]:
+    """Where tf.Transform writes, and where its output must end up.
 
-    tf.Transform writes with TensorFlow's file I/O, which cannot reach every Beam filesystem
-    (nor a storage emulator), so a non-local output is written locally and copied after.
+    tf.Transform writes with TensorFlow's file I/O.  On Dataflow the workers write straight to
+    the final gs:// directory.  Locally, TensorFlow cannot reach every Beam filesystem (nor a
+    storage emulator), so a non-local output is written to local disk and copied after.
     """
     final = records.join(output, features.TRANSFORM_DIR)
-    if "://" not in output:
+    if "://" not in output or is_dataflow(options):
         return final, final
     return os.path.join(tempfile.mkdtemp(prefix="latentpress-tft-"), features.TRANSFORM_DIR), final
+
+
+def _tft_temp_dir(options) -> str:
+    if is_dataflow(options):
+        return records.join(options.view_as(GoogleCloudOptions).temp_location, "tft")
+    return tempfile.mkdtemp(prefix="latentpress-tft-tmp-")
 
 
 def _copy_tree(local_dir: str, remote_dir: str) -> None:
@@ -184,11 +192,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "eval_fraction": args.eval_fraction,
         "max_pixels": args.max_pixels,
     }
-    transform_dir, transform_final = _transform_dirs(args.output)
+    transform_dir, transform_final = _transform_dirs(args.output, options)
     eval_shards = max(1, args.num_shards // 4)
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    with tft_beam.Context(temp_dir=tempfile.mkdtemp(prefix="latentpress-tft-tmp-")):
+    with tft_beam.Context(temp_dir=_tft_temp_dir(options)):
         read = pipeline | "ReadImages" >> ReadImages(
             args.input, max_pixels=args.max_pixels, min_side=args.patch_size
         )
@@ -263,12 +271,13 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
         )
 
-        result = pipeline.run()
-        result.wait_until_finish()
+        result, finished = run_pipeline(pipeline, options)
+    if not finished:
+        return result
 
     if transform_dir != transform_final:
         _copy_tree(transform_dir, transform_final)
-    stats = statistics.read_stats(transform_dir)
+    stats = statistics.read_stats(records.local_copy(transform_dir))
     records.write_json(records.join(args.output, statistics.STATS_FILE), stats)
     summary = records.read_json(summary_path)
     LOG.info(

@@ -23,7 +23,6 @@ import logging
 import os
 import shlex
 import sys
-import tempfile
 import time
 
 import tensorflow as tf
@@ -79,29 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- data --------------------------------------------------------------------------------
-
-
-def stage_locally(data_dir: str) -> str:
-    """Copies a non-local prepared directory to local disk; returns the local directory."""
-    if "://" not in data_dir:
-        return data_dir
-    from apache_beam.io.filesystems import FileSystems
-
-    local = tempfile.mkdtemp(prefix="latentpress-data-")
-    prefix = data_dir.rstrip("/") + "/"
-    for pattern in (
-        features.shard_glob(data_dir, features.TRAIN_DIR),
-        features.shard_glob(data_dir, features.EVAL_DIR),
-        prefix + features.TRANSFORM_DIR + "/**",
-        prefix + records.SUMMARY_FILE,
-    ):
-        for match in FileSystems.match([pattern])[0].metadata_list:
-            target = os.path.join(local, match.path[len(prefix) :])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with FileSystems.open(match.path) as source, open(target, "wb") as sink:
-                sink.write(source.read())
-    LOG.info("staged %s to %s", data_dir, local)
-    return local
 
 
 def _augment(pair: tuple[tf.Tensor, tf.Tensor], crop: int) -> tuple[tf.Tensor, tf.Tensor]:
@@ -332,7 +308,7 @@ def run(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     strategy = choose_strategy(args.cpu_replicas)
-    data_dir = stage_locally(args.data)
+    data_dir = records.local_copy(args.data)  # TensorFlow reads local files only here
     stats = statistics.read_stats(os.path.join(data_dir, features.TRANSFORM_DIR))
     trainer = Trainer(args, strategy, stats)
     start = trainer.restore()

@@ -8,6 +8,8 @@ A dead-letter record is one JSON line ``{"path", "stage", "reason", "detail"}`` 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
@@ -51,3 +53,21 @@ def read_json_lines(pattern: str) -> list[dict]:
         with FileSystems.open(match.path) as handle:
             records.extend(json.loads(line) for line in handle.read().splitlines() if line)
     return records
+
+
+def local_copy(directory: str) -> str:
+    """``directory`` itself if local, else a local copy of everything under it.
+
+    TensorFlow's own file I/O cannot reach every Beam filesystem (nor a storage emulator), so
+    what TensorFlow must read is copied down through Beam's filesystems first.
+    """
+    if "://" not in directory:
+        return directory
+    local = tempfile.mkdtemp(prefix="latentpress-stage-")
+    prefix = directory.rstrip("/") + "/"
+    for match in FileSystems.match([prefix + "**"])[0].metadata_list:
+        target = os.path.join(local, match.path[len(prefix) :])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with FileSystems.open(match.path) as source, open(target, "wb") as sink:
+            sink.write(source.read())
+    return local

@@ -1,0 +1,54 @@
+"""Shipping a trained model with the package: ``models/pretrained/NAME/``.
+
+    python -m models.release --export RUN/export --name codec \
+        --status interim --licence "BSDS500 images: non-commercial research use"
+
+Copies the export (SavedModel and model card) and adds the release fields to its card, so
+the card a user reads says what the model is, how it was made and under which terms its
+training data came.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+from models.export import MODEL_CARD, SAVED_MODEL_DIR, load_model_card
+from models.registry import PRETRAINED_DIR
+
+
+def release(export_dir: str, name: str, status: str, licence: str, notes: str = "") -> dict:
+    card = load_model_card(export_dir)
+    target = os.path.join(PRETRAINED_DIR, name)
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    shutil.copytree(
+        os.path.join(export_dir, SAVED_MODEL_DIR), os.path.join(target, SAVED_MODEL_DIR)
+    )
+    card["name"] = name
+    card["status"] = status
+    card["training_data"] = {**card.get("training_data", {}), "licence": licence}
+    if notes:
+        card["notes"] = notes
+    with open(os.path.join(target, MODEL_CARD), "w", encoding="utf-8") as handle:
+        json.dump(card, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return card
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Ship an exported model with the package.")
+    parser.add_argument("--export", required=True, help="An export directory of `train`.")
+    parser.add_argument("--name", required=True, help="Name under models/pretrained/.")
+    parser.add_argument("--status", default="interim", help="e.g. interim, release")
+    parser.add_argument("--licence", required=True, help="Terms of the training data.")
+    parser.add_argument("--notes", default="", help="Anything a user should know.")
+    args = parser.parse_args(argv)
+    card = release(args.export, args.name, args.status, args.licence, args.notes)
+    print(json.dumps(card, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
