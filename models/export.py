@@ -137,10 +137,25 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
         "tensorflow_version": tf.__version__,
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    with open(os.path.join(export_dir, MODEL_CARD), "w", encoding="utf-8") as handle:
-        json.dump(card, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    write_model_card(export_dir, card)
     return card
+
+
+def _finite(value):
+    """The card with non-finite numbers as null: it must stay valid JSON."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_model_card(model_dir: str, card: dict) -> None:
+    with open(os.path.join(model_dir, MODEL_CARD), "w", encoding="utf-8") as handle:
+        json.dump(_finite(card), handle, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
 
 
 def load_model_card(model_dir: str) -> dict:

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 
-from models.export import MODEL_CARD, SAVED_MODEL_DIR, load_model_card
+from models.export import SAVED_MODEL_DIR, load_model_card, write_model_card
 from models.registry import PRETRAINED_DIR
 
 
@@ -32,10 +32,8 @@ def release(export_dir: str, name: str, status: str, licence: str, notes: str = 
     card["training_data"] = {**card.get("training_data", {}), "licence": licence}
     if notes:
         card["notes"] = notes
-    with open(os.path.join(target, MODEL_CARD), "w", encoding="utf-8") as handle:
-        json.dump(card, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    return card
+    write_model_card(target, card)
+    return load_model_card(target)
 
 
 def main(argv=None):

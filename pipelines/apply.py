@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="TensorFlow threads per worker process (0: TensorFlow's default). With one "
         "worker per core, 1 scales best.",
     )
+    parser.add_argument(
+        "--gpu-memory-mb",
+        type=int,
+        default=0,
+        help="GPU memory per worker process in MB (0: grow on demand). Dataflow runs one "
+        "process per vCPU, all sharing the VM's GPU.",
+    )
     return parser
 
 

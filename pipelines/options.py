@@ -37,10 +37,10 @@ def only_launches(options: PipelineOptions) -> bool:
     """True when running only builds or submits a job, so the caller must not wait for it:
     a Dataflow dry run, a classic template, or a Flex Template launcher (whose container sets
     FLEX_TEMPLATE_PYTHON_PY_FILE)."""
-    from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
 
     return is_dataflow(options) and bool(
-        options.view_as(DebugOptions).dry_run
+        options.view_as(TestOptions).dry_run
         or options.view_as(GoogleCloudOptions).template_location
         or os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE")
     )

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Images with more pixels are refused as dead letters before decoding.",
     )
     parser.add_argument(
+        "--transform-temp-dir",
+        help="Scratch directory of tf.Transform's analysis (default: <temp_location>/tft on "
+        "Dataflow, a local temporary directory otherwise).",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="Replace shards an earlier run left in --output instead of refusing to start.",
@@ -155,7 +160,9 @@ def _transform_dirs(output: str, options) -> tuple[str, str]:
     return os.path.join(tempfile.mkdtemp(prefix="latentpress-tft-"), features.TRANSFORM_DIR), final
 
 
-def _tft_temp_dir(options) -> str:
+def _tft_temp_dir(args, options) -> str:
+    if args.transform_temp_dir:
+        return args.transform_temp_dir
     if is_dataflow(options):
         return records.join(options.view_as(GoogleCloudOptions).temp_location, "tft")
     return tempfile.mkdtemp(prefix="latentpress-tft-tmp-")
@@ -196,7 +203,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     eval_shards = max(1, args.num_shards // 4)
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    with tft_beam.Context(temp_dir=_tft_temp_dir(options)):
+    with tft_beam.Context(temp_dir=_tft_temp_dir(args, options)):
         read = pipeline | "ReadImages" >> ReadImages(
             args.input, max_pixels=args.max_pixels, min_side=args.patch_size
         )

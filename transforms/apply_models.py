@@ -61,6 +61,26 @@ def configure_threads(threads: int) -> None:
         LOG.info("TensorFlow already initialised here; keeping its thread settings")
 
 
+def configure_gpus(memory_mb: int) -> None:
+    """Lets several worker processes share a GPU: memory grows on demand, or is capped.
+
+    Dataflow runs one SDK process per vCPU, each loading its own models; by default the first
+    would reserve the whole GPU.  No-op without GPUs.
+    """
+    import tensorflow as tf
+
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            if memory_mb > 0:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory_mb)]
+                )
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # TensorFlow already started in this process
+        LOG.info("TensorFlow already initialised here; keeping its GPU settings")
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -94,15 +114,19 @@ def process_image(models: Models, image: DecodedImage, mode: str) -> Processed:
 
 
 class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
-    def __init__(self, mode: str, codec: str, denoiser: str, threads: int = 0):
+    def __init__(
+        self, mode: str, codec: str, denoiser: str, threads: int = 0, gpu_memory_mb: int = 0
+    ):
         super().__init__()
         self._mode = mode
         self._codec = codec
         self._denoiser = denoiser
         self._threads = threads
+        self._gpu_memory_mb = gpu_memory_mb
 
     def load_model(self) -> Models:
         configure_threads(self._threads)
+        configure_gpus(self._gpu_memory_mb)
         from models.compressor import Compressor
         from models.inference import Denoiser
 
