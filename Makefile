@@ -16,10 +16,10 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-## Run the main job on the embedded sample photographs (writes under out/demo).
+## Run the main job (apply: denoise + compress with the shipped models) on the embedded
+## sample photographs; writes under out/demo and prints where.
 demo: $(STAMP)
-	$(BIN)/latentpress prepare --output out/demo/prepared --noise gaussian:0-55 --seed 0 \
-		--eval-fraction 0.3 --overwrite
+	$(BIN)/latentpress apply --output out/demo
 
 ## Run the whole test suite (tests that need ../shared/datasets skip without it).
 test: $(STAMP)
@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.prepare_throughput
 	$(BIN)/python -m benchmarks.train_throughput
 	$(BIN)/python -m benchmarks.codec_speed
+	$(BIN)/python -m benchmarks.apply_throughput
 
 clean:
 	rm -rf out build *.egg-info

@@ -1,0 +1,179 @@
+"""The apply stage and Beam decompress end to end, on real files through the real runners."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.codefile import CodeFile
+from models.compressor import Compressor
+from models.inference import psnr
+from pipelines import apply, decompress
+from tests.conftest import copy_samples, shared_dataset, write_broken_files
+from transforms import manifest, records
+from transforms.apply_models import safe_key
+
+IN_PROCESS = ["--runner=DirectRunner"]
+TWO_WORKERS = [
+    "--runner=DirectRunner",
+    "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing",
+    "--inference-threads=1",
+]
+
+
+def read_manifest(output: Path) -> list[dict]:
+    return records.read_json_lines(str(output / "manifest*"))
+
+
+def crop_to(path: Path, target: Path, width: int, height: int) -> None:
+    with Image.open(path) as image:
+        image.convert("RGB").crop((0, 0, width, height)).save(target)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Mixed sizes, a grayscale image, same stems with different extensions, broken files."""
+    root = tmp_path_factory.mktemp("corpus")
+    samples = copy_samples(root / "photos" / "nested", 0, 4)  # astronaut, camera(gray), ...
+    crop_to(samples[0], root / "photos" / "odd.png", 97, 61)
+    crop_to(samples[2], root / "photos" / "odd.jpg", 481, 321)  # same stem as odd.png
+    crop_to(samples[3], root / "photos" / "tall.png", 63, 170)
+    broken = write_broken_files(root / "photos" / "broken")
+    del broken["tiny.png"]  # a 40x30 image is fine here: apply has no minimum size
+    return root, broken
+
+
+@pytest.fixture(scope="module")
+def applied(corpus, tmp_path_factory):
+    root, _ = corpus
+    output = tmp_path_factory.mktemp("applied")
+    apply.run([f"--input={root}/photos/**", f"--output={output}", "--mode=both", *IN_PROCESS])
+    return output
+
+
+def test_one_code_and_one_clean_image_per_good_input(corpus, applied):
+    root, broken = corpus
+    rows = read_manifest(applied)
+    good = [r for r in rows if r["status"] == manifest.OK]
+    inputs = [p for p in glob.glob(f"{root}/photos/**", recursive=True) if os.path.isfile(p)]
+    inputs += [str(root / "photos" / "broken" / "dangling.png")]  # a link, not a file
+    assert len(rows) == len(set(inputs)) == len({r["source_path"] for r in rows})
+    assert len(good) == len(rows) - len(broken)
+    codes = sorted(glob.glob(f"{applied}/codes/**/*.lpc", recursive=True))
+    cleans = sorted(glob.glob(f"{applied}/clean/**/*.png", recursive=True))
+    assert len(codes) == len(cleans) == len(good)
+    for row in good:
+        assert row["code_path"] == f"{applied}/codes/{row['key']}.lpc"
+        assert row["clean_path"] == f"{applied}/clean/{row['key']}.png"
+    keys = {r["key"] for r in good}
+    assert {"odd.png", "odd.jpg", "nested/camera.png"} <= keys  # no collision, nesting kept
+
+
+def test_summary_adds_up_and_failures_carry_their_reasons(corpus, applied):
+    _, broken = corpus
+    summary = records.read_json(str(applied / records.SUMMARY_FILE))
+    rows = read_manifest(applied)
+    assert summary["matched"] == len(rows) == summary["written"] + summary["failed"]
+    assert summary["failed"] == len(broken)
+    failed = {os.path.basename(r["source_path"]): r["reason"] for r in rows if r["status"] != "ok"}
+    assert failed == broken
+    letters = records.read_json_lines(str(applied / "dead_letter*"))
+    assert sorted(os.path.basename(r["path"]) for r in letters) == sorted(broken)
+    assert summary["code_bytes"] == sum(r["code_bytes"] for r in rows)
+
+
+def test_manifest_bpp_and_psnr_match_the_files_on_disk(applied):
+    compressor = Compressor()
+    for row in (r for r in read_manifest(applied) if r["status"] == manifest.OK):
+        data = Path(row["code_path"]).read_bytes()
+        assert row["code_bytes"] == len(data)
+        assert row["bpp"] == pytest.approx(8 * len(data) / (row["width"] * row["height"]))
+        assert CodeFile.from_bytes(data).fingerprint == row["model_fingerprint"]
+        decoded = compressor.decompress(data)
+        with Image.open(row["clean_path"]) as clean_image:
+            clean = np.asarray(clean_image)
+            assert clean_image.size == (row["width"], row["height"])
+        if clean.ndim == 2:  # grayscale source: grayscale outputs, PSNR on grayscale
+            assert decoded.ndim == 2 and row["key"].endswith("camera.png")
+        # 'both' encodes the cleaned image, so that is the reference.
+        assert abs(psnr(clean, decoded) - row["psnr_db"]) <= 0.01
+        assert row["psnr_reference"] == "clean"
+
+
+def test_two_workers_write_the_same_bytes_as_one(corpus, applied, tmp_path):
+    root, _ = corpus
+    apply.run([f"--input={root}/photos/**", f"--output={tmp_path}", "--mode=both", *TWO_WORKERS])
+    for kind in ("codes", "clean"):
+        ours = sorted(glob.glob(f"{tmp_path}/{kind}/**/*.*", recursive=True))
+        theirs = sorted(glob.glob(f"{applied}/{kind}/**/*.*", recursive=True))
+        assert [os.path.relpath(p, tmp_path) for p in ours] == [
+            os.path.relpath(p, applied) for p in theirs
+        ]
+        for a, b in zip(ours, theirs, strict=True):
+            assert Path(a).read_bytes() == Path(b).read_bytes(), a
+
+
+def test_a_path_escaping_the_output_is_refused(tmp_path):
+    photos = tmp_path / "photos"
+    copy_samples(photos / "a", 2, 3)
+    copy_samples(photos, 3, 4)
+    # The '..' after the wildcard gives the key 'a/../coffee.png'.
+    apply.run(
+        [f"--input={photos}/*/../coffee.png", f"--output={tmp_path}/out", "--mode=compress"]
+        + IN_PROCESS
+    )
+    rows = read_manifest(tmp_path / "out")
+    assert [(r["key"], r["status"], r["reason"]) for r in rows] == [
+        ("a/../coffee.png", "failed", "unsafe_relative_path")
+    ]
+    assert not glob.glob(f"{tmp_path}/**/coffee.png.lpc", recursive=True)
+
+
+def test_safe_key_rule():
+    assert safe_key("a/b.jpg") and safe_key("b.png")
+    for bad in ("", "/etc/passwd", "../x.png", "a/../../x.png", "C:/x.png", "a\\..\\x.png"):
+        assert not safe_key(bad), bad
+
+
+def test_beam_decompress_writes_every_image_and_dead_letters_bad_files(applied, tmp_path):
+    codes = tmp_path / "codes"
+    shutil.copytree(applied / "codes", codes)
+    (codes / "garbage.lpc").write_bytes(b"not a code file")
+    output = tmp_path / "decoded"
+    decompress.run([f"--input={codes}/**", f"--output={output}", *IN_PROCESS])
+    summary = records.read_json(str(output / records.SUMMARY_FILE))
+    good = [r for r in read_manifest(applied) if r["status"] == manifest.OK]
+    assert summary["matched"] == len(good) + 1
+    assert summary["written"] == len(good) and summary["failed_by_reason"] == {"bad_code_file": 1}
+    compressor = Compressor()
+    for row in good:
+        with Image.open(output / (row["key"] + ".png")) as image:
+            expected = compressor.decompress(Path(row["code_path"]).read_bytes())
+            np.testing.assert_array_equal(np.asarray(image), expected)
+
+
+@pytest.mark.slow
+def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
+    """The issue's acceptance run, on two workers, decoded with `latentpress decompress`."""
+    cbsd68 = shared_dataset("CBSD68")
+    output = tmp_path / "applied"
+    apply.run([f"--input={cbsd68}/*.png", f"--output={output}", "--mode=both", *TWO_WORKERS])
+    rows = read_manifest(output)
+    assert len(rows) == 68 and all(r["status"] == "ok" for r in rows)
+    decoded_dir = tmp_path / "decoded"
+    decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *TWO_WORKERS])
+    for row in rows:
+        with Image.open(decoded_dir / (row["key"] + ".png")) as decoded:
+            with Image.open(row["clean_path"]) as clean:
+                measured = psnr(np.asarray(clean), np.asarray(decoded))
+        assert abs(measured - row["psnr_db"]) <= 0.01, row["key"]
+        size = os.path.getsize(row["code_path"])
+        assert row["bpp"] == pytest.approx(8 * size / (row["width"] * row["height"]))
+    assert len(list((output / "clean").glob("*.png"))) == 68

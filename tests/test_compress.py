@@ -1,0 +1,193 @@
+"""compress/decompress with the default model: real images, real bitstreams, real errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from latentpress.samples import sample_paths
+from models.codec import CodecConfig, ScaleHyperprior
+from models.compressor import Compressor, bits_per_pixel
+from models.export import CODEC, export_model
+
+ODD_SIZES = [(321, 481), (375, 500), (61, 97)]  # (height, width)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def latentpress(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "latentpress.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def sample_crop(name: str, height: int, width: int) -> np.ndarray:
+    path = next(p for p in sample_paths() if os.path.basename(p) == name)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    return np.ascontiguousarray(image[:height, :width])
+
+
+@pytest.fixture(scope="module")
+def compressor():
+    return Compressor()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    """Real photographs at odd sizes (one portrait), plus a grayscale one."""
+    folder = tmp_path_factory.mktemp("images")
+    paths = {}
+    names = ["astronaut.png", "coffee.png", "chelsea.png"]
+    for (height, width), name in zip(ODD_SIZES, names, strict=True):
+        path = folder / f"{name[:-4]}_{width}x{height}.png"
+        Image.fromarray(sample_crop(name, height, width)).save(path)
+        paths[path.name] = path
+    portrait = folder / "rocket_portrait.png"
+    Image.fromarray(sample_crop("rocket.jpg", 427, 300)).save(portrait)
+    paths[portrait.name] = portrait
+    gray = folder / "camera_gray.png"
+    Image.open(next(p for p in sample_paths() if p.endswith("camera.png"))).crop(
+        (0, 0, 203, 117)
+    ).save(gray)
+    paths[gray.name] = gray
+    return paths
+
+
+@pytest.mark.parametrize(("height", "width"), ODD_SIZES + [(481, 321), (7, 5)])
+def test_decompress_of_compress_equals_the_models_quantized_reconstruction(
+    compressor, height, width
+):
+    x = sample_crop("astronaut.png", height, width)
+    data = compressor.compress(x)
+    decoded = compressor.decompress(data)
+    reference = compressor.reconstruct(x)
+    assert decoded.shape == x.shape
+    assert np.abs(decoded.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_cli_round_trip_reports_the_file_size_as_bpp(images, tmp_path):
+    sources = [str(p) for name, p in images.items() if "gray" not in name]
+    done = latentpress("compress", *sources, "-o", str(tmp_path / "codes"))
+    assert done.returncode == 0, done.stderr
+    for line in done.stdout.strip().splitlines():
+        path, rest = line.split(": ")
+        size = os.path.getsize(path)
+        stem = Path(path).stem
+        with Image.open(images[stem + ".png"]) as source:
+            width, height = source.size
+        assert rest.startswith(f"{size} bytes")
+        assert f"{bits_per_pixel(size, height, width):.4f} bpp" in rest
+    codes = sorted(str(p) for p in (tmp_path / "codes").glob("*.lpc"))
+    assert len(codes) == len(sources)
+    done = latentpress("decompress", *codes, "-o", str(tmp_path / "decoded"))
+    assert done.returncode == 0, done.stderr
+    for code in codes:
+        with Image.open(tmp_path / "decoded" / (Path(code).stem + ".png")) as decoded:
+            with Image.open(images[Path(code).stem + ".png"]) as source:
+                assert decoded.size == source.size and decoded.mode == "RGB"
+
+
+def test_decoding_is_identical_in_another_process_and_batch(compressor, images, tmp_path):
+    """In-process decode == a fresh process decoding the file alone == one in a batch of 4."""
+    sources = [p for name, p in images.items() if "gray" not in name]
+    codes = tmp_path / "codes"
+    codes.mkdir()
+    for source in sources:
+        x = np.asarray(Image.open(source).convert("RGB"))
+        (codes / (source.stem + ".lpc")).write_bytes(compressor.compress(x))
+    target = codes / (sources[0].stem + ".lpc")
+    here = compressor.decompress(target.read_bytes())
+    alone = latentpress("decompress", str(target), "-o", str(tmp_path / "alone"))
+    batch = latentpress(
+        "decompress", *sorted(str(p) for p in codes.iterdir()), "-o", str(tmp_path / "batch")
+    )
+    assert alone.returncode == 0 and batch.returncode == 0, alone.stderr + batch.stderr
+    name = sources[0].stem + ".png"
+    assert (tmp_path / "alone" / name).read_bytes() == (tmp_path / "batch" / name).read_bytes()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "alone" / name)), here)
+
+
+def test_grayscale_source_decodes_to_grayscale_of_the_same_shape(images, tmp_path):
+    gray = images["camera_gray.png"]
+    assert latentpress("compress", str(gray), "-o", str(tmp_path)).returncode == 0
+    done = latentpress("decompress", str(tmp_path / "camera_gray.lpc"), "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "camera_gray.png") as decoded, Image.open(gray) as source:
+        assert decoded.mode == "L" and decoded.size == source.size
+        error = np.abs(np.asarray(decoded, float) - np.asarray(source, float)).mean()
+        assert error < 40  # it is the same picture, not noise
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> str:
+    """A different (untrained) codec, exported the same way."""
+    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
+    model.build_for_images()
+    directory = tmp_path_factory.mktemp("other_model")
+    export_model(model, CODEC, str(directory), {"name": "other"})
+    return str(directory)
+
+
+def test_every_bad_code_file_gives_one_line_and_a_nonzero_exit(
+    compressor, images, other_model, tmp_path
+):
+    x = np.asarray(Image.open(images["chelsea_97x61.png"]).convert("RGB"))
+    good = compressor.compress(x)
+    bad = {
+        "truncated.lpc": good[: len(good) // 2],
+        "bitflip.lpc": good[:50] + bytes([good[50] ^ 0x04]) + good[51:],
+        "version.lpc": good[:4] + bytes([9]) + good[5:],
+        "notacode.lpc": Path(images["chelsea_97x61.png"]).read_bytes(),
+        "empty.lpc": b"",
+        "othermodel.lpc": Compressor(other_model).compress(x),
+    }
+    expected = {
+        "truncated.lpc": "truncated",
+        "bitflip.lpc": "checksum mismatch",
+        "version.lpc": "unsupported code-file format version 9",
+        "notacode.lpc": "not a latentpress code file",
+        "empty.lpc": "not a latentpress code file",
+        "othermodel.lpc": "written by model",
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "good.lpc").write_bytes(good)
+    paths = [str(tmp_path / name) for name in [*bad, "good.lpc"]]
+    done = latentpress("decompress", *paths, "-o", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("latentpress")]
+    assert len(lines) == len(bad)
+    for name, reason in expected.items():
+        assert any(name in line and reason in line for line in lines), (name, lines)
+    assert sorted(os.listdir(tmp_path / "out")) == ["good.png"]  # nothing half-decoded
+
+
+def test_other_models_file_decodes_with_its_own_model(other_model, tmp_path):
+    x = sample_crop("coffee.png", 64, 80)
+    other = Compressor(other_model)
+    assert other.decompress(other.compress(x)).shape == x.shape
+
+
+def test_unknown_model_is_a_one_line_error(tmp_path):
+    done = latentpress("compress", "--model", "no-such-model", "x.png", "-o", str(tmp_path))
+    assert done.returncode == 2
+    assert "no exported model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_exported_codec_keeps_working_after_reloading(compressor):
+    """The SavedModel alone (no Python model code path) reproduces its own latents."""
+    x = sample_crop("astronaut.png", 64, 64)
+    first = compressor.analyze(x)
+    reloaded = tf.saved_model.load(os.path.join(compressor.model_dir, "saved_model"))
+    second = reloaded.analyze(tf.constant(x))
+    np.testing.assert_array_equal(first[0], second["y_hat"].numpy())
