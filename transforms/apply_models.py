@@ -226,7 +226,7 @@ class WriteOutputs(beam.DoFn):
             clean_path=clean_path,
             code_bytes=code_bytes,
             clean_bytes=clean_bytes,
-            bpp=round(8 * code_bytes / pixels, 6) if code_bytes else 0.0,
+            bpp=8 * code_bytes / pixels if code_bytes else 0.0,
             psnr_db=result.psnr_db,
             psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
             **common,
