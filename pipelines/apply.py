@@ -23,14 +23,13 @@ Writes under ``--output`` (schema in ``transforms/manifest.py``):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from models import registry
-from pipelines.options import configure_logging, run_pipeline, split_args
+from pipelines.options import add_corpus_args, configure_logging, run_pipeline, split_args
 from transforms import decode, manifest, records
 from transforms.apply_models import (
     BOTH,
@@ -51,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="latentpress apply",
         description="Denoise and/or compress every image of a corpus with the trained models.",
     )
-    parser.add_argument(
-        "--input",
-        action="append",
-        help="A file, glob or gs:// pattern of images; repeat for several. '**' matches across "
-        "folders. Defaults to the embedded sample photographs.",
-    )
-    parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+    add_corpus_args(parser)
     parser.add_argument(
         "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
     )
@@ -70,12 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--denoiser",
         default=registry.DEFAULT_DENOISER,
         help="Denoiser: shipped model name or exported directory (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=decode.DEFAULT_MAX_PIXELS,
-        help="Images with more pixels are refused as dead letters before decoding.",
     )
     parser.add_argument(
         "--inference-threads",
@@ -142,16 +129,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     refused = unsafe | "UnsafePathsToManifest" >> beam.Map(_unsafe_record, args.mode)
     manifest_records = (written, failed_reads, refused) | "AllRecords" >> beam.Flatten()
 
-    _ = (
-        manifest_records
-        | "ManifestToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
-        | "WriteManifest"
-        >> beam.io.WriteToText(
-            records.join(args.output, manifest.MANIFEST_PREFIX), file_name_suffix=".jsonl"
-        )
+    _ = manifest_records | "WriteManifest" >> records.WriteJsonLines(
+        args.output, manifest.MANIFEST_PREFIX
     )
     unmatched = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-        lambda u: records.dead_letter(u["pattern"], "match", "no_match", u["detail"])
+        records.unmatched_dead_letter
     )
     _ = (
         (
@@ -164,11 +146,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             unmatched,
         )
         | "AllDeadLetters" >> beam.Flatten()
-        | "DeadLetterToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
-        | "WriteDeadLetters"
-        >> beam.io.WriteToText(
-            records.join(args.output, records.DEAD_LETTER_PREFIX), file_name_suffix=".jsonl"
-        )
+        | "WriteDeadLetters" >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX)
     )
     summary_path = records.join(args.output, records.SUMMARY_FILE)
     config = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 
@@ -119,16 +118,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         DecodeCodeFiles(args.output, args.model)
     ).with_outputs(DEAD_LETTER, main="written")
     unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-        lambda u: records.dead_letter(u["pattern"], "match", "no_match", u["detail"])
+        records.unmatched_dead_letter
     )
-    letters = (decoded[DEAD_LETTER], unmatched) | "AllDeadLetters" >> beam.Flatten()
     _ = (
-        letters
-        | "DeadLetterToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
-        | "WriteDeadLetters"
-        >> beam.io.WriteToText(
-            records.join(args.output, records.DEAD_LETTER_PREFIX), file_name_suffix=".jsonl"
-        )
+        (decoded[DEAD_LETTER], unmatched)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters" >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX)
     )
     summary_path = records.join(args.output, records.SUMMARY_FILE)
     counts = (
@@ -157,16 +152,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
 
 def _summarize(counts: dict, unmatched: list) -> dict:
-    failed = {
-        key[len(records.FAILED_PREFIX) :]: value
-        for key, value in counts.items()
-        if key.startswith(records.FAILED_PREFIX)
-    }
+    failed = records.failed_by_reason(counts)
     return {
         "matched": counts.get("matched", 0),
         "written": counts.get("written", 0),
         "failed": sum(failed.values()),
-        "failed_by_reason": dict(sorted(failed.items())),
+        "failed_by_reason": failed,
         "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
     }
 

@@ -9,6 +9,25 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 
+def add_corpus_args(parser: argparse.ArgumentParser, what: str = "images") -> None:
+    """--input (repeatable, defaults to the embedded samples), --output and --max-pixels."""
+    from transforms.decode import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--input",
+        action="append",
+        help=f"A file, glob or gs:// pattern of {what}; repeat for several. '**' matches across "
+        "folders. Defaults to the embedded sample photographs.",
+    )
+    parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="Images with more pixels are refused as dead letters before decoding.",
+    )
+
+
 def split_args(
     parser: argparse.ArgumentParser, argv: list[str] | None, save_main_session: bool = True
 ) -> tuple[argparse.Namespace, PipelineOptions]:

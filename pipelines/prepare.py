@@ -23,7 +23,6 @@ Writes under ``--output``:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import tempfile
@@ -32,8 +31,14 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from pipelines.options import configure_logging, is_dataflow, run_pipeline, split_args
-from transforms import decode, features, records, statistics
+from pipelines.options import (
+    add_corpus_args,
+    configure_logging,
+    is_dataflow,
+    run_pipeline,
+    split_args,
+)
+from transforms import features, records, statistics
 from transforms.noise import parse_spec
 from transforms.noisy_patches import AddNoise, ExtractPatches
 from transforms.patches import EVAL, TRAIN
@@ -48,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="latentpress prepare",
         description="Cut noisy/clean patch pairs from an image corpus into TFRecord shards.",
     )
-    parser.add_argument(
-        "--input",
-        action="append",
-        help="A file, folder glob or gs:// pattern of images; repeat for several. "
-        "'**' matches across folders. Defaults to the embedded sample photographs.",
-    )
-    parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+    add_corpus_args(parser)
     parser.add_argument(
         "--noise",
         default="gaussian:0-55",
@@ -74,12 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--num-shards", type=int, default=8, help="TFRecord shards of the train split."
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=decode.DEFAULT_MAX_PIXELS,
-        help="Images with more pixels are refused as dead letters before decoding.",
     )
     parser.add_argument(
         "--transform-temp-dir",
@@ -122,16 +115,12 @@ def _clear_old_shards(output: str, overwrite: bool) -> None:
 
 
 def _summarize(counts: dict, unmatched: list, config: dict) -> dict:
-    failed = {
-        key[len(records.FAILED_PREFIX) :]: value
-        for key, value in counts.items()
-        if key.startswith(records.FAILED_PREFIX)
-    }
+    failed = records.failed_by_reason(counts)
     return {
         "files_matched": counts.get("files_matched", 0),
         "files_decoded": counts.get("files_decoded", 0),
         "files_failed": sum(failed.values()),
-        "failed_by_reason": dict(sorted(failed.items())),
+        "failed_by_reason": failed,
         "images": {split: counts.get(f"images_{split}", 0) for split in (TRAIN, EVAL)},
         "patches": {split: counts.get(f"patches_{split}", 0) for split in (TRAIN, EVAL)},
         "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
@@ -245,17 +234,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
 
         unmatched_letters = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-            lambda u: records.dead_letter(u["pattern"], "match", "no_match", u["detail"])
+            records.unmatched_dead_letter
         )
         _ = (
             (read["dead_letter"], unmatched_letters)
             | "AllDeadLetters" >> beam.Flatten()
-            | "DeadLetterToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
-            | "WriteDeadLetters"
-            >> beam.io.WriteToText(
-                records.join(args.output, records.DEAD_LETTER_PREFIX),
-                file_name_suffix=".jsonl",
-            )
+            | "WriteDeadLetters" >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX)
         )
 
         counts = (

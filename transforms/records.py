@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 DEAD_LETTER_PREFIX = "dead_letter"
@@ -21,6 +22,37 @@ FAILED_PREFIX = "failed:"  # summary counter prefix, followed by the reason
 
 def dead_letter(path: str, stage: str, reason: str, detail: str) -> dict:
     return {"path": path, "stage": stage, "reason": reason, "detail": detail}
+
+
+def unmatched_dead_letter(unmatched: dict) -> dict:
+    """The dead letter of a pattern that matched no file."""
+    return dead_letter(unmatched["pattern"], "match", "no_match", unmatched["detail"])
+
+
+def failed_by_reason(counts: dict) -> dict:
+    """{reason: count} from summary counters named FAILED_PREFIX + reason."""
+    return dict(
+        sorted(
+            (key[len(FAILED_PREFIX) :], value)
+            for key, value in counts.items()
+            if key.startswith(FAILED_PREFIX)
+        )
+    )
+
+
+class WriteJsonLines(beam.PTransform):
+    """dicts -> ``DIR/<prefix>-SSSSS-of-NNNNN.jsonl``, one sorted-key JSON object a line."""
+
+    def __init__(self, directory: str, prefix: str):
+        super().__init__()
+        self._path = join(directory, prefix)
+
+    def expand(self, rows):
+        return (
+            rows
+            | "ToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(self._path, file_name_suffix=".jsonl")
+        )
 
 
 def join(directory: str, *names: str) -> str:
