@@ -1,12 +1,13 @@
 """Apply-stage throughput: the Beam pipeline on 1 and 2 workers against a bare Python loop.
 
-    python -m benchmarks.apply_throughput [--mode both] [--threads 1] [--images N]
+    python -m benchmarks.apply_throughput [--mode both] [--threads 1] [--images N] [--corpus DIR]
 
 The bare loop does the same per-image work as the pipeline (read, decode, denoise and/or
 compress, write the outputs) with the same code, in one process.  Each variant runs in a fresh
 process so all pay the same start-up, and every process limits TensorFlow to ``--threads``
 threads: with one worker per core, that is how Beam scales (Dataflow runs one SDK process per
-vCPU).  Images: ../shared/datasets/CBSD68 when present, else the embedded samples.
+vCPU).  Images: the first N of --corpus, by default ../shared/datasets/CBSD68 when present,
+else the embedded samples.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "CBSD68"
 
 
-def corpus_pattern(images: int, scratch: str) -> str:
+def corpus_pattern(images: int, scratch: str, corpus: Path | None = None) -> str:
     import shutil
 
-    if SHARED.is_dir():
-        sources = sorted(SHARED.glob("*.png"))[:images]
+    corpus = corpus or (SHARED if SHARED.is_dir() else None)
+    if corpus:
+        sources = sorted(p for p in corpus.iterdir() if p.is_file())[:images]
     else:
         from latentpress.samples import sample_paths
 
@@ -115,9 +117,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--mode", default="both", choices=["compress", "denoise", "both"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--images", type=int, default=68)
+    parser.add_argument("--corpus", type=Path, help="A folder of images to use instead.")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
-        pattern = corpus_pattern(args.images, scratch)
+        pattern = corpus_pattern(args.images, scratch, args.corpus)
         images = len(glob.glob(pattern))
         from PIL import Image
 
