@@ -65,12 +65,6 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone, without decoding pixels."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
-
-
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 

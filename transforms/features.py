@@ -106,25 +106,3 @@ def parse_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     for key in (CLEAN, NOISY):
         features[key] = tf.reshape(tf.io.decode_raw(features[key], tf.uint8), shape)
     return features
-
-
-def example_to_numpy(serialized: bytes) -> dict[str, object]:
-    """Parses one example in plain Python (tests, tools): images as (H, W, 3) uint8 arrays."""
-    example = tf.train.Example.FromString(serialized)
-    feature = example.features.feature
-    height = feature[HEIGHT].int64_list.value[0]
-    width = feature[WIDTH].int64_list.value[0]
-
-    def image(key: str) -> np.ndarray:
-        raw = feature[key].bytes_list.value[0]
-        return np.frombuffer(raw, np.uint8).reshape(height, width, CHANNELS)
-
-    return {
-        CLEAN: image(CLEAN),
-        NOISY: image(NOISY),
-        NOISE_MODEL: feature[NOISE_MODEL].bytes_list.value[0].decode(),
-        NOISE_PARAMS: json.loads(feature[NOISE_PARAMS].bytes_list.value[0]),
-        NOISE_SPEC: feature[NOISE_SPEC].bytes_list.value[0].decode(),
-        SOURCE_KEY: feature[SOURCE_KEY].bytes_list.value[0].decode(),
-        PATCH_INDEX: feature[PATCH_INDEX].int64_list.value[0],
-    }

@@ -120,16 +120,8 @@ def _finish(totals: dict) -> dict:
     return out
 
 
-def summarize(records) -> dict:
-    """Totals over the manifest records of one run."""
-    totals: dict = {}
-    for r in records:
-        totals = _merge(totals, _totals(r))
-    return _finish(totals)
-
-
 class SummarizeManifest(beam.CombineFn):
-    """``summarize`` as a Beam combiner: partial totals merge, no worker holds every record."""
+    """Totals over a run's manifest records; partial totals merge, no worker holds every record."""
 
     def create_accumulator(self):
         return {}
