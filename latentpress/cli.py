@@ -11,6 +11,7 @@ STAGES = {
     "prepare": ("pipelines.prepare", "cut noisy/clean patch pairs into TFRecords (Beam)"),
     "train": ("pipelines.train", "train the codec or the denoiser and export it"),
     "apply": ("pipelines.apply", "denoise and/or compress a whole corpus (Beam)"),
+    "archive": ("pipelines.archive", "add what is new in a corpus to an archive (Beam)"),
     "compress": ("pipelines.compress", "compress images to code files"),
     "decompress": ("pipelines.decompress", "decompress code files to PNG images"),
 }

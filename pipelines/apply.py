@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Denoise and/or compress every image of a corpus with the trained models.",
     )
     add_corpus_args(parser)
+    add_model_args(parser)
+    return parser
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of the apply and archive stages that choose and run the models."""
     parser.add_argument(
         "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
     )
@@ -78,10 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU memory per worker process in MB (0: grow on demand). Dataflow runs one "
         "process per vCPU, all sharing the VM's GPU.",
     )
-    return parser
 
 
-def _fingerprints(args) -> tuple[str, str]:
+def make_handler(args) -> LatentpressModelHandler:
+    return LatentpressModelHandler(
+        args.mode, args.model, args.denoiser, args.inference_threads, args.gpu_memory_mb
+    )
+
+
+def fingerprints(args) -> tuple[str, str]:
     codec = registry.card(args.model)["fingerprint"] if args.mode in (COMPRESS, BOTH) else ""
     denoiser = registry.card(args.denoiser)["fingerprint"] if args.mode in (DENOISE, BOTH) else ""
     return codec, denoiser
@@ -109,8 +120,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         from latentpress.samples import sample_paths
 
         args.input = sample_paths()
-    codec_fingerprint, denoiser_fingerprint = _fingerprints(args)  # fails early if missing
-    handler = LatentpressModelHandler(args.mode, args.model, args.denoiser, args.inference_threads)
+    codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    handler = make_handler(args)
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
     read = pipeline | "ReadImages" >> ReadImages(args.input, max_pixels=args.max_pixels)

@@ -2,6 +2,11 @@
 
     latentpress decompress [--model M] CODE [CODE ...] -o DIR
     latentpress decompress [--model M] --input 'GLOB' -o DIR [Beam options]
+    latentpress decompress --models-dir ARCHIVE/models --input 'ARCHIVE/codes/**' -o DIR
+
+With ``--models-dir`` each file is decoded by the model its header names (its fingerprint),
+looked up in that folder when it is not the ``--model``; an archive keeps every model that
+wrote into it there.
 
 The first form decodes the files given, in this process, to ``DIR/<code name>.png``.  The
 second runs a Beam pipeline over every file the pattern matches (local or gs://), writing
@@ -27,8 +32,9 @@ from apache_beam.metrics import Metrics
 from PIL import Image
 
 from models import registry
-from models.codefile import SUFFIX, CodeFileError
+from models.codefile import SUFFIX, CodeFile, CodeFileError
 from models.compressor import Compressor
+from models.export import MODEL_CARD
 from pipelines.compress import output_names
 from pipelines.options import configure_logging, only_launches, run_pipeline, split_args
 from transforms import records
@@ -56,7 +62,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="The model that wrote the files: shipped name or exported directory "
         "(default: %(default)s).",
     )
+    parser.add_argument(
+        "--models-dir",
+        help="Folder of models named by fingerprint (an archive's models/, local or gs://): "
+        "files written by other models than --model are decoded with theirs from there.",
+    )
     return parser
+
+
+class ModelsByFingerprint:
+    """The Compressor for each code file: --model, or the model its fingerprint names in
+    ``models_dir``.  Each model is loaded once."""
+
+    def __init__(self, model: str, models_dir: str | None = None):
+        self._default = Compressor(model)
+        self._models_dir = models_dir
+        self._loaded = {self._default.fingerprint: self._default}
+
+    def for_code(self, data: bytes) -> Compressor:
+        if not self._models_dir:
+            return self._default
+        fingerprint = CodeFile.from_bytes(data).fingerprint
+        if fingerprint not in self._loaded:
+            directory = records.join(self._models_dir, fingerprint)
+            if not FileSystems.exists(records.join(directory, MODEL_CARD)):
+                raise CodeFileError(
+                    f"written by model {fingerprint}, which is neither --model nor in "
+                    f"{self._models_dir}"
+                )
+            self._loaded[fingerprint] = Compressor(records.local_copy(directory))
+        return self._loaded[fingerprint]
+
+    def decompress(self, data: bytes):
+        return self.for_code(data).decompress(data)
 
 
 def encode_png(image) -> bytes:
@@ -68,14 +106,15 @@ def encode_png(image) -> bytes:
 class DecodeCodeFiles(beam.DoFn):
     """MatchedFile of a code file -> PNG under the output directory, or a dead letter."""
 
-    def __init__(self, output: str, model: str):
+    def __init__(self, output: str, model: str, models_dir: str | None = None):
         self._output = output
         self._model = model
+        self._models_dir = models_dir
         self._written = Metrics.counter("decompress", "written")
         self._failed = Metrics.counter("decompress", "failed")
 
     def setup(self):
-        self._compressor = Compressor(self._model)
+        self._compressor = ModelsByFingerprint(self._model, self._models_dir)
 
     def _fail(self, path: str, reason: str, detail: str):
         self._failed.inc()
@@ -115,7 +154,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     pipeline = test_pipeline or beam.Pipeline(options=options)
     matched = pipeline | "MatchCodeFiles" >> MatchFiles(args.input)
     decoded = matched["files"] | "Decompress" >> beam.ParDo(
-        DecodeCodeFiles(args.output, args.model)
+        DecodeCodeFiles(args.output, args.model, args.models_dir)
     ).with_outputs(DEAD_LETTER, main="written")
     unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
         records.unmatched_dead_letter
@@ -175,7 +214,7 @@ def main(argv=None) -> int:
     if not args.codes:
         raise ValueError("give code files to decompress, or --input PATTERN")
     names = output_names(args.codes, ".png")
-    compressor = Compressor(args.model)
+    compressor = ModelsByFingerprint(args.model, args.models_dir)
     os.makedirs(args.output, exist_ok=True)
     failed = 0
     for path, name in zip(args.codes, names, strict=True):

@@ -9,7 +9,9 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 
-def add_corpus_args(parser: argparse.ArgumentParser, what: str = "images") -> None:
+def add_corpus_args(
+    parser: argparse.ArgumentParser, what: str = "images", output: bool = True
+) -> None:
     """--input (repeatable, defaults to the embedded samples), --output and --max-pixels."""
     from transforms.decode import DEFAULT_MAX_PIXELS
 
@@ -19,7 +21,8 @@ def add_corpus_args(parser: argparse.ArgumentParser, what: str = "images") -> No
         help=f"A file, glob or gs:// pattern of {what}; repeat for several. '**' matches across "
         "folders. Defaults to the embedded sample photographs.",
     )
-    parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+    if output:
+        parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
     parser.add_argument(
         "--max-pixels",
         type=int,

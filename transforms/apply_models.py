@@ -164,19 +164,31 @@ def safe_key(key: str) -> bool:
 class WriteOutputs(beam.DoFn):
     """Processed -> manifest record, after writing its files under the output directory."""
 
-    def __init__(self, output: str, mode: str, codec_fingerprint: str, denoiser_fingerprint: str):
+    def __init__(
+        self,
+        output: str,
+        mode: str,
+        codec_fingerprint: str,
+        denoiser_fingerprint: str,
+        run_id: str = "",
+    ):
         self._output = output
         self._mode = mode
         self._codec_fingerprint = codec_fingerprint
         self._denoiser_fingerprint = denoiser_fingerprint
+        self._run_id = run_id
         self._images = Metrics.counter("apply", "images")
         self._pixels = Metrics.counter("apply", "pixels")
         self._bytes_in = Metrics.counter("apply", "bytes_in")
         self._bytes_out = Metrics.counter("apply", "bytes_out")
         self._failures = Metrics.counter("apply", "failures")
 
-    def _write(self, directory: str, key: str, suffix: str, data: bytes) -> str:
-        path = join(self._output, directory, key + suffix)
+    def output_name(self, image: DecodedImage, directory: str) -> str:
+        """Relative path (without suffix) of an image's output under ``directory``."""
+        return image.key
+
+    def _write(self, directory: str, image: DecodedImage, suffix: str, data: bytes) -> str:
+        path = join(self._output, directory, self.output_name(image, directory) + suffix)
         parent = path.rsplit("/", 1)[0]
         if "://" not in path:
             os.makedirs(parent, exist_ok=True)
@@ -194,6 +206,7 @@ class WriteOutputs(beam.DoFn):
             "denoiser_fingerprint": self._denoiser_fingerprint
             if result.clean_png is not None
             else "",
+            "run_id": self._run_id,
         }
         if result.error:
             self._failures.inc()
@@ -203,12 +216,10 @@ class WriteOutputs(beam.DoFn):
             return
         code_path = clean_path = ""
         if result.code is not None:
-            code_path = self._write(
-                manifest.CODES_DIR, image.key, manifest.CODE_SUFFIX, result.code
-            )
+            code_path = self._write(manifest.CODES_DIR, image, manifest.CODE_SUFFIX, result.code)
         if result.clean_png is not None:
             clean_path = self._write(
-                manifest.CLEAN_DIR, image.key, manifest.CLEAN_SUFFIX, result.clean_png
+                manifest.CLEAN_DIR, image, manifest.CLEAN_SUFFIX, result.clean_png
             )
         code_bytes = len(result.code or b"")
         clean_bytes = len(result.clean_png or b"")

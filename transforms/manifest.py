@@ -1,4 +1,5 @@
-"""The manifest schema: one JSON line per input of an apply (or archive) run.
+"""The manifest schema: one JSON line per input of an apply run (or per image an archive
+run processed; see ``transforms.archive``).
 
 Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a record:
 
@@ -19,6 +20,7 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   psnr_reference       "input" (compress) or "clean" (both: the denoised image is encoded)
   model_fingerprint    codec weights' fingerprint, or ""
   denoiser_fingerprint denoiser weights' fingerprint, or ""
+  run_id               the archive run that wrote the record ("" for apply runs)
 
 Summary: matched = written + failed, always.
 """
@@ -55,6 +57,7 @@ FIELDS = (
     "psnr_reference",
     "model_fingerprint",
     "denoiser_fingerprint",
+    "run_id",
 )
 
 

@@ -1,0 +1,310 @@
+"""``latentpress archive``: the nightly job that adds what is new in a corpus to an archive.
+
+    latentpress archive --input 'gs://bucket/photos/**' --archive gs://bucket/archive \
+        [--model M] [--denoiser D] [--reprocess-older-models] [Beam options]
+
+Only inputs whose content (SHA-256 of the bytes) the archive does not hold yet are denoised
+and compressed: a renamed file is not redone, a changed file is.  Outputs are named by
+content, written atomically, and the run's manifest records are committed at the very end, so
+a run killed part-way and run again leaves exactly one record and one code file per image.
+Layout of the archive: ``transforms/archive.py``.
+
+Each run writes ``DIR/runs/<run id>/summary.json`` with
+matched = already_archived + duplicates + processed + failed, where duplicates are inputs with
+the same content as another input of the same run (processed once).  Failed inputs get a
+dead-letter record in the run folder and are tried again by the next run.
+
+Do not run two archive jobs on one archive at the same time: both would process the same new
+images (the result stays consistent, but the work is done twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import RunInference
+
+from models import registry
+from pipelines.apply import add_model_args, fingerprints, make_handler
+from pipelines.options import add_corpus_args, configure_logging, run_pipeline, split_args
+from transforms import archive, decode, manifest, records
+from transforms.apply_models import WriteOutputs
+from transforms.read_images import DEAD_LETTER, DecodeImages, MatchFiles
+
+LOG = logging.getLogger(__name__)
+ARCHIVED, OLDER = "archived", "older"  # what the archive holds for a content hash
+DUPLICATE = "duplicate"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentpress archive",
+        description="Denoise and compress the images an archive does not hold yet.",
+    )
+    add_corpus_args(parser, output=False)
+    parser.add_argument(
+        "--archive", required=True, help="Archive directory (local or gs://) to add to."
+    )
+    add_model_args(parser)
+    parser.add_argument(
+        "--reprocess-older-models",
+        action="store_true",
+        help="Also redo images the archive holds from other models than the ones given.",
+    )
+    parser.add_argument(
+        "--keep-runs",
+        type=int,
+        default=30,
+        help="Run folders (summaries, dead letters) to keep; older ones are deleted.",
+    )
+    parser.add_argument(
+        "--temp-max-age-hours",
+        type=float,
+        default=24.0,
+        help="Temporary files left by killed runs are deleted once this old.",
+    )
+    return parser
+
+
+class HashFiles(beam.DoFn):
+    """MatchedFile -> (content sha256, MatchedFile), or a dead letter if it cannot be read."""
+
+    def process(self, matched):
+        try:
+            digest = hashlib.sha256()
+            with FileSystems.open(matched.path) as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except Exception as e:  # noqa: BLE001 - any I/O failure is this input's dead letter
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                records.dead_letter(
+                    matched.path, "hash", decode.UNREADABLE, f"{type(e).__name__}: {e}"
+                ),
+            )
+            return
+        yield digest.hexdigest(), matched
+
+
+def _records_of(readable_file):
+    return [json.loads(line) for line in readable_file.read_utf8().splitlines() if line]
+
+
+def _newest(records_of_one_content):
+    return max(records_of_one_content, key=lambda r: r["run_id"])
+
+
+def _split_archived(item, known: dict):
+    sha, matched = item
+    if known.get(sha) == ARCHIVED:
+        yield beam.pvalue.TaggedOutput(ARCHIVED, matched.path)
+    else:
+        yield item
+
+
+def _one_per_content(item, known: dict):
+    """One input per content hash is processed; the others are counted as duplicates."""
+    sha, files = item
+    first, *others = sorted(files, key=lambda f: f.path)
+    for other in others:
+        yield beam.pvalue.TaggedOutput(DUPLICATE, {"path": other.path, "same_as": first.path})
+    if known.get(sha) == OLDER:
+        yield beam.pvalue.TaggedOutput(OLDER, sha)
+    yield first
+
+
+class WriteArchiveOutputs(WriteOutputs):
+    """Names outputs by model and content instead of by input path."""
+
+    def output_name(self, image, directory: str) -> str:
+        codes = directory == manifest.CODES_DIR
+        model = self._codec_fingerprint if codes else self._denoiser_fingerprint
+        return archive.content_name(model, image.sha256)
+
+
+def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config: dict) -> dict:
+    failed = records.failed_by_reason(counts)
+    summary = {
+        "run_id": run_id,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "matched": counts.get("matched", 0),
+        "already_archived": counts.get(ARCHIVED, 0),
+        "duplicates": counts.get(DUPLICATE, 0),
+        "processed": totals["written"],
+        "reprocessed_from_older_models": counts.get(OLDER, 0),
+        "failed": sum(failed.values()),
+        "failed_by_reason": failed,
+        "bytes_in": totals["bytes_in"],
+        "code_bytes": totals["code_bytes"],
+        "clean_bytes": totals["clean_bytes"],
+        "mean_bpp": totals["mean_bpp"],
+        "mean_psnr_db": totals["mean_psnr_db"],
+        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
+        "config": config,
+    }
+    if config["mode"] != "denoise":
+        summary["bytes_saved"] = totals["bytes_in"] - totals["code_bytes"]
+    return summary
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    args, options = split_args(build_parser(), argv, save_main_session)
+    if not args.input:
+        from latentpress.samples import sample_paths
+
+        args.input = sample_paths()
+    codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    run_id = archive.new_run_id()
+    pruned = archive.prune(args.archive, args.keep_runs, args.temp_max_age_hours)
+    if any(pruned.values()):
+        LOG.info(
+            "retention: deleted %(runs)d old run folders, %(temporary_files)d temp files", pruned
+        )
+    for name, fingerprint in (
+        (args.model, codec_fingerprint),
+        (args.denoiser, denoiser_fingerprint),
+    ):
+        if fingerprint:  # every model that writes into the archive stays addressable there
+            archive.store_model(args.archive, registry.resolve(name), fingerprint)
+    LOG.info("archive run %s into %s", run_id, args.archive)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    # What the archive holds, read by the workers (it can be far too big for the job graph).
+    known = (
+        pipeline
+        | "ManifestPattern" >> beam.Create([archive.manifest_pattern(args.archive)])
+        | "MatchManifest" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+        | "OpenManifest" >> fileio.ReadMatches()
+        | "ManifestRecords" >> beam.FlatMap(_records_of)
+        | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], r))
+        | "NewestPerContent" >> beam.CombinePerKey(_newest)
+        | "Classify"
+        >> beam.MapTuple(
+            lambda sha, record: (
+                sha,
+                ARCHIVED
+                if archive.is_archived(
+                    record,
+                    codec_fingerprint,
+                    denoiser_fingerprint,
+                    args.reprocess_older_models,
+                )
+                else OLDER,
+            )
+        )
+    )
+    known_view = beam.pvalue.AsDict(known)
+    matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
+    hashed = matched["files"] | "Hash" >> beam.ParDo(HashFiles()).with_outputs(
+        DEAD_LETTER, main="hashed"
+    )
+    triaged = hashed.hashed | "SkipArchived" >> beam.ParDo(
+        _split_archived, known_view
+    ).with_outputs(ARCHIVED, main="new")
+    chosen = (
+        triaged.new
+        | "GroupByContent" >> beam.GroupByKey()
+        | "OnePerContent"
+        >> beam.ParDo(_one_per_content, known_view).with_outputs(DUPLICATE, OLDER, main="files")
+    )
+    decoded = chosen.files | "Decode" >> beam.ParDo(
+        DecodeImages(args.max_pixels, min_side=1)
+    ).with_outputs(DEAD_LETTER, main="images")
+    written = (
+        decoded.images
+        | "RunModels" >> RunInference(make_handler(args))
+        | "WriteOutputs"
+        >> beam.ParDo(
+            WriteArchiveOutputs(
+                args.archive, args.mode, codec_fingerprint, denoiser_fingerprint, run_id
+            )
+        )
+    )
+    ok = written | "OkOnly" >> beam.Filter(lambda r: r["status"] == manifest.OK)
+    _ = ok | "AppendToManifest" >> records.WriteJsonLines(
+        records.join(args.archive, archive.MANIFEST_DIR), run_id
+    )
+
+    run_folder = archive.run_dir(args.archive, run_id)
+    dead_letters = (
+        hashed[DEAD_LETTER],
+        decoded[DEAD_LETTER],
+        written
+        | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
+        | "FailedToDeadLetter"
+        >> beam.Map(
+            lambda r: records.dead_letter(r["source_path"], "archive", r["reason"], r["detail"])
+        ),
+    ) | "AllFailures" >> beam.Flatten()
+    unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
+        records.unmatched_dead_letter
+    )
+    _ = (
+        (dead_letters, unmatched)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters" >> (records.WriteJsonLines(run_folder, records.DEAD_LETTER_PREFIX))
+    )
+
+    counts = (
+        (
+            matched["files"] | "CountMatched" >> beam.Map(lambda _: ("matched", 1)),
+            triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: (ARCHIVED, 1)),
+            chosen[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: (DUPLICATE, 1)),
+            chosen[OLDER] | "CountOlder" >> beam.Map(lambda _: (OLDER, 1)),
+            dead_letters
+            | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
+        )
+        | "AllCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "CountsToDict" >> beam.combiners.ToDict()
+    )
+    config = {
+        "inputs": args.input,
+        "archive": args.archive,
+        "mode": args.mode,
+        "model": args.model,
+        "denoiser": args.denoiser,
+        "model_fingerprint": codec_fingerprint,
+        "denoiser_fingerprint": denoiser_fingerprint,
+        "reprocess_older_models": args.reprocess_older_models,
+    }
+    summary_path = records.join(run_folder, records.SUMMARY_FILE)
+    _ = (
+        ok
+        | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest())
+        | "Summarize"
+        >> beam.Map(
+            _summarize,
+            beam.pvalue.AsSingleton(counts),
+            beam.pvalue.AsList(matched["unmatched"]),
+            run_id,
+            config,
+        )
+        | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
+    )
+
+    result, finished = run_pipeline(pipeline, options)
+    if not finished:
+        return result
+    summary = records.read_json(summary_path)
+    print(
+        f"archive run {run_id}: {summary['matched']} matched, {summary['already_archived']} "
+        f"already archived, {summary['duplicates']} duplicates, {summary['processed']} "
+        f"processed, {summary['failed']} failed; summary {summary_path}"
+    )
+    return result
+
+
+def main(argv=None):
+    configure_logging()
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The nightly archive job: incremental by content, idempotent, resumable, model-aware."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from models.codec import CodecConfig, ScaleHyperprior
+from models.codefile import CodeFile
+from models.export import CODEC, export_model
+from pipelines import archive as archive_job
+from pipelines import decompress
+from tests.conftest import copy_samples
+from transforms import archive, decode, records
+
+IN_PROCESS = ["--runner=DirectRunner"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_copy(source: Path, target: Path, box: tuple[int, int, int, int]) -> Path:
+    """A real, small PNG cut from a sample photograph (different boxes, different content)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image.convert("RGB").crop(box).save(target)
+    return target
+
+
+def run_archive(corpus: Path, store: Path, *flags: str) -> dict:
+    archive_job.run(
+        [f"--input={corpus}/**", f"--archive={store}", "--mode=compress", *flags, *IN_PROCESS],
+        save_main_session=False,
+    )
+    return latest_summary(store)
+
+
+def latest_summary(store: Path) -> dict:
+    newest = sorted(glob.glob(str(store / archive.RUNS_DIR / "*" / records.SUMMARY_FILE)))[-1]
+    return records.read_json(newest)
+
+
+def manifest_records(store: Path) -> list[dict]:
+    return records.read_json_lines(str(store / archive.MANIFEST_DIR / "*.jsonl"))
+
+
+def code_files(store: Path) -> list[str]:
+    return sorted(glob.glob(str(store / "codes" / "**" / "*.lpc"), recursive=True))
+
+
+def accounted(summary: dict) -> bool:
+    parts = ("already_archived", "duplicates", "processed", "failed")
+    return summary["matched"] == sum(summary[part] for part in parts)
+
+
+def decompress_all(store: Path, output: Path) -> dict:
+    decompress.run(
+        [
+            f"--input={store}/codes/**",
+            f"--models-dir={store}/models",
+            f"--output={output}",
+            *IN_PROCESS,
+        ],
+        save_main_session=False,
+    )
+    return records.read_json(str(output / records.SUMMARY_FILE))
+
+
+@pytest.fixture
+def samples(tmp_path) -> list[Path]:
+    return copy_samples(tmp_path / "samples")
+
+
+def test_each_content_is_archived_once_across_runs_renames_and_additions(samples, tmp_path):
+    corpus, store = tmp_path / "corpus", tmp_path / "archive"
+    for index, sample in enumerate(samples[:4]):
+        small_copy(sample, corpus / "day1" / f"img{index}.png", (0, 0, 96, 80))
+    (corpus / "day1" / "same_as_img0.png").write_bytes((corpus / "day1" / "img0.png").read_bytes())
+    (corpus / "day1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+    first = run_archive(corpus, store)
+    assert (first["matched"], first["processed"], first["duplicates"]) == (6, 4, 1)
+    assert first["failed_by_reason"] == {decode.NOT_AN_IMAGE: 1}
+    assert accounted(first)
+    assert len(manifest_records(store)) == 4 and len(code_files(store)) == 4
+    # bytes saved is what the code files really take, from the files on disk
+    assert first["code_bytes"] == sum(os.path.getsize(path) for path in code_files(store))
+    assert first["bytes_saved"] == first["bytes_in"] - first["code_bytes"]
+
+    second = run_archive(corpus, store)
+    assert (second["processed"], second["already_archived"], second["duplicates"]) == (0, 5, 0)
+    assert second["failed"] == 1  # a broken input is tried again each night, and reported
+    assert len(manifest_records(store)) == 4
+
+    (corpus / "day1" / "img1.png").rename(corpus / "day1" / "renamed.png")
+    for index, sample in enumerate(samples[4:7]):
+        small_copy(sample, corpus / "day2" / f"new{index}.png", (10, 10, 90, 74))
+    third = run_archive(corpus, store)
+    assert (third["matched"], third["processed"], third["already_archived"]) == (9, 3, 5)
+    assert accounted(third)
+
+    rows = manifest_records(store)
+    assert len(rows) == 7 and len({row["content_sha256"] for row in rows}) == 7
+    assert len({row["run_id"] for row in rows}) == 2
+    assert sorted(row["code_path"] for row in rows) == code_files(store)
+    decoded = decompress_all(store, tmp_path / "restored")
+    assert (decoded["written"], decoded["failed"]) == (7, 0)
+
+
+def test_a_run_killed_part_way_then_rerun_archives_each_image_exactly_once(samples, tmp_path):
+    corpus, store = tmp_path / "corpus", tmp_path / "archive"
+    for sample in samples:
+        (corpus / sample.name).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / sample.name).write_bytes(sample.read_bytes())
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.archive",
+        f"--input={corpus}/*",
+        f"--archive={store}",
+        "--mode=both",
+        "--runner=DirectRunner",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not code_files(store) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    written_before_kill = len(code_files(store))
+    assert 0 < written_before_kill < len(samples), "the kill did not land part-way"
+    assert manifest_records(store) == []  # records are committed only at the end
+
+    summary = run_archive(corpus, store, "--mode=both", "--temp-max-age-hours=0")
+    assert summary["processed"] == len(samples) and accounted(summary)
+    rows = manifest_records(store)
+    assert len(rows) == len({row["content_sha256"] for row in rows}) == len(samples)
+    assert len(code_files(store)) == len(samples)
+    cleaned = glob.glob(str(store / "clean" / "**" / "*.png"), recursive=True)
+    assert len(cleaned) == len(samples)
+    leftovers = [
+        path
+        for path in glob.glob(str(store / "**" / "*"), recursive=True)
+        if any(marker in path for marker in archive.TEMP_MARKERS)
+    ]
+    assert leftovers == []
+    for path in cleaned:  # every cleaned image is a whole PNG
+        with Image.open(path) as image:
+            image.load()
+    decoded = decompress_all(store, tmp_path / "restored")
+    assert (decoded["written"], decoded["failed"]) == (len(samples), 0)
+
+
+@pytest.fixture
+def other_codec(tmp_path) -> str:
+    """A second (untrained) codec, exported the usual way: a model change."""
+    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
+    model.build_for_images()
+    directory = tmp_path / "other_codec"
+    export_model(model, CODEC, str(directory), {"name": "other"})
+    return str(directory)
+
+
+def test_a_model_change_keeps_old_codes_decodable_or_reencodes_on_request(
+    samples, tmp_path, other_codec
+):
+    corpus, store = tmp_path / "corpus", tmp_path / "archive"
+    for index, sample in enumerate(samples[:3]):
+        small_copy(sample, corpus / f"img{index}.png", (0, 0, 80, 64))
+    run_archive(corpus, store)
+    old_fingerprint = manifest_records(store)[0]["model_fingerprint"]
+
+    unchanged = run_archive(corpus, store, f"--model={other_codec}")
+    assert unchanged["processed"] == 0  # old codes stay; nothing is redone by default
+
+    redone = run_archive(corpus, store, f"--model={other_codec}", "--reprocess-older-models")
+    assert (redone["processed"], redone["reprocessed_from_older_models"]) == (3, 3)
+    newest = archive.archived_records(str(store))
+    new_fingerprints = {record["model_fingerprint"] for record in newest.values()}
+    assert len(newest) == 3 and new_fingerprints.isdisjoint({old_fingerprint})
+    fingerprints = {
+        CodeFile.from_bytes(Path(p).read_bytes()).fingerprint for p in code_files(store)
+    }
+    assert fingerprints == {old_fingerprint} | new_fingerprints
+    # both generations decode, each with the model that wrote it, kept in the archive
+    assert sorted(os.listdir(store / archive.MODELS_DIR)) == sorted(fingerprints)
+    decoded = decompress_all(store, tmp_path / "restored")
+    assert (decoded["written"], decoded["failed"]) == (6, 0)
+
+    again = run_archive(corpus, store, f"--model={other_codec}", "--reprocess-older-models")
+    assert again["processed"] == 0
+
+
+def test_retention_keeps_the_newest_runs_and_drops_only_stale_temporary_files(tmp_path):
+    store = str(tmp_path / "archive")
+    for run_id in ("20260101T000000Z-a", "20260102T000000Z-b", "20260103T000000Z-c"):
+        records.write_json(os.path.join(archive.run_dir(store, run_id), "summary.json"), {})
+    code = Path(store, "codes", "f" * 16, "ab", "ab" + "0" * 62 + ".lpc")
+    code.parent.mkdir(parents=True)
+    code.write_bytes(b"kept")
+    stale = code.with_name(code.name + ".tmp-0123")
+    fresh = code.with_name(code.name + ".tmp-4567")
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+
+    deleted = archive.prune(store, keep_runs=2, temp_max_age_hours=24)
+
+    assert deleted == {"runs": 1, "temporary_files": 1}
+    assert sorted(os.listdir(Path(store, archive.RUNS_DIR))) == [
+        "20260102T000000Z-b",
+        "20260103T000000Z-c",
+    ]
+    assert code.exists() and fresh.exists() and not stale.exists()
+    assert code.read_bytes() == b"kept"

@@ -1,0 +1,178 @@
+"""The archive's layout: the one module that knows where things live in an archive DIR.
+
+An archive (local or gs://) grows by one ``latentpress archive`` run at a time::
+
+  DIR/codes/<codec fingerprint>/<sha[:2]>/<sha>.lpc        code file of the content <sha>
+  DIR/clean/<denoiser fingerprint>/<sha[:2]>/<sha>.png     cleaned image of the content <sha>
+  DIR/models/<fingerprint>/                                every model that wrote into DIR
+  DIR/manifest/<run id>-SSSSS-of-NNNNN.jsonl               the records each run added
+  DIR/runs/<run id>/summary.json, dead_letter-*.jsonl      what each run did
+
+Outputs are named by the SHA-256 of the input's bytes, so a renamed input is recognised, a
+changed one is new, and a re-run after a crash rewrites the very same names (atomically)
+instead of adding copies.  Manifest records use the schema of ``transforms.manifest``, with
+``run_id`` set; only images processed successfully get one.  Run ids sort by start time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.manifest import CLEAN_DIR, CODES_DIR
+from transforms.records import join, write_atomically
+
+LOG = logging.getLogger(__name__)
+MODELS_DIR = "models"
+MANIFEST_DIR = "manifest"
+RUNS_DIR = "runs"
+TEMP_MARKERS = (".tmp-", "beam-temp-")  # names only unfinished writes have
+
+
+def new_run_id() -> str:
+    """UTC start time, then a random suffix so two runs in one second never collide."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def content_name(fingerprint: str, sha256: str) -> str:
+    """Relative name (without suffix) of an output: by model, then by content."""
+    return f"{fingerprint}/{sha256[:2]}/{sha256}"
+
+
+def run_dir(archive: str, run_id: str) -> str:
+    return join(archive, RUNS_DIR, run_id)
+
+
+def manifest_prefix(archive: str, run_id: str) -> str:
+    return join(archive, MANIFEST_DIR, run_id)
+
+
+def _match(pattern: str) -> list:
+    try:
+        return FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - Beam raises when nothing matches on some filesystems
+        return []
+
+
+def manifest_pattern(archive: str) -> str:
+    """The committed manifest files (not a running job's temporary ones)."""
+    return join(archive, MANIFEST_DIR, "*.jsonl")
+
+
+def manifest_files(archive: str) -> list[str]:
+    return sorted(m.path for m in _match(manifest_pattern(archive)))
+
+
+def archived_records(archive: str) -> dict[str, dict]:
+    """content sha256 -> the newest record for it (by run id); the archive's current state."""
+    newest: dict[str, dict] = {}
+    for path in manifest_files(archive):
+        with FileSystems.open(path) as handle:
+            for line in handle.read().decode().splitlines():
+                if not line:
+                    continue
+                record = json.loads(line)
+                sha = record["content_sha256"]
+                if sha not in newest or record["run_id"] > newest[sha]["run_id"]:
+                    newest[sha] = record
+    return newest
+
+
+def is_archived(record: dict | None, codec: str, denoiser: str, reprocess_older: bool) -> bool:
+    """Whether an image with this newest record needs no work this run.
+
+    Without ``reprocess_older`` any earlier record counts: old codes stay valid and decodable
+    with the model that wrote them.  With it, only a record by exactly these models counts.
+    """
+    if record is None:
+        return False
+    if not reprocess_older:
+        return True
+    return record["model_fingerprint"] == codec and record["denoiser_fingerprint"] == denoiser
+
+
+def store_model(archive: str, model_dir: str, fingerprint: str) -> str:
+    """Copies an exported model into ``DIR/models/<fingerprint>/`` unless it is already there.
+
+    The model card is written last: a model directory with a card is complete.
+    """
+    from models.export import MODEL_CARD
+
+    target = join(archive, MODELS_DIR, fingerprint)
+    card = join(target, MODEL_CARD)
+    if FileSystems.exists(card):
+        return target
+    for root, _, files in os.walk(model_dir):
+        for name in sorted(files):
+            if name == MODEL_CARD:
+                continue
+            relative = os.path.relpath(os.path.join(root, name), model_dir).replace(os.sep, "/")
+            destination = join(target, relative)
+            if "://" not in destination:
+                os.makedirs(os.path.dirname(destination), exist_ok=True)
+            with open(os.path.join(root, name), "rb") as source:
+                write_atomically(destination, source.read())
+    with open(os.path.join(model_dir, MODEL_CARD), "rb") as source:
+        write_atomically(card, source.read())
+    LOG.info("stored model %s in the archive", fingerprint)
+    return target
+
+
+def prune(archive: str, keep_runs: int, temp_max_age_hours: float) -> dict:
+    """Retention: keeps the newest ``keep_runs`` run folders and deletes leftovers of killed
+    runs (temporary files) older than ``temp_max_age_hours``.  Never touches codes, cleaned
+    images, models or manifest records.  Returns what it deleted, by kind.
+    """
+    deleted = {"runs": 0, "temporary_files": 0}
+    run_ids = sorted(
+        {
+            m.path[len(join(archive, RUNS_DIR)) + 1 :].split("/")[0]
+            for m in _match(join(archive, RUNS_DIR, "**"))
+        }
+    )
+    for run_id in run_ids[: max(0, len(run_ids) - keep_runs)]:
+        paths = [m.path for m in _match(join(run_dir(archive, run_id), "**"))]
+        if paths:
+            FileSystems.delete(paths)
+        if "://" not in archive and os.path.isdir(run_dir(archive, run_id)):
+            _remove_empty_dirs(run_dir(archive, run_id))
+        deleted["runs"] += 1
+    cutoff = time.time() - temp_max_age_hours * 3600
+    for folder in (CODES_DIR, CLEAN_DIR, MANIFEST_DIR, MODELS_DIR, RUNS_DIR):
+        # Local disk also keeps the temporary folders; judge their age before emptying them.
+        stale_dirs = [] if "://" in archive else _temp_dirs(os.path.join(archive, folder), cutoff)
+        stale = [
+            m.path
+            for m in _match(join(archive, folder, "**"))
+            if any(marker in m.path for marker in TEMP_MARKERS)
+            and (m.last_updated_in_seconds or 0) <= cutoff
+        ]
+        if stale:
+            FileSystems.delete(stale)
+            deleted["temporary_files"] += len(stale)
+        for path in stale_dirs:
+            if not os.listdir(path):
+                os.rmdir(path)
+    return deleted
+
+
+def _temp_dirs(top: str, cutoff: float) -> list[str]:
+    """Temporary folders under ``top`` last changed before ``cutoff``, deepest first."""
+    found = []
+    for root, dirs, _ in os.walk(top, topdown=False):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if any(marker in name for marker in TEMP_MARKERS) and os.path.getmtime(path) <= cutoff:
+                found.append(path)
+    return found
+
+
+def _remove_empty_dirs(top: str) -> None:
+    for root, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        if not os.listdir(root):
+            os.rmdir(root)
