@@ -33,7 +33,13 @@ from apache_beam.ml.inference.base import RunInference
 
 from models import registry
 from pipelines.apply import add_model_args, fingerprints, make_handler
-from pipelines.options import add_corpus_args, configure_logging, run_pipeline, split_args
+from pipelines.options import (
+    add_corpus_args,
+    configure_logging,
+    run_pipeline,
+    split_args,
+    truthy,
+)
 from transforms import archive, decode, manifest, records
 from transforms.apply_models import WriteOutputs
 from transforms.read_images import DEAD_LETTER, DecodeImages, MatchFiles
@@ -55,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.add_argument(
         "--reprocess-older-models",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=truthy,
         help="Also redo images the archive holds from other models than the ones given.",
     )
     parser.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
@@ -34,13 +35,38 @@ def add_corpus_args(
 def split_args(
     parser: argparse.ArgumentParser, argv: list[str] | None, save_main_session: bool = True
 ) -> tuple[argparse.Namespace, PipelineOptions]:
-    """Parses the stage's own flags; everything else becomes Beam pipeline options."""
-    known, beam_args = parser.parse_known_args(argv)
+    """Parses the stage's own flags; everything else becomes Beam pipeline options.
+
+    Our flags may also be spelled with underscores (``--keep_runs=3``), as Beam's are and as
+    Dataflow Flex Templates pass their parameters.
+    """
+    known, beam_args = parser.parse_known_args(_dashed_flags(parser, argv))
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "DirectRunner"
     return known, options
+
+
+def _dashed_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str] | None:
+    if argv is None:
+        argv = sys.argv[1:]
+    ours = set(parser._option_string_actions)
+    dashed = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        alias = "--" + name[2:].replace("_", "-")
+        dashed.append(alias + equals + value if name.startswith("--") and alias in ours else arg)
+    return dashed
+
+
+def truthy(value: str) -> bool:
+    """argparse type for flags that may also be given a value (``--flag=true``)."""
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
 
 
 def configure_logging() -> None:

@@ -8,14 +8,20 @@ the storage emulator provides, so nothing leaves the machine.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines import apply, decompress, prepare
+from models import registry
+from pipelines import apply, archive, decompress, prepare
+from pipelines.options import split_args
 from tests.local_gcs import PROJECT, list_paths, local_gcs
 
+ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "us-docker.pkg.dev/latentpress-test-project/latentpress/worker:test"
 GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 
@@ -131,3 +137,80 @@ def test_worker_image_uses_the_pinned_beam_sdk_and_its_boot_entrypoint():
     assert f"FROM apache/beam_python3.11_sdk:{apache_beam.__version__}" in dockerfile
     assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in dockerfile
     assert '"tensorflow[and-cuda]==2.21.*"' in dockerfile
+
+
+def test_archive_job_builds_offline_and_keeps_its_models_in_the_archive(bucket):
+    result = archive.run(
+        [f"--input=gs://{bucket}/photos/**", f"--archive=gs://{bucket}/archive"]
+        + dataflow_args(bucket, *GPU_WORKERS)
+    )
+    steps = step_names(result)
+    for step in (
+        "MatchManifest",
+        "Hash",
+        "SkipArchived",
+        "GroupByContent",
+        "RunModels",
+        "WriteOutputs",
+        "AppendToManifest",
+        "WriteSummary",
+    ):
+        assert step in steps, step
+    assert container_images(result) == {IMAGE}
+    stored = list_paths(f"gs://{bucket}/archive/models/**")
+    for name in (registry.DEFAULT_CODEC, registry.DEFAULT_DENOISER):
+        fingerprint = registry.card(name)["fingerprint"]
+        assert f"gs://{bucket}/archive/models/{fingerprint}/model_card.json" in stored
+
+
+FLEX_EXAMPLE = {
+    "input": "gs://my-bucket/photos/**",
+    "archive": "gs://my-bucket/archive",
+    "mode": "compress",
+    "model": "codec",
+    "denoiser": "denoiser",
+    "reprocess_older_models": "true",
+    "keep_runs": "7",
+    "gpu_memory_mb": "4096",
+}
+FLEX_INVALID = {
+    "input": "photos/**",  # workers cannot read the launcher's disk
+    "archive": "gs://my-bucket/arch*",
+    "mode": "zip",
+    "reprocess_older_models": "maybe",
+    "keep_runs": "0",
+    "gpu_memory_mb": "-1",
+}
+
+
+def test_flex_template_parameters_are_validated_archive_flags():
+    metadata = json.loads((ROOT / "dataflow" / "archive_template" / "metadata.json").read_text())
+    parameters = {p["name"]: p for p in metadata["parameters"]}
+    assert set(parameters) == set(FLEX_EXAMPLE)
+    assert not parameters["input"].get("isOptional") and not parameters["archive"].get("isOptional")
+    for name, value in FLEX_EXAMPLE.items():
+        assert all(re.fullmatch(r, value) for r in parameters[name]["regexes"]), name
+    for name, value in FLEX_INVALID.items():
+        assert not all(re.fullmatch(r, value) for r in parameters[name]["regexes"]), name
+    # The launcher passes each parameter as --name=value, as here.
+    args, _ = split_args(archive.build_parser(), [f"--{k}={v}" for k, v in FLEX_EXAMPLE.items()])
+    assert args.input == [FLEX_EXAMPLE["input"]] and args.archive == FLEX_EXAMPLE["archive"]
+    assert (args.mode, args.reprocess_older_models, args.keep_runs) == ("compress", True, 7)
+    assert args.gpu_memory_mb == 4096
+
+
+def test_flex_launcher_runs_the_archive_file_it_names():
+    dockerfile = (ROOT / "dataflow" / "launcher.Dockerfile").read_text()
+    assert "FROM gcr.io/dataflow-templates-base/python311-template-launcher-base" in dockerfile
+    py_file = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/template/(\S+)", dockerfile).group(1)
+    setup_file = re.search(r"FLEX_TEMPLATE_PYTHON_SETUP_FILE=/template/(\S+)", dockerfile).group(1)
+    assert (ROOT / setup_file).is_file()
+    # The launcher runs the file as a script, from elsewhere, with the project installed.
+    shown = subprocess.run(
+        [sys.executable, str(ROOT / py_file), "--help"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--archive" in shown.stdout and "--reprocess-older-models" in shown.stdout
