@@ -19,7 +19,7 @@ Configuration, from the environment of the Airflow scheduler and workers:
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -93,7 +93,7 @@ with DAG(
     dag_id=DAG_ID,
     description="Denoise and compress what is new in the corpus into the archive.",
     schedule=SCHEDULE,
-    start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
