@@ -17,11 +17,16 @@ PINNED = [
 FLOATING = [
     "google-cloud-storage>=2.18,<4",
     "numpy>=1.26,<2.5",  # Beam 2.77 caps numpy below 2.5
-    "pillow>=10.4,<13",
+    "pillow>=11.3,<13",  # 11.3 wheels bring AVIF (evaluate compares against it)
     "scikit-image>=0.24,<0.27",  # also ships the embedded sample photographs
     "constriction>=0.4,<0.6",
     "tqdm>=4.66,<5",
     "tensorboard>=2.19,<3",  # tf.summary needs it; TF 2.21 no longer depends on it
+    # evaluate: Bjøntegaard fits, plots, classical denoisers
+    "scipy>=1.11,<2",
+    "matplotlib>=3.8,<4",
+    "opencv-python-headless>=4.10,<6",
+    "bm3d>=4.0,<5",
 ]
 
 TEST = [

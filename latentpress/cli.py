@@ -12,6 +12,7 @@ STAGES = {
     "train": ("pipelines.train", "train the codec or the denoiser and export it"),
     "apply": ("pipelines.apply", "denoise and/or compress a whole corpus (Beam)"),
     "archive": ("pipelines.archive", "add what is new in a corpus to an archive (Beam)"),
+    "evaluate": ("pipelines.evaluate", "rate-distortion and denoising report vs classical methods"),
     "compress": ("pipelines.compress", "compress images to code files"),
     "decompress": ("pipelines.decompress", "decompress code files to PNG images"),
 }

@@ -2,8 +2,9 @@
 
 A name is a folder under ``models/pretrained/`` (installed with the package), holding an
 exported model (``saved_model/`` and ``model_card.json``).  ``codec`` and ``denoiser`` are the
-defaults; later releases add names but keep these.  Anything else is taken as a path to an
-exported model directory.
+defaults; ``codec-low`` and ``codec-high`` are the codecs for ``--quality low|high``
+(``medium`` is ``codec``).  Later releases add names but keep these.  Anything else is taken
+as a path to an exported model directory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from models.export import MODEL_CARD, SAVED_MODEL_DIR, load_model_card
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 DEFAULT_CODEC = "codec"
 DEFAULT_DENOISER = "denoiser"
+# --quality -> shipped codec: one rate-distortion trade-off (lambda) each.
+QUALITIES = {"low": "codec-low", "medium": DEFAULT_CODEC, "high": "codec-high"}
 
 
 def available() -> list[str]:

@@ -29,7 +29,14 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from models import registry
-from pipelines.options import add_corpus_args, configure_logging, run_pipeline, split_args
+from pipelines.options import (
+    add_codec_args,
+    add_corpus_args,
+    configure_logging,
+    resolve_codec,
+    run_pipeline,
+    split_args,
+)
 from transforms import decode, manifest, records
 from transforms.apply_models import (
     BOTH,
@@ -60,11 +67,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
     )
-    parser.add_argument(
-        "--model",
-        default=registry.DEFAULT_CODEC,
-        help="Codec: shipped model name or exported directory (default: %(default)s).",
-    )
+    add_codec_args(parser)
     parser.add_argument(
         "--denoiser",
         default=registry.DEFAULT_DENOISER,
@@ -116,6 +119,7 @@ def _unsafe_record(image, mode: str) -> dict:
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options = split_args(build_parser(), argv, save_main_session)
+    args.model = resolve_codec(args)
     if not args.input:
         from latentpress.samples import sample_paths
 

@@ -36,6 +36,7 @@ from pipelines.apply import add_model_args, fingerprints, make_handler
 from pipelines.options import (
     add_corpus_args,
     configure_logging,
+    resolve_codec,
     run_pipeline,
     split_args,
     truthy,
@@ -165,6 +166,7 @@ def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config:
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options = split_args(build_parser(), argv, save_main_session)
+    args.model = resolve_codec(args)
     if not args.input:
         from latentpress.samples import sample_paths
 

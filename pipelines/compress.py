@@ -1,6 +1,6 @@
 """``latentpress compress``: images to code files, one per image.
 
-    latentpress compress [--model M] IMAGE [IMAGE ...] -o DIR
+    latentpress compress [--model M | --quality low|medium|high] IMAGE [IMAGE ...] -o DIR
 
 Writes ``DIR/<image name>.lpc`` (format: ``models/codefile.py``) and prints each file's size and
 bits per pixel (8 * file size / pixels, header included).  A grayscale source is recorded as
@@ -14,9 +14,9 @@ import argparse
 import os
 import sys
 
-from models import registry
 from models.codefile import SUFFIX
 from models.compressor import Compressor, bits_per_pixel
+from pipelines.options import add_codec_args, resolve_codec
 from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
 from transforms.records import write_atomically
 
@@ -27,11 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", help="Image files to compress.")
     parser.add_argument("-o", "--output", required=True, help="Directory for the code files.")
-    parser.add_argument(
-        "--model",
-        default=registry.DEFAULT_CODEC,
-        help="Shipped model name or exported model directory (default: %(default)s).",
-    )
+    add_codec_args(parser)
     return parser
 
 
@@ -47,7 +43,7 @@ def output_names(paths: list[str], suffix: str) -> list[str]:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     names = output_names(args.images, SUFFIX)
-    compressor = Compressor(args.model)
+    compressor = Compressor(resolve_codec(args))
     os.makedirs(args.output, exist_ok=True)
     failed = 0
     for path, name in zip(args.images, names, strict=True):

@@ -32,6 +32,30 @@ def add_corpus_args(
     )
 
 
+def add_codec_args(parser: argparse.ArgumentParser) -> None:
+    """--model or --quality: which codec a stage uses (see ``resolve_codec``)."""
+    from models.registry import QUALITIES
+
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--model",
+        help="Codec: shipped model name or exported model directory (default: the shipped "
+        "medium-quality codec).",
+    )
+    group.add_argument(
+        "--quality",
+        choices=list(QUALITIES),
+        help="Shipped codec by rate: low (smallest files), medium (default), high (best quality).",
+    )
+
+
+def resolve_codec(args: argparse.Namespace) -> str:
+    """The codec name or directory from --model/--quality (medium when neither is given)."""
+    from models.registry import QUALITIES
+
+    return args.model or QUALITIES[args.quality or "medium"]
+
+
 def split_args(
     parser: argparse.ArgumentParser, argv: list[str] | None, save_main_session: bool = True
 ) -> tuple[argparse.Namespace, PipelineOptions]:

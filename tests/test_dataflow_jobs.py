@@ -167,6 +167,7 @@ FLEX_EXAMPLE = {
     "input": "gs://my-bucket/photos/**",
     "archive": "gs://my-bucket/archive",
     "mode": "compress",
+    "quality": "high",
     "model": "codec",
     "denoiser": "denoiser",
     "reprocess_older_models": "true",
@@ -177,6 +178,7 @@ FLEX_INVALID = {
     "input": "photos/**",  # workers cannot read the launcher's disk
     "archive": "gs://my-bucket/arch*",
     "mode": "zip",
+    "quality": "best",
     "reprocess_older_models": "maybe",
     "keep_runs": "0",
     "gpu_memory_mb": "-1",
@@ -193,9 +195,11 @@ def test_flex_template_parameters_are_validated_archive_flags():
     for name, value in FLEX_INVALID.items():
         assert not all(re.fullmatch(r, value) for r in parameters[name]["regexes"]), name
     # The launcher passes each parameter as --name=value, as here.
-    args, _ = split_args(archive.build_parser(), [f"--{k}={v}" for k, v in FLEX_EXAMPLE.items()])
+    given = {k: v for k, v in FLEX_EXAMPLE.items() if k != "model"}  # model or quality
+    args, _ = split_args(archive.build_parser(), [f"--{k}={v}" for k, v in given.items()])
     assert args.input == [FLEX_EXAMPLE["input"]] and args.archive == FLEX_EXAMPLE["archive"]
     assert (args.mode, args.reprocess_older_models, args.keep_runs) == ("compress", True, 7)
+    assert args.quality == "high" and args.model is None
     assert args.gpu_memory_mb == 4096
 
 

@@ -1,0 +1,252 @@
+"""``latentpress evaluate``: our codec against JPEG, WebP, AVIF (and JPEG 2000), our denoiser
+against classical ones, on a set of images, as a Beam pipeline with a report at the end.
+
+    latentpress evaluate --images 'CBSD68/*.png' --out out/eval \
+        [--model codec-low --model codec --model codec-high] [--denoiser denoiser] \
+        [--sigma 15,25,50] [--codecs jpeg,webp,avif,jpeg2000] \
+        [--baselines bm3d,nlm,wavelet,opencv_nlm] [Beam options]
+
+One pipeline element per image x codec x setting and per image x sigma x denoiser, so a large
+evaluation set spreads over workers (Dataflow included).  Every measured point goes to
+``DIR/points-*.jsonl``; the aggregation (per-dataset mean curves, Bjøntegaard deltas, speeds),
+``results.json``, the plots and ``report.md`` are made at the end (``pipelines/evaluate_report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import time
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from models import registry
+from pipelines.options import configure_logging, run_pipeline, split_args
+from transforms import denoise_baselines, rate_distortion, records
+from transforms.decode import decode_image
+
+LOG = logging.getLogger(__name__)
+POINTS_PREFIX = "points"
+OURS = "latentpress"
+NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentpress evaluate",
+        description="Rate-distortion and denoising report against classical methods.",
+    )
+    parser.add_argument(
+        "--images", action="append", required=True, help="Pattern of images; repeatable."
+    )
+    parser.add_argument("--out", required=True, help="Directory for the results and report.")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="Codec to evaluate (shipped name or exported directory); repeat for the points "
+        "of one rate-distortion curve. Default: the shipped codecs of every --quality.",
+    )
+    parser.add_argument("--denoiser", default=registry.DEFAULT_DENOISER)
+    parser.add_argument(
+        "--sigma", default="15,25,50", help="Gaussian noise levels (8-bit scale), comma-separated."
+    )
+    parser.add_argument(
+        "--codecs",
+        default=",".join(rate_distortion.available_codecs()),
+        help="Classical codecs to sweep (default: those this Pillow supports).",
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(denoise_baselines.BASELINES),
+        help="Classical denoisers (bm3d, nlm, wavelet, opencv_nlm); empty for none.",
+    )
+    parser.add_argument("--no-codec", action="store_true", help="Skip the rate-distortion part.")
+    parser.add_argument("--no-denoise", action="store_true", help="Skip the denoising part.")
+    return parser
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def noise_seed(image: str, sigma: float) -> int:
+    """The same noisy image for every method: seeded by image name and sigma."""
+    return int(hashlib.sha256(f"{image}:{sigma}".encode()).hexdigest()[:8], 16)
+
+
+def image_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def make_tasks(paths: list[str], args) -> list[dict]:
+    tasks = []
+    for path in paths:
+        if not args.no_codec:
+            for model in args.model:
+                tasks.append({"path": path, "kind": "codec", "codec": OURS, "setting": model})
+            for codec in _names(args.codecs):
+                for setting in rate_distortion.CLASSICAL[codec][1]:
+                    tasks.append(
+                        {"path": path, "kind": "codec", "codec": codec, "setting": setting}
+                    )
+        if not args.no_denoise:
+            for sigma in [float(s) for s in _names(args.sigma)]:
+                for method in [NOISY, OURS, *_names(args.baselines)]:
+                    tasks.append(
+                        {"path": path, "kind": "denoise", "method": method, "sigma": sigma}
+                    )
+    return tasks
+
+
+class Evaluate(beam.DoFn):
+    """One task -> one measured point (or the point with an ``error``)."""
+
+    def __init__(self, denoiser: str, total: int):
+        self._denoiser_name = denoiser
+        self._total = total
+
+    def setup(self):
+        self._compressors = {}
+        self._denoiser = None
+        self._bar = None
+        self._done = 0
+
+    def _progress(self):
+        self._done += 1
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self._total, desc="evaluate", unit="task", mininterval=2)
+        self._bar.update(1)
+
+    def teardown(self):
+        if self._bar is not None:
+            self._bar.close()
+
+    def process(self, task: dict):
+        point = {**task, "image": image_name(task["path"])}
+        try:
+            with FileSystems.open(task["path"]) as handle:
+                clean = decode_image(handle.read())
+            point["pixels"] = int(clean.shape[0] * clean.shape[1])
+            if task["kind"] == "codec":
+                point.update(self._codec_point(clean, task))
+            else:
+                point.update(self._denoise_point(clean, task, point["image"]))
+        except Exception as e:  # noqa: BLE001 - a failed point is reported, the run goes on
+            LOG.warning("evaluation task failed: %s: %s", task, e)
+            point["error"] = f"{type(e).__name__}: {e}"
+        self._progress()
+        yield point
+
+    def _codec_point(self, clean: np.ndarray, task: dict) -> dict:
+        if task["codec"] == OURS:
+            from models.compressor import Compressor
+
+            model = task["setting"]
+            if model not in self._compressors:  # loading and warm-up are not timed
+                self._compressors[model] = Compressor(model)
+                self._compressors[model].decompress(self._compressors[model].compress(clean))
+            compressor = self._compressors[model]
+            start = time.perf_counter()
+            data = compressor.compress(clean)
+            encoded = time.perf_counter()
+            decoded = compressor.decompress(data)
+        else:
+            start = time.perf_counter()
+            data = rate_distortion.encode(clean, task["codec"], task["setting"])
+            encoded = time.perf_counter()
+            decoded = rate_distortion.decode(data)
+        finished = time.perf_counter()
+        megapixels = clean.shape[0] * clean.shape[1] / 1e6
+        return {
+            "bytes": len(data),
+            "bpp": rate_distortion.bits_per_pixel(len(data), clean),
+            "psnr_db": rate_distortion.psnr(clean, decoded),
+            "ms_ssim": rate_distortion.ms_ssim(clean, decoded),
+            "encode_ms_per_mp": 1000 * (encoded - start) / megapixels,
+            "decode_ms_per_mp": 1000 * (finished - encoded) / megapixels,
+        }
+
+    def _denoise_point(self, clean: np.ndarray, task: dict, name: str) -> dict:
+        from skimage.metrics import structural_similarity
+
+        sigma = task["sigma"]
+        noisy = denoise_baselines.add_noise(clean, sigma, noise_seed(name, sigma))
+        start = time.perf_counter()
+        if task["method"] == NOISY:
+            result = noisy
+        elif task["method"] == OURS:
+            if self._denoiser is None:
+                from models.inference import Denoiser
+
+                self._denoiser = Denoiser(self._denoiser_name)
+                self._denoiser.denoise(noisy)  # warm-up, not timed
+                start = time.perf_counter()
+            result = self._denoiser.denoise(noisy)
+        else:
+            result = denoise_baselines.BASELINES[task["method"]](noisy, sigma)
+        seconds = time.perf_counter() - start
+        return {
+            "psnr_db": rate_distortion.psnr(clean, result),
+            "ssim": float(structural_similarity(clean, result, channel_axis=2, data_range=255)),
+            "seconds": seconds,
+        }
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    from pipelines import evaluate_report
+
+    args, options = split_args(build_parser(), argv, save_main_session)
+    shipped = [name for name in registry.QUALITIES.values() if name in registry.available()]
+    args.model = args.model or shipped or [registry.DEFAULT_CODEC]
+    for model in args.model:
+        registry.resolve(model)  # a missing model fails now, with its name
+    unknown = set(_names(args.codecs)) - set(rate_distortion.CLASSICAL)
+    unknown |= set(_names(args.baselines)) - set(denoise_baselines.BASELINES)
+    if unknown:
+        raise ValueError(f"unknown codecs or baselines: {', '.join(sorted(unknown))}")
+    paths = sorted(
+        {m.path for pattern in args.images for m in FileSystems.match([pattern])[0].metadata_list}
+    )
+    if not paths:
+        raise FileNotFoundError(f"no images match {args.images}")
+    tasks = make_tasks(paths, args)
+    LOG.info("evaluate: %d images, %d tasks", len(paths), len(tasks))
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | "Tasks" >> beam.Create(tasks)
+        | "Spread" >> beam.Reshuffle()
+        | "Evaluate" >> beam.ParDo(Evaluate(args.denoiser, len(tasks)))
+        | "WritePoints" >> records.WriteJsonLines(args.out, POINTS_PREFIX)
+    )
+    result, finished = run_pipeline(pipeline, options)
+    if not finished:
+        return result
+    points = records.read_json_lines(records.join(args.out, POINTS_PREFIX + "-*.jsonl"))
+    config = {
+        "images": args.images,
+        "image_count": len(paths),
+        "models": {m: registry.card(m).get("fingerprint", "") for m in args.model},
+        "denoiser": args.denoiser,
+        "sigmas": [float(s) for s in _names(args.sigma)],
+    }
+    measured = sorted({p["path"] for p in points if "error" not in p})
+    sample = measured[0] if measured else None  # the example grid needs a readable image
+    summary = evaluate_report.write_report(points, args.out, config, sample_path=sample)
+    print(f"evaluate: {summary}")
+    return result
+
+
+def main(argv=None):
+    configure_logging()
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

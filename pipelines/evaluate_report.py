@@ -1,0 +1,260 @@
+"""The end of ``latentpress evaluate``: measured points -> mean curves, Bjøntegaard deltas,
+speeds, denoising tables -> ``results.json``, ``rd_psnr.png``, ``rd_msssim.png``,
+``grid.png`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from transforms import rate_distortion, records
+
+OURS = "latentpress"
+CURVE_FIELDS = ("bpp", "psnr_db", "ms_ssim", "ms_ssim_db", "encode_ms_per_mp", "decode_ms_per_mp")
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def mean_curves(points: list[dict]) -> dict[str, list[dict]]:
+    """codec -> its settings' per-dataset means, sorted by rate."""
+    grouped = defaultdict(list)
+    for p in points:
+        if p["kind"] == "codec" and "error" not in p:
+            p = {**p, "ms_ssim_db": rate_distortion.ms_ssim_db(p["ms_ssim"])}
+            grouped[(p["codec"], p["setting"])].append(p)
+    curves = defaultdict(list)
+    for (codec, setting), group in grouped.items():
+        point = {"setting": setting, "images": len(group)}
+        point.update({f: _mean([p[f] for p in group]) for f in CURVE_FIELDS})
+        curves[codec].append(point)
+    return {codec: sorted(curve, key=lambda p: p["bpp"]) for codec, curve in curves.items()}
+
+
+def bjontegaard(curves: dict[str, list[dict]]) -> dict[str, dict]:
+    """Deltas of our curve (and of WebP/AVIF/JPEG 2000) against each other classical codec."""
+    deltas = {}
+    for test in curves:
+        for anchor in curves:
+            if test == anchor or (test != OURS and anchor != "jpeg"):
+                continue
+            psnr_a = [(p["bpp"], p["psnr_db"]) for p in curves[anchor]]
+            psnr_t = [(p["bpp"], p["psnr_db"]) for p in curves[test]]
+            ssim_a = [(p["bpp"], p["ms_ssim_db"]) for p in curves[anchor]]
+            ssim_t = [(p["bpp"], p["ms_ssim_db"]) for p in curves[test]]
+            deltas[f"{test} vs {anchor}"] = {
+                "bd_rate_psnr_pct": rate_distortion.bd_rate(psnr_a, psnr_t),
+                "bd_psnr_db": rate_distortion.bd_quality(psnr_a, psnr_t),
+                "bd_rate_msssim_pct": rate_distortion.bd_rate(ssim_a, ssim_t),
+                "bd_msssim_db": rate_distortion.bd_quality(ssim_a, ssim_t),
+            }
+    return deltas
+
+
+def denoising_table(points: list[dict]) -> dict[str, dict[str, dict]]:
+    grouped = defaultdict(list)
+    for p in points:
+        if p["kind"] == "denoise" and "error" not in p:
+            grouped[(p["sigma"], p["method"])].append(p)
+    table: dict[str, dict] = defaultdict(dict)
+    for (sigma, method), group in sorted(grouped.items()):
+        table[f"{sigma:g}"][method] = {
+            "psnr_db": _mean([p["psnr_db"] for p in group]),
+            "ssim": _mean([p["ssim"] for p in group]),
+            "seconds_per_image": _mean([p["seconds"] for p in group]),
+            "images": len(group),
+        }
+    return dict(table)
+
+
+def _plot(curves, field: str, label: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 5))
+    for codec, curve in sorted(curves.items(), key=lambda item: item[0] != OURS):
+        style = (
+            {"linewidth": 2.5, "marker": "o", "color": "black"}
+            if codec == OURS
+            else {"marker": "."}
+        )
+        axes.plot([p["bpp"] for p in curve], [p[field] for p in curve], label=codec, **style)
+    axes.set_xlabel("bits per pixel")
+    axes.set_ylabel(label)
+    axes.set_xlim(0, max(2.0, min(3.0, max(p["bpp"] for c in curves.values() for p in c))))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def _save_figure(figure, path: str) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    records.write_atomically(path, buffer.getvalue())
+
+
+def _grid(sample_path: str, curves, config: dict, path: str) -> None:
+    """Original, noisy, denoised, ours at the lowest and highest rate, JPEG at ~our low size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from apache_beam.io.filesystems import FileSystems
+
+    from models.compressor import Compressor
+    from models.inference import Denoiser
+    from pipelines.evaluate import image_name, noise_seed
+    from transforms import denoise_baselines
+    from transforms.decode import decode_image
+
+    with FileSystems.open(sample_path) as handle:
+        clean = decode_image(handle.read())
+    panels = [("original", clean)]
+    sigma = config["sigmas"][len(config["sigmas"]) // 2] if config["sigmas"] else 25.0
+    noisy = denoise_baselines.add_noise(clean, sigma, noise_seed(image_name(sample_path), sigma))
+    denoised = Denoiser(config["denoiser"]).denoise(noisy)
+    panels.append((f"noisy σ={sigma:g}, {rate_distortion.psnr(clean, noisy):.2f} dB", noisy))
+    panels.append((f"denoised, {rate_distortion.psnr(clean, denoised):.2f} dB", denoised))
+    ours = curves.get(OURS, [])
+    low_bytes = None
+    for label, point in (("low", ours[0] if ours else None), ("high", ours[-1] if ours else None)):
+        if point is None:
+            continue
+        compressor = Compressor(point["setting"])
+        data = compressor.compress(clean)
+        decoded = compressor.decompress(data)
+        low_bytes = low_bytes or len(data)
+        bpp = rate_distortion.bits_per_pixel(len(data), clean)
+        psnr = rate_distortion.psnr(clean, decoded)
+        panels.append((f"latentpress {label}: {bpp:.3f} bpp, {psnr:.2f} dB", decoded))
+    if low_bytes:
+        # The JPEG quality whose file is closest to (not above, if possible) our low-rate size.
+        candidates = [(q, rate_distortion.encode(clean, "jpeg", q)) for q in range(1, 96)]
+        fitting = [c for c in candidates if len(c[1]) <= low_bytes] or candidates[:1]
+        quality, data = max(fitting, key=lambda c: len(c[1]))
+        decoded = rate_distortion.decode(data)
+        bpp = rate_distortion.bits_per_pixel(len(data), clean)
+        panels.append(
+            (
+                f"JPEG q{quality}: {bpp:.3f} bpp, {rate_distortion.psnr(clean, decoded):.2f} dB",
+                decoded,
+            )
+        )
+    columns = 3
+    rows = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows))
+    for axis in np.ravel(axes):
+        axis.axis("off")
+    for axis, (title, image) in zip(np.ravel(axes), panels, strict=False):
+        axis.imshow(image)
+        axis.set_title(title, fontsize=9)
+    figure.suptitle(image_name(sample_path))
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def _fmt(value, digits=2, suffix="") -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}{suffix}" if suffix in ("%", " dB") else f"{value:.{digits}f}"
+
+
+def _markdown(results: dict) -> str:
+    config = results["config"]
+    lines = [
+        "# latentpress evaluation",
+        "",
+        f"{config['image_count']} images ({', '.join(config['images'])}); codecs: "
+        + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items())
+        + f"; denoiser `{config['denoiser']}`.",
+        "",
+        "## Rate-distortion",
+        "",
+        "![PSNR](rd_psnr.png) ![MS-SSIM](rd_msssim.png)",
+        "",
+        "Bjøntegaard deltas (PCHIP over the overlapping range of the per-dataset mean curves; "
+        "negative rate = fewer bits at equal quality):",
+        "",
+        "| curves | BD-rate (PSNR) | BD-PSNR | BD-rate (MS-SSIM) | BD-MS-SSIM |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in results["bjontegaard"].items():
+        lines.append(
+            f"| {name} | {_fmt(d['bd_rate_psnr_pct'], 1, '%')} | {_fmt(d['bd_psnr_db'], 2, ' dB')}"
+            f" | {_fmt(d['bd_rate_msssim_pct'], 1, '%')} | {_fmt(d['bd_msssim_db'], 2, ' dB')} |"
+        )
+    lines += [
+        "",
+        "Our points and speed of every codec (mean over images; encode/decode ms per megapixel "
+        "on this machine, all codecs measured in the same run):",
+        "",
+        "| codec | setting | bpp | PSNR dB | MS-SSIM | encode ms/MP | decode ms/MP |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in results["curves"].get(OURS, []):
+        lines.append(
+            f"| {OURS} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_db']:.2f} | "
+            f"{p['ms_ssim']:.4f} | {p['encode_ms_per_mp']:.0f} | {p['decode_ms_per_mp']:.0f} |"
+        )
+    for codec, speed in results["speed"].items():
+        if codec != OURS:
+            lines.append(
+                f"| {codec} | all | | | | {speed['encode_ms_per_mp']:.0f} | "
+                f"{speed['decode_ms_per_mp']:.0f} |"
+            )
+    lines += ["", "## Denoising (AWGN, seeded, rounded to 8 bits)", ""]
+    for sigma, methods in results["denoising"].items():
+        lines += [
+            f"σ = {sigma}:",
+            "",
+            "| method | PSNR dB | SSIM | s/image |",
+            "|---|---|---|---|",
+        ]
+        for method, m in sorted(methods.items(), key=lambda item: -item[1]["psnr_db"]):
+            lines.append(
+                f"| {method} | {m['psnr_db']:.2f} | {m['ssim']:.4f} | "
+                f"{m['seconds_per_image']:.2f} |"
+            )
+        lines.append("")
+    lines += ["## Example", "", "![before and after](grid.png)", ""]
+    if results["failed"]:
+        lines += [f"{len(results['failed'])} tasks failed; see results.json `failed`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(points: list[dict], out: str, config: dict, sample_path: str | None) -> str:
+    curves = mean_curves(points)
+    speed = {}
+    for codec, curve in curves.items():
+        speed[codec] = {
+            "encode_ms_per_mp": _mean([p["encode_ms_per_mp"] for p in curve]),
+            "decode_ms_per_mp": _mean([p["decode_ms_per_mp"] for p in curve]),
+        }
+    results = {
+        "config": config,
+        "curves": curves,
+        "bjontegaard": bjontegaard(curves),
+        "speed": speed,
+        "denoising": denoising_table(points),
+        "failed": [p for p in points if "error" in p],
+        "points": points,
+    }
+    records.write_json(records.join(out, "results.json"), results)
+    if curves:
+        _plot(curves, "psnr_db", "PSNR (dB, RGB)", records.join(out, "rd_psnr.png"))
+        _plot(curves, "ms_ssim_db", "MS-SSIM (dB)", records.join(out, "rd_msssim.png"))
+    if sample_path:
+        _grid(sample_path, curves, config, records.join(out, "grid.png"))
+    records.write_atomically(records.join(out, "report.md"), _markdown(results).encode())
+    headline = {k: v["bd_rate_psnr_pct"] for k, v in results["bjontegaard"].items() if OURS in k}
+    return f"report {records.join(out, 'report.md')}; BD-rate (PSNR) {json.dumps(headline)}"

@@ -1,0 +1,154 @@
+"""The evaluation stage: Bjøntegaard deltas on known cases, codec points from real files, and
+the report end to end on real images."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.codec import CodecConfig, ScaleHyperprior
+from models.export import CODEC, export_model
+from pipelines import evaluate
+from tests.conftest import copy_samples, shared_dataset
+from transforms import rate_distortion
+
+RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
+
+
+def quality_at(rate: float) -> float:
+    return 30.0 + 6.0 * math.log2(rate)  # 6 dB per doubling, like a real codec's slope
+
+
+def test_bd_rate_of_a_curve_needing_a_known_fraction_of_the_bits():
+    anchor = [(r, quality_at(r)) for r in RATES]
+    for factor in (0.8, 0.5, 1.25):
+        test = [(r * factor, q) for r, q in anchor]  # same quality for factor x the bits
+        assert rate_distortion.bd_rate(anchor, test) == pytest.approx(100 * (factor - 1), abs=1e-6)
+        # at equal rate the better curve gains 6 dB per halving of the bits it needs
+        expected_gain = -6.0 * math.log2(factor)
+        assert rate_distortion.bd_quality(anchor, test) == pytest.approx(expected_gain, abs=1e-6)
+
+
+def test_bd_figures_need_two_points_and_an_overlap():
+    anchor = [(r, quality_at(r)) for r in RATES]
+    assert rate_distortion.bd_rate(anchor, [(0.3, 25.0)]) is None
+    far_better = [(r, quality_at(r) + 100) for r in RATES]
+    assert rate_distortion.bd_rate(anchor, far_better) is None
+
+
+def test_bd_rate_is_order_independent_and_uses_the_overlap_only():
+    anchor = [(r, quality_at(r)) for r in RATES]
+    shifted = [(r * 0.7, quality_at(r)) for r in RATES[1:]]  # a shorter curve
+    forward = rate_distortion.bd_rate(anchor, shifted)
+    assert forward == pytest.approx(-30.0, abs=1e-6)
+    assert rate_distortion.bd_rate(anchor[::-1], shifted[::-1]) == pytest.approx(forward)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    from latentpress.samples import sample_paths
+
+    with Image.open(sample_paths()[2]) as image:  # chelsea, a real photograph
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("codec", rate_distortion.available_codecs())
+def test_classical_points_are_reproducible_and_rate_is_the_file_size(photo, codec):
+    low, high = rate_distortion.CLASSICAL[codec][1][1], rate_distortion.CLASSICAL[codec][1][-2]
+    first = rate_distortion.encode(photo, codec, low)
+    assert rate_distortion.encode(photo, codec, low) == first
+    more = rate_distortion.encode(photo, codec, high)
+    assert len(more) > len(first)  # the sweep runs from low to high rate
+    decoded_low, decoded_high = rate_distortion.decode(first), rate_distortion.decode(more)
+    assert decoded_low.shape == photo.shape
+    assert rate_distortion.psnr(photo, decoded_high) > rate_distortion.psnr(photo, decoded_low)
+    assert rate_distortion.bits_per_pixel(len(first), photo) == 8 * len(first) / (
+        photo.shape[0] * photo.shape[1]
+    )
+
+
+def test_ms_ssim_matches_tensorflow_and_orders_quality(photo):
+    import tensorflow as tf
+
+    poor = rate_distortion.decode(rate_distortion.encode(photo, "jpeg", 10))
+    good = rate_distortion.decode(rate_distortion.encode(photo, "jpeg", 90))
+    reference = tf.image.ssim_multiscale(
+        tf.constant(photo[None], tf.float32), tf.constant(good[None], tf.float32), 255.0
+    )
+    assert rate_distortion.ms_ssim(photo, good) == pytest.approx(float(reference[0]), abs=1e-5)
+    assert rate_distortion.ms_ssim(photo, poor) < rate_distortion.ms_ssim(photo, good) < 1.0
+    assert rate_distortion.ms_ssim(photo, photo) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def second_codec(tmp_path_factory) -> str:
+    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
+    model.build_for_images()
+    directory = tmp_path_factory.mktemp("second_codec")
+    export_model(model, CODEC, str(directory), {"name": "second"})
+    return str(directory)
+
+
+def test_report_end_to_end_on_real_images(tmp_path, second_codec):
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in copy_samples(tmp_path / "samples", 2, 4):  # chelsea, coffee
+        with Image.open(path) as image:
+            image.convert("RGB").crop((0, 0, 192, 176)).save(images / path.name)
+    (images / "broken.png").write_bytes(b"not an image at all")
+    out = tmp_path / "report"
+    evaluate.run(
+        [
+            f"--images={images}/*.png",
+            f"--out={out}",
+            "--model=codec",
+            f"--model={second_codec}",
+            "--codecs=jpeg,webp",
+            "--baselines=wavelet",
+            "--sigma=25",
+            "--runner=DirectRunner",
+        ],
+        save_main_session=False,
+    )
+    results = json.loads((out / "results.json").read_text())
+    tasks_per_image = 2 + 12 + 11 + 3  # 2 models, JPEG and WebP sweeps, noisy/ours/wavelet
+    assert len(results["points"]) == 3 * tasks_per_image
+    assert len(results["failed"]) == tasks_per_image  # the broken file's, each with a reason
+    assert all("broken.png" in p["path"] and p["error"] for p in results["failed"])
+    # every rate is the real size of the bytes written
+    ours = [p for p in results["points"] if p.get("codec") == "latentpress" and "error" not in p]
+    assert all(p["bpp"] == 8 * p["bytes"] / p["pixels"] for p in ours)
+    curves = results["curves"]
+    assert [len(curves[c]) for c in ("latentpress", "jpeg", "webp")] == [2, 12, 11]
+    assert set(results["bjontegaard"]) >= {"latentpress vs jpeg", "webp vs jpeg"}
+    assert results["bjontegaard"]["webp vs jpeg"]["bd_rate_psnr_pct"] is not None
+    table = results["denoising"]["25"]
+    assert table["latentpress"]["psnr_db"] > table["noisy"]["psnr_db"] + 3
+    for name in ("rd_psnr.png", "rd_msssim.png", "grid.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 300
+    report = (out / "report.md").read_text()
+    assert "webp vs jpeg" in report and "grid.png" in report
+
+
+def test_cbsd68_denoising_beats_noise_and_classical_wavelet(tmp_path):
+    dataset = shared_dataset("CBSD68")
+    images = sorted(dataset.glob("*.png"))[:2]
+    out = tmp_path / "report"
+    evaluate.run(
+        [
+            *(f"--images={p}" for p in images),
+            f"--out={out}",
+            "--no-codec",
+            "--baselines=wavelet",
+            "--sigma=25",
+            "--runner=DirectRunner",
+        ],
+        save_main_session=False,
+    )
+    table = json.loads((out / "results.json").read_text())["denoising"]["25"]
+    assert table["latentpress"]["psnr_db"] > table["wavelet"]["psnr_db"] > table["noisy"]["psnr_db"]

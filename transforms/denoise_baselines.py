@@ -1,0 +1,79 @@
+"""Classical denoisers to compare the learned one with, all told the true noise level.
+
+Each takes a noisy 8-bit RGB image and the Gaussian sigma (8-bit scale) and returns an 8-bit
+RGB image.  Parameters follow each library's documented recommendations for AWGN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def bm3d_color(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """CBM3D (``bm3d`` package: YCbCr-opponent transform, both stages)."""
+    import bm3d
+
+    return _to_uint8(bm3d.bm3d_rgb(noisy / 255.0, sigma / 255.0))
+
+
+def non_local_means(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """scikit-image non-local means, h = 0.8 sigma as its documentation suggests."""
+    from skimage.restoration import denoise_nl_means
+
+    s = sigma / 255.0
+    return _to_uint8(
+        denoise_nl_means(
+            noisy / 255.0,
+            h=0.8 * s,
+            sigma=s,
+            patch_size=5,
+            patch_distance=6,
+            fast_mode=True,
+            channel_axis=-1,
+        )
+    )
+
+
+def wavelet(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """scikit-image BayesShrink wavelet denoising in YCbCr."""
+    from skimage.restoration import denoise_wavelet
+
+    return _to_uint8(
+        denoise_wavelet(
+            noisy / 255.0,
+            sigma=sigma / 255.0,
+            method="BayesShrink",
+            mode="soft",
+            convert2ycbcr=True,
+            rescale_sigma=True,
+            channel_axis=-1,
+        )
+    )
+
+
+def opencv_nlm(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """OpenCV fastNlMeansDenoisingColored (works in Lab), filter strength tied to sigma."""
+    import cv2
+
+    bgr = np.ascontiguousarray(noisy[..., ::-1])
+    strength = float(max(3.0, 0.8 * sigma))
+    out = cv2.fastNlMeansDenoisingColored(bgr, None, strength, strength, 7, 21)
+    return np.ascontiguousarray(out[..., ::-1])
+
+
+BASELINES = {
+    "bm3d": bm3d_color,
+    "nlm": non_local_means,
+    "wavelet": wavelet,
+    "opencv_nlm": opencv_nlm,
+}
+
+
+def add_noise(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """Additive white Gaussian noise, rounded and clipped to 8 bits like a saved photo."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.rint(clean + rng.normal(0.0, sigma, clean.shape)), 0, 255).astype(np.uint8)
