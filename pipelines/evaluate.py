@@ -8,8 +8,10 @@ against classical ones, on a set of images, as a Beam pipeline with a report at 
 
 One pipeline element per image x codec x setting and per image x sigma x denoiser, so a large
 evaluation set spreads over workers (Dataflow included).  Every measured point goes to
-``DIR/points-*.jsonl``; the aggregation (per-dataset mean curves, Bjøntegaard deltas, speeds),
-``results.json``, the plots and ``report.md`` are made at the end (``pipelines/evaluate_report``).
+``DIR/points-codec.jsonl`` and ``DIR/points-denoise.jsonl``; the aggregation (per-dataset mean
+curves, Bjøntegaard deltas, speeds), ``results.json``, the plots and ``report.md`` are made at
+the end (``pipelines/evaluate_report``) from every part present in DIR, so a run with
+``--no-codec`` or ``--no-denoise`` replaces its part and keeps the other.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from transforms.decode import decode_image
 
 LOG = logging.getLogger(__name__)
 POINTS_PREFIX = "points"
+PARTS = ("codec", "denoise")  # task kinds, each with its own points file
 OURS = "latentpress"
 NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
 
@@ -218,17 +221,28 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     LOG.info("evaluate: %d images, %d tasks", len(paths), len(tasks))
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    _ = (
+    points = (
         pipeline
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
         | "Evaluate" >> beam.ParDo(Evaluate(args.denoiser, len(tasks)))
-        | "WritePoints" >> records.WriteJsonLines(args.out, POINTS_PREFIX)
     )
+    for part in PARTS:
+        if part in {task["kind"] for task in tasks}:
+            _ = (
+                points
+                | f"Only{part.title()}" >> beam.Filter(lambda p, part=part: p["kind"] == part)
+                | f"Write{part.title()}Points"
+                >> records.WriteJsonLines(args.out, f"{POINTS_PREFIX}-{part}", single_file=True)
+            )
     result, finished = run_pipeline(pipeline, options)
     if not finished:
         return result
-    points = records.read_json_lines(records.join(args.out, POINTS_PREFIX + "-*.jsonl"))
+    points = []
+    for part in PARTS:
+        part_file = records.join(args.out, f"{POINTS_PREFIX}-{part}.jsonl")
+        if FileSystems.exists(part_file):
+            points += records.read_json_lines(part_file)
     config = {
         "images": args.images,
         "image_count": len(paths),

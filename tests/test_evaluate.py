@@ -134,6 +134,16 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
     report = (out / "report.md").read_text()
     assert "webp vs jpeg" in report and "grid.png" in report
 
+    # Re-running one part replaces that part's points and keeps the other part's.
+    evaluate.run(
+        [f"--images={images}/*.png", f"--out={out}", "--model=codec", "--codecs=jpeg"]
+        + ["--no-denoise", "--runner=DirectRunner"],
+        save_main_session=False,
+    )
+    again = json.loads((out / "results.json").read_text())
+    assert set(again["curves"]) == {"latentpress", "jpeg"}
+    assert again["denoising"] == results["denoising"]
+
 
 def test_cbsd68_denoising_beats_noise_and_classical_wavelet(tmp_path):
     dataset = shared_dataset("CBSD68")

@@ -41,17 +41,20 @@ def failed_by_reason(counts: dict) -> dict:
 
 
 class WriteJsonLines(beam.PTransform):
-    """dicts -> ``DIR/<prefix>-SSSSS-of-NNNNN.jsonl``, one sorted-key JSON object a line."""
+    """dicts -> ``DIR/<prefix>-SSSSS-of-NNNNN.jsonl`` (or one ``DIR/<prefix>.jsonl`` with
+    ``single_file``, which a re-run replaces), one sorted-key JSON object a line."""
 
-    def __init__(self, directory: str, prefix: str):
+    def __init__(self, directory: str, prefix: str, single_file: bool = False):
         super().__init__()
         self._path = join(directory, prefix)
+        self._single_file = single_file
 
     def expand(self, rows):
+        shards = {"num_shards": 1, "shard_name_template": ""} if self._single_file else {}
         return (
             rows
             | "ToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
-            | "Write" >> beam.io.WriteToText(self._path, file_name_suffix=".jsonl")
+            | "Write" >> beam.io.WriteToText(self._path, file_name_suffix=".jsonl", **shards)
         )
 
 
