@@ -46,3 +46,11 @@ def resolve(name_or_path: str) -> str:
 
 def card(name_or_path: str) -> dict:
     return load_model_card(resolve(name_or_path))
+
+
+def shipped_with_fingerprint(fingerprint: str) -> str | None:
+    """The name of the shipped model with these weights, if any (code files name theirs)."""
+    for name in available():
+        if card(name).get("fingerprint") == fingerprint:
+            return name
+    return None

@@ -4,9 +4,9 @@
     latentpress decompress [--model M] --input 'GLOB' -o DIR [Beam options]
     latentpress decompress --models-dir ARCHIVE/models --input 'ARCHIVE/codes/**' -o DIR
 
-With ``--models-dir`` each file is decoded by the model its header names (its fingerprint),
-looked up in that folder when it is not the ``--model``; an archive keeps every model that
-wrote into it there.
+Each file is decoded by the model its header names (its fingerprint): ``--model``, a shipped
+model (any ``--quality``), or one in ``--models-dir`` (an archive keeps every model that wrote
+into it in its ``models/``).
 
 The first form decodes the files given, in this process, to ``DIR/<code name>.png``.  The
 second runs a Beam pipeline over every file the pattern matches (local or gs://), writing
@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class ModelsByFingerprint:
-    """The Compressor for each code file: --model, or the model its fingerprint names in
-    ``models_dir``.  Each model is loaded once."""
+    """The Compressor for each code file: --model, or the model its header's fingerprint names
+    among the shipped models or in ``models_dir``.  Each model is loaded once."""
 
     def __init__(self, model: str, models_dir: str | None = None):
         self._default = Compressor(model)
@@ -80,17 +80,16 @@ class ModelsByFingerprint:
         self._loaded = {self._default.fingerprint: self._default}
 
     def for_code(self, data: bytes) -> Compressor:
-        if not self._models_dir:
-            return self._default
         fingerprint = CodeFile.from_bytes(data).fingerprint
         if fingerprint not in self._loaded:
-            directory = records.join(self._models_dir, fingerprint)
-            if not FileSystems.exists(records.join(directory, MODEL_CARD)):
-                raise CodeFileError(
-                    f"written by model {fingerprint}, which is neither --model nor in "
-                    f"{self._models_dir}"
-                )
-            self._loaded[fingerprint] = Compressor(records.local_copy(directory))
+            shipped = registry.shipped_with_fingerprint(fingerprint)
+            directory = records.join(self._models_dir, fingerprint) if self._models_dir else ""
+            if shipped:
+                self._loaded[fingerprint] = Compressor(shipped)
+            elif directory and FileSystems.exists(records.join(directory, MODEL_CARD)):
+                self._loaded[fingerprint] = Compressor(records.local_copy(directory))
+            else:
+                return self._default  # whose fingerprint check names both models
         return self._loaded[fingerprint]
 
     def decompress(self, data: bytes):

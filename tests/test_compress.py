@@ -191,3 +191,23 @@ def test_exported_codec_keeps_working_after_reloading(compressor):
     reloaded = tf.saved_model.load(os.path.join(compressor.model_dir, "saved_model"))
     second = reloaded.analyze(tf.constant(x))
     np.testing.assert_array_equal(first[0], second["y_hat"].numpy())
+
+
+def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_model(tmp_path):
+    """--quality picks a shipped codec; decompress finds it again from the file's header."""
+    source = sample_paths()[2]  # chelsea
+    sizes, errors = {}, {}
+    with Image.open(source) as image:
+        original = np.asarray(image.convert("RGB"), dtype=np.float64)
+    for quality in ("low", "medium", "high"):
+        out = tmp_path / quality
+        done = latentpress("compress", "--quality", quality, source, "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        (code,) = out.glob("*.lpc")
+        sizes[quality] = code.stat().st_size
+        done = latentpress("decompress", str(code), "-o", str(out / "decoded"))
+        assert done.returncode == 0, done.stderr
+        with Image.open(out / "decoded" / (code.stem + ".png")) as decoded:
+            errors[quality] = np.mean((np.asarray(decoded, dtype=np.float64) - original) ** 2)
+    assert sizes["low"] < sizes["medium"] < sizes["high"]
+    assert errors["low"] > errors["high"]
