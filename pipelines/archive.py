@@ -107,10 +107,6 @@ def _records_of(readable_file):
     return [json.loads(line) for line in readable_file.read_utf8().splitlines() if line]
 
 
-def _newest(records_of_one_content):
-    return max(records_of_one_content, key=lambda r: r["run_id"])
-
-
 def _split_archived(item, known: dict):
     sha, matched = item
     if known.get(sha) == ARCHIVED:
@@ -194,7 +190,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "OpenManifest" >> fileio.ReadMatches()
         | "ManifestRecords" >> beam.FlatMap(_records_of)
         | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], r))
-        | "NewestPerContent" >> beam.CombinePerKey(_newest)
+        | "NewestPerContent" >> beam.CombinePerKey(archive.newest)
         | "Classify"
         >> beam.MapTuple(
             lambda sha, record: (
@@ -224,6 +220,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "OnePerContent"
         >> beam.ParDo(_one_per_content, known_view).with_outputs(DUPLICATE, OLDER, main="files")
     )
+    # New files are read a second time here rather than carrying their bytes through the
+    # GroupByContent shuffle; files already archived are read once, to hash them.
     decoded = chosen.files | "Decode" >> beam.ParDo(
         DecodeImages(args.max_pixels, min_side=1)
     ).with_outputs(DEAD_LETTER, main="images")

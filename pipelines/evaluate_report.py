@@ -11,9 +11,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from pipelines.evaluate import OURS, image_name, noise_seed
 from transforms import rate_distortion, records
 
-OURS = "latentpress"
 CURVE_FIELDS = ("bpp", "psnr_db", "ms_ssim", "ms_ssim_db", "encode_ms_per_mp", "decode_ms_per_mp")
 
 
@@ -112,7 +112,6 @@ def _grid(sample_path: str, curves, config: dict, path: str) -> None:
 
     from models.compressor import Compressor
     from models.inference import Denoiser
-    from pipelines.evaluate import image_name, noise_seed
     from transforms import denoise_baselines
     from transforms.decode import decode_image
 

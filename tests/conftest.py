@@ -52,6 +52,17 @@ def copy_samples(folder: Path, start: int = 0, stop: int | None = None) -> list[
     return copied
 
 
+def export_untrained_codec(directory: Path, name: str) -> str:
+    """A small untrained codec exported like a trained one: "another model" for tests."""
+    from models.codec import CodecConfig, ScaleHyperprior
+    from models.export import CODEC, export_model
+
+    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
+    model.build_for_images()
+    export_model(model, CODEC, str(directory), {"name": name})
+    return str(directory)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models.codec import CodecConfig, ScaleHyperprior
 from models.codefile import CodeFile
-from models.export import CODEC, export_model
 from pipelines import archive as archive_job
 from pipelines import decompress
-from tests.conftest import copy_samples
+from tests.conftest import copy_samples, export_untrained_codec
 from transforms import archive, decode, records
 
 IN_PROCESS = ["--runner=DirectRunner"]
@@ -160,11 +158,7 @@ def test_a_run_killed_part_way_then_rerun_archives_each_image_exactly_once(sampl
 @pytest.fixture
 def other_codec(tmp_path) -> str:
     """A second (untrained) codec, exported the usual way: a model change."""
-    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
-    model.build_for_images()
-    directory = tmp_path / "other_codec"
-    export_model(model, CODEC, str(directory), {"name": "other"})
-    return str(directory)
+    return export_untrained_codec(tmp_path / "other_codec", "other")
 
 
 def test_a_model_change_keeps_old_codes_decodable_or_reencodes_on_request(

@@ -13,9 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from latentpress.samples import sample_paths
-from models.codec import CodecConfig, ScaleHyperprior
 from models.compressor import Compressor, bits_per_pixel
-from models.export import CODEC, export_model
+from tests.conftest import export_untrained_codec
 
 ODD_SIZES = [(321, 481), (375, 500), (61, 97)]  # (height, width)
 REPO = Path(__file__).resolve().parents[1]
@@ -130,11 +129,7 @@ def test_grayscale_source_decodes_to_grayscale_of_the_same_shape(images, tmp_pat
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory) -> str:
     """A different (untrained) codec, exported the same way."""
-    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
-    model.build_for_images()
-    directory = tmp_path_factory.mktemp("other_model")
-    export_model(model, CODEC, str(directory), {"name": "other"})
-    return str(directory)
+    return export_untrained_codec(tmp_path_factory.mktemp("other_model"), "other")
 
 
 def test_every_bad_code_file_gives_one_line_and_a_nonzero_exit(

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.codec import CodecConfig, ScaleHyperprior
-from models.export import CODEC, export_model
 from pipelines import evaluate
-from tests.conftest import copy_samples, shared_dataset
+from tests.conftest import copy_samples, export_untrained_codec, shared_dataset
 from transforms import rate_distortion
 
 RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
@@ -86,11 +84,7 @@ def test_ms_ssim_matches_tensorflow_and_orders_quality(photo):
 
 @pytest.fixture(scope="module")
 def second_codec(tmp_path_factory) -> str:
-    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
-    model.build_for_images()
-    directory = tmp_path_factory.mktemp("second_codec")
-    export_model(model, CODEC, str(directory), {"name": "second"})
-    return str(directory)
+    return export_untrained_codec(tmp_path_factory.mktemp("second_codec"), "second")
 
 
 def test_report_end_to_end_on_real_images(tmp_path, second_codec):

@@ -16,7 +16,6 @@ instead of adding copies.  Manifest records use the schema of ``transforms.manif
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.manifest import CLEAN_DIR, CODES_DIR
-from transforms.records import join, write_atomically
+from transforms.records import join, read_json_lines, write_atomically
 
 LOG = logging.getLogger(__name__)
 MODELS_DIR = "models"
@@ -64,23 +63,17 @@ def manifest_pattern(archive: str) -> str:
     return join(archive, MANIFEST_DIR, "*.jsonl")
 
 
-def manifest_files(archive: str) -> list[str]:
-    return sorted(m.path for m in _match(manifest_pattern(archive)))
+def newest(records_of_one_content) -> dict:
+    """The record that counts for a content hash: the one from the latest run."""
+    return max(records_of_one_content, key=lambda record: record["run_id"])
 
 
 def archived_records(archive: str) -> dict[str, dict]:
-    """content sha256 -> the newest record for it (by run id); the archive's current state."""
-    newest: dict[str, dict] = {}
-    for path in manifest_files(archive):
-        with FileSystems.open(path) as handle:
-            for line in handle.read().decode().splitlines():
-                if not line:
-                    continue
-                record = json.loads(line)
-                sha = record["content_sha256"]
-                if sha not in newest or record["run_id"] > newest[sha]["run_id"]:
-                    newest[sha] = record
-    return newest
+    """content sha256 -> the newest record for it; the archive's current state."""
+    by_content: dict[str, list[dict]] = {}
+    for record in read_json_lines(manifest_pattern(archive)):
+        by_content.setdefault(record["content_sha256"], []).append(record)
+    return {sha: newest(records) for sha, records in by_content.items()}
 
 
 def is_archived(record: dict | None, codec: str, denoiser: str, reprocess_older: bool) -> bool:
