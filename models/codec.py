@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -33,9 +34,20 @@ class CodecConfig:
     num_filters: int = 64  # N: channels of the transforms and of z
     latent_filters: int = 96  # M: channels of y
     lmbda: float = 0.01  # distortion weight (MSE on 0..255)
+    # Variable rate: the trade-offs of its rate levels, lowest rate first (empty: one rate).
+    lmbdas: tuple = ()
+
+    @property
+    def variable_rate(self) -> bool:
+        return len(self.lmbdas) > 1
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# Variable-rate codecs take a quality in [0, 100], the same scale as JPEG's and WebP's
+# settings: 0 is the lowest rate level, 100 the highest, in between is interpolated.
+QUALITY_MIN, QUALITY_MAX = 0.0, 100.0
 
 
 def _conv(filters, kernel, strides, activation=None, name=None):
@@ -107,6 +119,30 @@ class ScaleHyperprior(keras.Model):
         )
         self.factorized_prior = FactorizedPrior(name="factorized_prior")
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional")
+        if config.variable_rate:
+            # Gain units (Cui et al., CVPR 2021): per-level channel gains scale y before
+            # quantization (finer steps at higher rates) and the inverse gains scale y_hat
+            # back for the synthesis.  Kept as logarithms: positive, and interpolating them
+            # linearly between levels gives a continuous rate.  Initialized near the high-rate
+            # optimum (quantization step ~ lmbda^-1/2) around the middle level's transforms.
+            log_lmbdas = np.log(np.asarray(config.lmbdas))
+            log_ratio = 0.5 * (log_lmbdas - log_lmbdas.mean())
+            initial = np.tile(log_ratio[:, np.newaxis], [1, config.latent_filters])
+            self.log_gain = self.add_weight(
+                name="log_gain",
+                shape=initial.shape,
+                initializer=keras.initializers.Constant(initial),
+            )
+            self.log_inverse_gain = self.add_weight(
+                name="log_inverse_gain",
+                shape=initial.shape,
+                initializer=keras.initializers.Constant(-initial),
+            )
+        # Training only: what the synthesis sees in place of round(y).  "straight-through"
+        # feeds it the rounded latents it will decode at test time (identity gradient);
+        # "noise" the same noisy y the rate is measured on.  Measured in issue 13:
+        # straight-through converges faster and trains the decoder on what it decodes.
+        self.synthesis_quantizer = "straight-through"
 
     def get_config(self):
         return self.config.as_dict()
@@ -114,13 +150,61 @@ class ScaleHyperprior(keras.Model):
     def build_for_images(self):
         self(tf.zeros([1, PAD_MULTIPLE, PAD_MULTIPLE, 3]), training=False)
 
-    def call(self, x, training=False):
+    # --- rate levels (variable-rate codecs) ------------------------------------------
+
+    def level(self, quality: tf.Tensor) -> tf.Tensor:
+        """Quality [0, 100] -> continuous position among the rate levels."""
+        quality = tf.clip_by_value(tf.cast(quality, tf.float32), QUALITY_MIN, QUALITY_MAX)
+        return quality / QUALITY_MAX * (len(self.config.lmbdas) - 1)
+
+    def _interpolate(self, table: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
+        """Rows of ``table`` (one per level) linearly interpolated at each quality: [B, ...]."""
+        position = self.level(quality)
+        lower = tf.minimum(tf.floor(position), len(self.config.lmbdas) - 2.0)
+        weight = (position - lower)[:, tf.newaxis]
+        lower = tf.cast(lower, tf.int32)
+        return (1.0 - weight) * tf.gather(table, lower) + weight * tf.gather(table, lower + 1)
+
+    def gains(self, quality: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(gain, inverse gain) per image, shaped [B, 1, 1, M] to scale latents."""
+        gain = tf.exp(self._interpolate(self.log_gain, quality))
+        inverse = tf.exp(self._interpolate(self.log_inverse_gain, quality))
+        return gain[:, tf.newaxis, tf.newaxis], inverse[:, tf.newaxis, tf.newaxis]
+
+    def lmbda_at(self, quality: tf.Tensor) -> tf.Tensor:
+        """The trade-off each quality was trained for (geometric between levels): [B]."""
+        log_lmbdas = tf.constant(np.log(self.config.lmbdas)[:, np.newaxis], tf.float32)
+        return tf.exp(self._interpolate(log_lmbdas, quality)[:, 0])
+
+    def analyze(self, x, quality=None):
+        """y = g_a(x), times the quality's gains for a variable-rate codec."""
+        y = tf.cast(self.analysis_transform(x), tf.float32)
+        if self.config.variable_rate:
+            y = y * self.gains(quality)[0]
+        return y
+
+    def synthesize(self, y_hat, quality=None):
+        """x_hat = g_s(y_hat), after the quality's inverse gains for a variable-rate codec."""
+        if self.config.variable_rate:
+            y_hat = y_hat * self.gains(quality)[1]
+        return self.synthesis_transform(y_hat)
+
+    def call(self, x, training=False, quality=None):
         """x: [batch, H, W, 3] in [0, 1], H and W multiples of PAD_MULTIPLE.
 
         Returns (loss, bpp, mse, x_hat).  With ``training`` the quantizer is additive uniform
         noise; without, it is rounding, and bpp is the model's estimate for the real bitstream.
+        A variable-rate codec takes one quality per image ([B], 0-100); training without one
+        draws them uniformly, so every rate between the levels is trained.  Its loss weighs
+        each image's distortion by the trade-off of its quality.
         """
-        y = self.analysis_transform(x)
+        batch = tf.shape(x)[0]
+        if self.config.variable_rate and quality is None:
+            if training:
+                quality = tf.random.uniform([batch], QUALITY_MIN, QUALITY_MAX)
+            else:
+                quality = tf.fill([batch], 50.0)
+        y = self.analyze(x, quality)
         z = self.hyper_analysis_transform(y)
         if training:
             z_tilde = add_uniform_noise(tf.cast(z, tf.float32))
@@ -133,15 +217,22 @@ class ScaleHyperprior(keras.Model):
         sigma = scale_from_index(tf.cast(index, tf.float32))
         y_likelihood = self.gaussian_conditional(y_tilde, sigma)
         z_likelihood = self.factorized_prior(z_tilde)
-        x_hat = self.synthesis_transform(y_tilde)
+        if training and self.synthesis_quantizer == "straight-through":
+            x_hat = self.synthesize(y + tf.stop_gradient(self.quantize_y(y) - y), quality)
+        else:
+            x_hat = self.synthesize(y_tilde, quality)
 
-        num_pixels = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
-        bits = -tf.reduce_sum(tf.math.log(y_likelihood)) - tf.reduce_sum(tf.math.log(z_likelihood))
-        bpp = bits / tf.math.log(2.0) / num_pixels
-        mse = tf.reduce_mean(tf.square(tf.cast(x, tf.float32) - tf.cast(x_hat, tf.float32)))
-        mse *= 255.0**2
-        loss = bpp + self.config.lmbda * mse
-        return loss, bpp, mse, x_hat
+        # Per image, then averaged: each image's distortion has its own trade-off.
+        pixels_per_image = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
+        bits = -tf.reduce_sum(tf.math.log(y_likelihood), axis=[1, 2, 3]) - tf.reduce_sum(
+            tf.math.log(z_likelihood), axis=[1, 2, 3]
+        )
+        bpp = bits / tf.math.log(2.0) / pixels_per_image
+        error = tf.square(tf.cast(x, tf.float32) - tf.cast(x_hat, tf.float32))
+        mse = tf.reduce_mean(error, axis=[1, 2, 3]) * 255.0**2
+        lmbda = self.lmbda_at(quality) if self.config.variable_rate else self.config.lmbda
+        loss = tf.reduce_mean(bpp + lmbda * mse)
+        return loss, tf.reduce_mean(bpp), tf.reduce_mean(mse), x_hat
 
     @staticmethod
     def quantize_z(z):

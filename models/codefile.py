@@ -4,18 +4,22 @@ Layout (all integers big-endian)::
 
     offset  size  field
     0       4     magic b"LPC\\x00"
-    4       1     format version (1)
+    4       1     format version (2)
     5       8     model fingerprint (16 hex digits of the weights' SHA-256)
     13      4     image height in pixels
     17      4     image width in pixels
     21      1     source channels: 1 = decode to grayscale, 3 = RGB
-    22      4     CRC-32 of the latents' scale indexes (catches a platform whose hyperprior
+    22      4     quality (float32, 0-100) of a variable-rate codec; NaN for a one-rate codec
+    26      4     CRC-32 of the latents' scale indexes (catches a platform whose hyperprior
                   arithmetic differs, which would otherwise decode to a wrong image)
-    26      4     length of the z stream in bytes (Z)
-    30      4     length of the y stream in bytes (Y)
-    34      Z     z stream: range-coded side information
-    34+Z    Y     y stream: range-coded latents
-    34+Z+Y  4     CRC-32 of every byte before it
+    30      4     length of the z stream in bytes (Z)
+    34      4     length of the y stream in bytes (Y)
+    38      Z     z stream: range-coded side information
+    38+Z    Y     y stream: range-coded latents
+    38+Z+Y  4     CRC-32 of every byte before it
+
+Version 1 (latentpress 0.1, one-rate codecs only) is the same without the quality field; it
+is still read.
 
 The padded size and latent shapes follow from height and width (see ``models.codec``).  The
 reported rate of an image is 8 * file size / (height * width) bits per pixel, header included.
@@ -23,14 +27,15 @@ reported rate of an image is 8 * file size / (height * width) bits per pixel, he
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
 
 MAGIC = b"LPC\x00"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".lpc"
-_HEADER = struct.Struct(">4sB8sIIBIII")
+_HEADERS = {1: struct.Struct(">4sB8sIIBIII"), 2: struct.Struct(">4sB8sIIBfIII")}
 _CHECKSUM = struct.Struct(">I")
 
 
@@ -47,15 +52,17 @@ class CodeFile:
     index_checksum: int
     z_stream: bytes
     y_stream: bytes
+    quality: float | None = None  # variable-rate codecs only
 
     def to_bytes(self) -> bytes:
-        header = _HEADER.pack(
+        header = _HEADERS[VERSION].pack(
             MAGIC,
             VERSION,
             bytes.fromhex(self.fingerprint),
             self.height,
             self.width,
             self.source_channels,
+            math.nan if self.quality is None else self.quality,
             self.index_checksum,
             len(self.z_stream),
             len(self.y_stream),
@@ -70,16 +77,19 @@ class CodeFile:
         if len(data) < len(MAGIC) + 1:
             raise CodeFileError("truncated code file (no format version)")
         version = data[len(MAGIC)]
-        if version != VERSION:
+        if version not in _HEADERS:
             raise CodeFileError(
                 f"unsupported code-file format version {version} (this latentpress reads "
-                f"version {VERSION})"
+                f"versions {', '.join(map(str, _HEADERS))})"
             )
-        if len(data) < _HEADER.size + _CHECKSUM.size:
+        header = _HEADERS[version]
+        if len(data) < header.size + _CHECKSUM.size:
             raise CodeFileError(f"truncated code file ({len(data)} bytes, header incomplete)")
-        fields = _HEADER.unpack_from(data)
-        z_length, y_length = fields[7], fields[8]
-        expected = _HEADER.size + z_length + y_length + _CHECKSUM.size
+        fields = list(header.unpack_from(data))
+        if version == 1:
+            fields.insert(6, math.nan)
+        z_length, y_length = fields[8], fields[9]
+        expected = header.size + z_length + y_length + _CHECKSUM.size
         if len(data) != expected:
             raise CodeFileError(
                 f"truncated or padded code file ({len(data)} bytes, header says {expected})"
@@ -87,10 +97,12 @@ class CodeFile:
         (stored,) = _CHECKSUM.unpack_from(data, expected - _CHECKSUM.size)
         if zlib.crc32(data[: expected - _CHECKSUM.size]) != stored:
             raise CodeFileError("corrupted code file (checksum mismatch)")
-        _, _, fingerprint, height, width, channels, index_checksum, _, _ = fields
+        _, _, fingerprint, height, width, channels, quality, index_checksum, _, _ = fields
         if channels not in (1, 3) or height == 0 or width == 0:
             raise CodeFileError(f"invalid header ({width}x{height}, {channels} channels)")
-        z_start = _HEADER.size
+        if not (math.isnan(quality) or 0.0 <= quality <= 100.0):
+            raise CodeFileError(f"invalid header (quality {quality})")
+        z_start = header.size
         return cls(
             fingerprint.hex(),
             height,
@@ -99,6 +111,7 @@ class CodeFile:
             index_checksum,
             data[z_start : z_start + z_length],
             data[z_start + z_length : z_start + z_length + y_length],
+            None if math.isnan(quality) else quality,
         )
 
 

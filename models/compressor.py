@@ -40,29 +40,50 @@ class Compressor:
         self.z_range = int(parameters["z_range"])
         self.y_range = int(parameters["y_range"])
         self.fingerprint = parameters["fingerprint"].numpy().decode()
+        # A variable-rate codec takes a quality (0-100) in analyze and synthesize.
+        self.variable_rate = len(self.card.get("config", {}).get("lmbdas") or ()) > 1
 
     # --- network ---------------------------------------------------------------------
 
-    def analyze(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        latents = self.module.analyze(tf.constant(pixels, tf.uint8))
+    def _quality(self, quality: float | None) -> tuple:
+        """The signatures' extra argument: (quality,) for a variable-rate codec, else ()."""
+        if not self.variable_rate:
+            return ()
+        if quality is None:
+            raise ValueError(f"model {self.fingerprint} is variable-rate: give a quality")
+        return (tf.constant(quality, tf.float32),)
+
+    def analyze(self, pixels: np.ndarray, quality: float | None = None):
+        """(y_hat, z_hat) of uint8 (H, W, 3) pixels."""
+        image = tf.constant(pixels, tf.uint8)
+        latents = self.module.analyze(image, *self._quality(quality))
         return latents["y_hat"].numpy(), latents["z_hat"].numpy()
 
     def scale_indexes(self, z_hat: np.ndarray) -> np.ndarray:
         return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
 
-    def synthesize(self, y_hat: np.ndarray, height: int, width: int) -> np.ndarray:
-        image = self.module.synthesize(tf.constant(y_hat, tf.int32), height, width)["image"]
+    def synthesize(
+        self, y_hat: np.ndarray, height: int, width: int, quality: float | None = None
+    ) -> np.ndarray:
+        y_hat = tf.constant(y_hat, tf.int32)
+        image = self.module.synthesize(y_hat, *self._quality(quality), height, width)["image"]
         return image.numpy()
 
-    def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
+    def reconstruct(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
         """The model's own quantized reconstruction, without entropy coding."""
-        y_hat, _ = self.analyze(pixels)
-        return self.synthesize(y_hat, pixels.shape[0], pixels.shape[1])
+        y_hat, _ = self.analyze(pixels, quality)
+        return self.synthesize(y_hat, pixels.shape[0], pixels.shape[1], quality)
 
     # --- bitstreams -------------------------------------------------------------------
 
     def encode(
-        self, y_hat: np.ndarray, z_hat: np.ndarray, height: int, width: int, channels: int
+        self,
+        y_hat: np.ndarray,
+        z_hat: np.ndarray,
+        height: int,
+        width: int,
+        channels: int,
+        quality: float | None = None,
     ) -> bytes:
         # The decoder recomputes the indexes from the decoded z_hat through this same
         # signature, so the encoder must use it too (not an internal shortcut).
@@ -75,15 +96,24 @@ class Compressor:
             index_checksum=index_checksum(indexes),
             z_stream=entropy_coding.encode_z(z_hat, self.z_pmf, self.z_range),
             y_stream=entropy_coding.encode_y(y_hat, indexes, self.scale_table, self.y_range),
+            quality=quality if self.variable_rate else None,
         )
         return code.to_bytes()
 
-    def compress(self, pixels: np.ndarray, source_channels: int = 3) -> bytes:
-        """pixels: uint8 (H, W, 3); ``source_channels=1`` makes the decoder output grayscale."""
+    def compress(
+        self, pixels: np.ndarray, source_channels: int = 3, quality: float | None = None
+    ) -> bytes:
+        """pixels: uint8 (H, W, 3); ``source_channels=1`` makes the decoder output grayscale.
+
+        ``quality`` (0-100) is required by a variable-rate codec and ignored by others.
+        """
         if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
             raise ValueError("compress expects a uint8 (height, width, 3) array")
-        y_hat, z_hat = self.analyze(pixels)
-        return self.encode(y_hat, z_hat, pixels.shape[0], pixels.shape[1], source_channels)
+        if self.variable_rate and quality is not None:
+            quality = float(np.float32(min(max(quality, 0.0), 100.0)))  # as the header keeps it
+        y_hat, z_hat = self.analyze(pixels, quality)
+        height, width = pixels.shape[:2]
+        return self.encode(y_hat, z_hat, height, width, source_channels, quality)
 
     def parse(self, data: bytes) -> CodeFile:
         code = CodeFile.from_bytes(data)
@@ -117,7 +147,10 @@ class Compressor:
     def decompress(self, data: bytes) -> np.ndarray:
         """uint8 (H, W, 3), or (H, W) for a grayscale source."""
         code = self.parse(data)
-        image = self.synthesize(self.decode_latents(code), code.height, code.width)
+        if self.variable_rate and code.quality is None:
+            raise CodeFileError("code file has no quality, but its model is variable-rate")
+        latents = self.decode_latents(code)
+        image = self.synthesize(latents, code.height, code.width, code.quality)
         return to_grayscale(image) if code.source_channels == 1 else image
 
 

@@ -3,8 +3,12 @@
 Residual learning: the network predicts the noise v from the noisy image y and the output is
 x_hat = y - v.  Batch normalization is left out (it complicates multi-replica training and
 inference on single images and the residual form trains well without it at this depth).
-Inputs are standardized with the per-channel mean and std that tf.Transform measured on the
-clean training patches; the constants are part of the model, so serving needs nothing else.
+With ``unshuffle`` > 1 the network works at reduced resolution as FFDNet does (Zhang, Zuo,
+Zhang, IEEE TIP 2018): each s x s block of pixels becomes 3 s^2 channels, so a layer of equal
+width costs s^2 times less per pixel and the receptive field grows s times; the predicted
+noise is shuffled back to full resolution.  Inputs are standardized with the per-channel mean
+and std that tf.Transform measured on the clean training patches; the constants are part of
+the model, so serving needs nothing else.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ class DenoiserConfig:
     filters: int = 48  # DnCNN uses 64
     channel_mean: tuple = field(default=(0.5, 0.5, 0.5))
     channel_std: tuple = field(default=(0.25, 0.25, 0.25))
+    unshuffle: int = 1  # pixel-unshuffle factor (FFDNet: 2)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels beyond which an input pixel cannot change an output pixel (tiling overlap)."""
+        return (self.depth + 1) * self.unshuffle
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +51,13 @@ class DnCNN(keras.Model):
             )
         # Zero-initialized: training starts from the identity (x_hat = y) and improves on it.
         self.noise_estimator.add(
-            keras.layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="residual")
+            keras.layers.Conv2D(
+                3 * config.unshuffle**2,
+                3,
+                padding="same",
+                kernel_initializer="zeros",
+                name="residual",
+            )
         )
 
     def get_config(self):
@@ -56,5 +72,17 @@ class DnCNN(keras.Model):
         standardized = (y - tf.cast(self.channel_mean, y.dtype)) / tf.cast(
             self.channel_std, y.dtype
         )
-        v = self.noise_estimator(standardized)
+        factor = self.config.unshuffle
+        if factor == 1:
+            v = self.noise_estimator(standardized)
+        else:
+            # Edge-pad to a multiple of the factor, work on blocks, crop back.
+            height, width = tf.shape(y)[1], tf.shape(y)[2]
+            padded = tf.pad(
+                standardized,
+                [[0, 0], [0, (-height) % factor], [0, (-width) % factor], [0, 0]],
+                mode="SYMMETRIC",
+            )
+            blocks = self.noise_estimator(tf.nn.space_to_depth(padded, factor))
+            v = tf.nn.depth_to_space(blocks, factor)[:, :height, :width]
         return tf.cast(y - v, tf.float32)

@@ -10,6 +10,9 @@ Codec signatures (one image at a time, so results never depend on batch composit
     analyze(image uint8 [H, W, 3]) -> y_hat int32 [h, w, M], z_hat int32 [hz, wz, N]
     scale_indexes(z_hat int32) -> int32 [h, w, M], positions in the scale table
     synthesize(y_hat int32, height, width) -> image uint8 [height, width, 3]
+    A variable-rate codec (``config.lmbdas`` in its card) takes one more argument,
+    ``quality`` float32 in [0, 100], in ``analyze`` and ``synthesize`` (after the image and
+    after y_hat); scale_indexes needs none (the side information carries the rate).
     entropy_parameters() -> z_pmf float32 [N, 2*Z_RANGE+1], scale_table float32 [NUM_SCALES],
                             z_range, y_range
 Denoiser signature:
@@ -101,6 +104,35 @@ class CodecModule(tf.Module):
         }
 
 
+QUALITY_SPEC = tf.TensorSpec([], tf.float32, name="quality")
+
+
+class VariableRateCodecModule(CodecModule):
+    """The codec signatures with a quality argument (see the module docstring)."""
+
+    @tf.function(input_signature=[IMAGE_SPEC, QUALITY_SPEC])
+    def analyze(self, image, quality):
+        x = pad_to_multiple(_to_unit(image))
+        y = self.model.analyze(x, quality[tf.newaxis])
+        z = self.model.hyper_analysis_transform(y)
+        y_hat = tf.cast(self.model.quantize_y(y)[0], tf.int32)
+        z_hat = tf.cast(self.model.quantize_z(z)[0], tf.int32)
+        return {"y_hat": y_hat, "z_hat": z_hat}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.int32, name="y_hat"),
+            QUALITY_SPEC,
+            tf.TensorSpec([], tf.int32, name="height"),
+            tf.TensorSpec([], tf.int32, name="width"),
+        ]
+    )
+    def synthesize(self, y_hat, quality, height, width):
+        y_hat = tf.cast(y_hat, tf.float32)[tf.newaxis]
+        x_hat = self.model.synthesize(y_hat, quality[tf.newaxis])
+        return {"image": _to_uint8(x_hat[0, :height, :width])}
+
+
 class DenoiserModule(tf.Module):
     def __init__(self, model: DnCNN):
         super().__init__(name="denoiser")
@@ -115,7 +147,8 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     """Writes ``export_dir/saved_model`` and ``export_dir/model_card.json``; returns the card."""
     model_fingerprint = fingerprint(model)
     if task == CODEC:
-        module = CodecModule(model, model_fingerprint)
+        variable = model.config.variable_rate
+        module = (VariableRateCodecModule if variable else CodecModule)(model, model_fingerprint)
         signatures = {
             "analyze": module.analyze,
             "scale_indexes": module.scale_indexes,
@@ -131,6 +164,7 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     tf.saved_model.save(module, os.path.join(export_dir, SAVED_MODEL_DIR), signatures=signatures)
     card = {
         **card,
+        "config": model.config.as_dict(),  # readers tell a variable-rate codec by its lmbdas
         "task": task,
         "fingerprint": model_fingerprint,
         "package_version": latentpress.__version__,

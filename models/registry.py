@@ -16,8 +16,10 @@ from models.export import MODEL_CARD, SAVED_MODEL_DIR, load_model_card
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 DEFAULT_CODEC = "codec"
 DEFAULT_DENOISER = "denoiser"
-# --quality -> shipped codec: one rate-distortion trade-off (lambda) each.
-QUALITIES = {"low": "codec-low", "medium": DEFAULT_CODEC, "high": "codec-high"}
+# Named points on a variable-rate codec's quality scale (0-100).
+NAMED_QUALITIES = {"low": 25.0, "medium": 50.0, "high": 75.0}
+# Releases with one-rate codecs shipped one per named quality.
+ONE_RATE_QUALITIES = {"low": "codec-low", "medium": DEFAULT_CODEC, "high": "codec-high"}
 
 
 def available() -> list[str]:
@@ -46,6 +48,29 @@ def resolve(name_or_path: str) -> str:
 
 def card(name_or_path: str) -> dict:
     return load_model_card(resolve(name_or_path))
+
+
+def is_variable_rate(name_or_path: str) -> bool:
+    """Whether the codec takes a quality (its card lists several rate levels)."""
+    return len(card(name_or_path).get("config", {}).get("lmbdas") or ()) > 1
+
+
+def codec_identity(fingerprint: str, quality: float | None) -> str:
+    """Names a codec's outputs: its fingerprint, plus ``-q<quality>`` for a variable-rate one."""
+    return fingerprint if quality is None else f"{fingerprint}-q{quality:g}"
+
+
+def parse_quality(text: str | float) -> float:
+    """``low|medium|high`` or a number in [0, 100] -> the quality number."""
+    if isinstance(text, str) and text in NAMED_QUALITIES:
+        return NAMED_QUALITIES[text]
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"--quality {text}: expected low, medium, high or a number 0-100")
+    return value
 
 
 def shipped_with_fingerprint(fingerprint: str) -> str | None:

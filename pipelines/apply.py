@@ -91,12 +91,21 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def make_handler(args) -> LatentpressModelHandler:
     return LatentpressModelHandler(
-        args.mode, args.model, args.denoiser, args.inference_threads, args.gpu_memory_mb
+        args.mode,
+        args.model,
+        args.denoiser,
+        args.inference_threads,
+        args.gpu_memory_mb,
+        args.quality,
     )
 
 
 def fingerprints(args) -> tuple[str, str]:
-    codec = registry.card(args.model)["fingerprint"] if args.mode in (COMPRESS, BOTH) else ""
+    """What names the models' outputs: the codec's fingerprint (with its quality, for a
+    variable-rate codec: another quality is another output) and the denoiser's."""
+    codec = ""
+    if args.mode in (COMPRESS, BOTH):
+        codec = registry.codec_identity(registry.card(args.model)["fingerprint"], args.quality)
     denoiser = registry.card(args.denoiser)["fingerprint"] if args.mode in (DENOISE, BOTH) else ""
     return codec, denoiser
 
@@ -119,7 +128,7 @@ def _unsafe_record(image, mode: str) -> dict:
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options = split_args(build_parser(), argv, save_main_session)
-    args.model = resolve_codec(args)
+    args.model, args.quality = resolve_codec(args)
     if not args.input:
         from latentpress.samples import sample_paths
 
@@ -168,6 +177,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "inputs": args.input,
         "mode": args.mode,
         "model": args.model,
+        "quality": args.quality,
         "denoiser": args.denoiser,
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,

@@ -162,7 +162,7 @@ def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config:
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options = split_args(build_parser(), argv, save_main_session)
-    args.model = resolve_codec(args)
+    args.model, args.quality = resolve_codec(args)
     if not args.input:
         from latentpress.samples import sample_paths
 
@@ -175,7 +175,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             "retention: deleted %(runs)d old run folders, %(temporary_files)d temp files", pruned
         )
     for name, fingerprint in (
-        (args.model, codec_fingerprint),
+        (args.model, codec_fingerprint and registry.card(args.model)["fingerprint"]),
         (args.denoiser, denoiser_fingerprint),
     ):
         if fingerprint:  # every model that writes into the archive stays addressable there
@@ -278,6 +278,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "archive": args.archive,
         "mode": args.mode,
         "model": args.model,
+        "quality": args.quality,
         "denoiser": args.denoiser,
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,

@@ -1,6 +1,6 @@
 """``latentpress compress``: images to code files, one per image.
 
-    latentpress compress [--model M | --quality low|medium|high] IMAGE [IMAGE ...] -o DIR
+    latentpress compress [--model M] [--quality low|medium|high|0-100] IMAGE [IMAGE ...] -o DIR
 
 Writes ``DIR/<image name>.lpc`` (format: ``models/codefile.py``) and prints each file's size and
 bits per pixel (8 * file size / pixels, header included).  A grayscale source is recorded as
@@ -43,7 +43,12 @@ def output_names(paths: list[str], suffix: str) -> list[str]:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     names = output_names(args.images, SUFFIX)
-    compressor = Compressor(resolve_codec(args))
+    try:
+        model, quality = resolve_codec(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"latentpress compress: {e}", file=sys.stderr)
+        return 2
+    compressor = Compressor(model)
     os.makedirs(args.output, exist_ok=True)
     failed = 0
     for path, name in zip(args.images, names, strict=True):
@@ -54,7 +59,7 @@ def main(argv=None) -> int:
             print(f"latentpress compress: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        data = compressor.compress(pixels, 1 if mode in GRAYSCALE_MODES else 3)
+        data = compressor.compress(pixels, 1 if mode in GRAYSCALE_MODES else 3, quality)
         target = os.path.join(args.output, name)
         write_atomically(target, data)
         bpp = bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])

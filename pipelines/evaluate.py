@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         help="Codec to evaluate (shipped name or exported directory); repeat for the points "
-        "of one rate-distortion curve. Default: the shipped codecs of every --quality.",
+        "of one rate-distortion curve. Default: the shipped codec(s).",
+    )
+    parser.add_argument(
+        "--qualities",
+        default="0,12.5,25,37.5,50,62.5,75,87.5,100",
+        help="Qualities at which a variable-rate codec is measured, comma-separated.",
     )
     parser.add_argument("--denoiser", default=registry.DEFAULT_DENOISER)
     parser.add_argument(
@@ -80,6 +85,16 @@ def noise_seed(image: str, sigma: float) -> int:
     return int(hashlib.sha256(f"{image}:{sigma}".encode()).hexdigest()[:8], 16)
 
 
+def our_setting(model: str, quality: float | None) -> str:
+    """An evaluated point of ours: ``model`` or ``model@quality`` (variable-rate codecs)."""
+    return model if quality is None else f"{model}@{quality:g}"
+
+
+def split_setting(setting: str) -> tuple[str, float | None]:
+    model, at, quality = setting.rpartition("@")
+    return (model, float(quality)) if at else (setting, None)
+
+
 def image_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
@@ -89,7 +104,10 @@ def make_tasks(paths: list[str], args) -> list[dict]:
     for path in paths:
         if not args.no_codec:
             for model in args.model:
-                tasks.append({"path": path, "kind": "codec", "codec": OURS, "setting": model})
+                qualities = _names(args.qualities) if registry.is_variable_rate(model) else [None]
+                for quality in qualities:
+                    setting = our_setting(model, None if quality is None else float(quality))
+                    tasks.append({"path": path, "kind": "codec", "codec": OURS, "setting": setting})
             for codec in _names(args.codecs):
                 for setting in rate_distortion.CLASSICAL[codec][1]:
                     tasks.append(
@@ -149,13 +167,14 @@ class Evaluate(beam.DoFn):
         if task["codec"] == OURS:
             from models.compressor import Compressor
 
-            model = task["setting"]
+            model, quality = split_setting(task["setting"])
             if model not in self._compressors:  # loading and warm-up are not timed
                 self._compressors[model] = Compressor(model)
-                self._compressors[model].decompress(self._compressors[model].compress(clean))
+                compressor = self._compressors[model]
+                compressor.decompress(compressor.compress(clean, quality=quality))
             compressor = self._compressors[model]
             start = time.perf_counter()
-            data = compressor.compress(clean)
+            data = compressor.compress(clean, quality=quality)
             encoded = time.perf_counter()
             decoded = compressor.decompress(data)
         else:
@@ -204,7 +223,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     from pipelines import evaluate_report
 
     args, options = split_args(build_parser(), argv, save_main_session)
-    shipped = [name for name in registry.QUALITIES.values() if name in registry.available()]
+    shipped = [
+        name for name in registry.ONE_RATE_QUALITIES.values() if name in registry.available()
+    ]
     args.model = args.model or shipped or [registry.DEFAULT_CODEC]
     for model in args.model:
         registry.resolve(model)  # a missing model fails now, with its name

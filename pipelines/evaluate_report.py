@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipelines.evaluate import OURS, image_name, noise_seed
+from pipelines.evaluate import OURS, image_name, noise_seed, split_setting
 from transforms import rate_distortion, records
 
 CURVE_FIELDS = ("bpp", "psnr_db", "ms_ssim", "ms_ssim_db", "encode_ms_per_mp", "decode_ms_per_mp")
@@ -128,8 +128,9 @@ def _grid(sample_path: str, curves, config: dict, path: str) -> None:
     for label, point in (("low", ours[0] if ours else None), ("high", ours[-1] if ours else None)):
         if point is None:
             continue
-        compressor = Compressor(point["setting"])
-        data = compressor.compress(clean)
+        model, quality = split_setting(point["setting"])
+        compressor = Compressor(model)
+        data = compressor.compress(clean, quality=quality)
         decoded = compressor.decompress(data)
         low_bytes = low_bytes or len(data)
         bpp = rate_distortion.bits_per_pixel(len(data), clean)

@@ -33,27 +33,37 @@ def add_corpus_args(
 
 
 def add_codec_args(parser: argparse.ArgumentParser) -> None:
-    """--model or --quality: which codec a stage uses (see ``resolve_codec``)."""
-    from models.registry import QUALITIES
-
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
+    """--model and --quality: which codec a stage uses, at which rate (see ``resolve_codec``)."""
+    parser.add_argument(
         "--model",
-        help="Codec: shipped model name or exported model directory (default: the shipped "
-        "medium-quality codec).",
+        help="Codec: shipped model name or exported model directory (default: the shipped codec).",
     )
-    group.add_argument(
+    parser.add_argument(
         "--quality",
-        choices=list(QUALITIES),
-        help="Shipped codec by rate: low (smallest files), medium (default), high (best quality).",
+        help="Rate: low, medium (default), high, or a number from 0 (smallest files) to 100 "
+        "(best quality) for a variable-rate codec.",
     )
 
 
-def resolve_codec(args: argparse.Namespace) -> str:
-    """The codec name or directory from --model/--quality (medium when neither is given)."""
-    from models.registry import QUALITIES
+def resolve_codec(args: argparse.Namespace) -> tuple[str, float | None]:
+    """(codec name or directory, quality) from --model/--quality.
 
-    return args.model or QUALITIES[args.quality or "medium"]
+    A variable-rate codec gets a number in [0, 100] (``low|medium|high`` are named points on
+    that scale).  A one-rate codec has no quality; ``--quality low|high`` without ``--model``
+    then picks the shipped one-rate codec of that rate, if the release has one.  Raises
+    ValueError (a one-line message) for a quality the codec cannot give.
+    """
+    from models import registry
+
+    model = args.model or registry.DEFAULT_CODEC
+    text = args.quality
+    if registry.is_variable_rate(model):
+        return model, registry.parse_quality(text or "medium")
+    if text is None or text == "medium" and not args.model:
+        return model, None
+    if not args.model and text in registry.ONE_RATE_QUALITIES:
+        return registry.ONE_RATE_QUALITIES[text], None
+    raise ValueError(f"--quality {text}: codec {model!r} has a single rate")
 
 
 def split_args(

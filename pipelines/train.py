@@ -19,19 +19,22 @@ which exercises the multi-device path on a machine without GPUs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from models import registry
 from models.codec import CodecConfig, ScaleHyperprior
 from models.denoiser import DenoiserConfig, DnCNN
-from models.export import CODEC, DENOISER, export_model
-from transforms import features, records, statistics
+from models.export import CODEC, DENOISER, export_model, load_model_card
+from transforms import features, noise, records, statistics
 
 LOG = logging.getLogger(__name__)
 TASKS = {"codec": CODEC, "denoise": DENOISER}
@@ -48,17 +51,84 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=sorted(TASKS), required=True, help="What to train.")
     parser.add_argument("--steps", type=int, default=20000, help="Total optimizer steps.")
     parser.add_argument("--batch-size", type=int, default=8, help="Global batch size.")
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate.")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate at the start of a run (a resumed run keeps its own, which "
+        "plateaus and non-finite losses may have lowered).",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=200,
+        help="Linear learning-rate warm-up over the first N steps of a fresh run.",
+    )
+    parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=1.0,
+        help="Clip each step's gradients to this global norm (0: no clipping).",
+    )
+    parser.add_argument(
+        "--plateau-patience",
+        type=int,
+        default=6,
+        help="Multiply the learning rate by --plateau-factor after N evaluations without a "
+        "better eval loss (0: never).  Needs no final step count, so a resumed, extended "
+        "run finds its learning rate where the curve left it.",
+    )
+    parser.add_argument("--plateau-factor", type=float, default=0.5, help="See above.")
+    parser.add_argument(
+        "--min-learning-rate",
+        type=float,
+        default=1e-5,
+        help="Floor for plateau cuts; a run that keeps turning non-finite below it stops.",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="Warm start: copy the weights of a shipped model (name) or an exported model "
+        "directory into a fresh run (the optimizer starts anew).  Ignored when the run "
+        "resumes from its own checkpoints.  The model card adds up steps and CPU hours.",
+    )
+    parser.add_argument(
+        "--train-noise",
+        default=None,
+        help="Denoiser: draw fresh noise on the clean patches at every step from this noise "
+        "SPEC (e.g. gaussian:0-55), seeded from (--seed, example index); the stored noisy "
+        "patches remain the eval set.  Default: train on the stored noisy patches.",
+    )
+    parser.add_argument(
+        "--synthesis-quantizer",
+        choices=["straight-through", "noise"],
+        default="straight-through",
+        help="Codec training: the synthesis decodes rounded latents with a straight-through "
+        "gradient, or the noisy latents the rate is measured on.",
+    )
     parser.add_argument(
         "--lmbda",
         type=float,
         default=0.01,
         help="Codec rate-distortion trade-off: loss = bpp + lmbda * MSE (8-bit scale).",
     )
+    parser.add_argument(
+        "--lmbdas",
+        default=None,
+        help="Variable-rate codec: comma-separated trade-offs of its rate levels, lowest "
+        "first (e.g. 0.0025,0.005,0.01,0.02,0.04); --quality 0-100 then spans them.  "
+        "Training draws a quality per image.  Overrides --lmbda.",
+    )
     parser.add_argument("--num-filters", type=int, default=64, help="Codec N.")
     parser.add_argument("--latent-filters", type=int, default=96, help="Codec M.")
     parser.add_argument("--depth", type=int, default=10, help="Denoiser convolution layers.")
     parser.add_argument("--filters", type=int, default=48, help="Denoiser channels.")
+    parser.add_argument(
+        "--unshuffle",
+        type=int,
+        default=1,
+        help="Denoiser: pixel-unshuffle factor (2: FFDNet-style, at half resolution).",
+    )
     parser.add_argument("--crop", type=int, default=0, help="Random crop of each patch (0: none).")
     parser.add_argument(
         "--checkpoint-every", type=int, default=200, help="Save a checkpoint every N steps."
@@ -71,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="Split the CPU into N logical devices under MirroredStrategy (testing the "
         "multi-device path without GPUs).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads for the model's ops (0: all cores).  One process per core "
+        "with --threads 1 trains more steps per CPU-second than one process on all.",
     )
     parser.add_argument("--no-progress", action="store_true", help="Log lines, not a bar.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of initialization and shuffle.")
@@ -90,10 +167,39 @@ def _augment(pair: tuple[tf.Tensor, tf.Tensor], crop: int) -> tuple[tf.Tensor, t
     return both[..., : features.CHANNELS], both[..., features.CHANNELS :]
 
 
+def fresh_noise(spec_text: str, seed: int):
+    """A tf.data map (index, clean uint8) -> noisy uint8 drawing from the noise SPEC.
+
+    Each example's noise is seeded from (seed, index), so a run is reproducible and a resumed
+    run (which starts counting at the examples already used) does not repeat earlier draws.
+    """
+    spec = noise.parse_spec(spec_text)
+
+    def draw(index, clean):
+        return spec.apply(clean, np.random.default_rng([seed, int(index)]))[0]
+
+    def add_noise(index, clean):
+        noisy = tf.numpy_function(draw, [index, clean], tf.uint8, stateful=False)
+        return tf.ensure_shape(noisy, clean.shape)
+
+    return add_noise
+
+
 def make_dataset(
-    data_dir: str, split: str, batch_size: int, training: bool, crop: int = 0, seed: int = 0
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    training: bool,
+    crop: int = 0,
+    seed: int = 0,
+    train_noise: str | None = None,
+    first_example: int = 0,
 ) -> tf.data.Dataset:
-    """(noisy, clean) float [0, 1] batches: interleaved reads, shuffle, parallel map, prefetch."""
+    """(noisy, clean) float [0, 1] batches: interleaved reads, shuffle, parallel map, prefetch.
+
+    With ``train_noise`` (training only) the stored noisy patch is replaced by fresh noise on
+    the augmented clean patch; ``first_example`` numbers the examples for its seeds.
+    """
     pattern = features.shard_glob(data_dir, split)
     if not tf.io.gfile.glob(pattern):
         raise FileNotFoundError(f"no {split} shards match {pattern}")
@@ -109,13 +215,21 @@ def make_dataset(
 
     def to_pair(serialized):
         example = features.parse_examples(serialized)
-        noisy = tf.cast(example[features.NOISY], tf.float32) / 255.0
-        clean = tf.cast(example[features.CLEAN], tf.float32) / 255.0
-        return noisy, clean
+        return example[features.NOISY], example[features.CLEAN]
 
     dataset = dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         dataset = dataset.map(lambda n, c: _augment((n, c), crop), tf.data.AUTOTUNE)
+        if train_noise:
+            add_noise = fresh_noise(train_noise, seed)
+            dataset = dataset.enumerate(first_example).map(
+                lambda i, pair: (add_noise(i, pair[1]), pair[1]), tf.data.AUTOTUNE
+            )
+
+    def to_unit(noisy, clean):
+        return tf.cast(noisy, tf.float32) / 255.0, tf.cast(clean, tf.float32) / 255.0
+
+    dataset = dataset.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
@@ -150,18 +264,72 @@ def use_mixed_precision() -> bool:
 
 def build_model(args: argparse.Namespace, stats: dict):
     if args.task == "codec":
-        config = CodecConfig(args.num_filters, args.latent_filters, args.lmbda)
+        lmbdas = tuple(float(v) for v in args.lmbdas.split(",")) if args.lmbdas else ()
+        config = CodecConfig(args.num_filters, args.latent_filters, args.lmbda, lmbdas)
         model = ScaleHyperprior(config)
+        model.synthesis_quantizer = args.synthesis_quantizer
     else:
         config = DenoiserConfig(
             args.depth,
             args.filters,
             tuple(stats[statistics.CHANNEL_MEAN]),
             tuple(stats[statistics.CHANNEL_STD]),
+            args.unshuffle,
         )
         model = DnCNN(config)
     model.build_for_images()
     return model
+
+
+def load_exported_weights(model, name_or_path: str) -> dict:
+    """Copies an exported model's weights into ``model`` (same architecture); returns its card.
+
+    The exported tf.Module holds the Keras model as ``model``, so its variables read straight
+    into a checkpoint of the same structure.  Every weight of ``model`` must be found, except
+    the gains of a variable-rate codec started from a one-rate codec (they keep their
+    initialization, which makes the middle level the source model).
+    """
+    model_dir = registry.resolve(name_or_path)
+    variables = os.path.join(model_dir, "saved_model", "variables", "variables")
+    initial = {id(w): w.numpy() for w in model.weights}
+    for weight in model.weights:  # whatever the source lacks stays NaN and is caught below
+        weight.assign(tf.fill(weight.shape, np.nan))
+    try:
+        tf.train.Checkpoint(model=model).read(variables).expect_partial()
+    except (ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(
+            f"--init-from {name_or_path}: weights of another shape there (is it the same "
+            f"architecture and size?): {str(e).splitlines()[0]}"
+        ) from e
+    missing = []
+    for weight in model.weights:
+        if not np.isnan(weight.numpy()).any():
+            continue
+        weight.assign(initial[id(weight)])
+        if "gain" not in weight.name:
+            missing.append(weight.name)
+    if missing:
+        raise ValueError(
+            f"--init-from {name_or_path}: weights not found there: {', '.join(missing[:5])} "
+            "(is it the same architecture and size?)"
+        )
+    return load_model_card(model_dir)
+
+
+class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate held in a variable (plateaus and roll-backs lower it, checkpoints keep
+    it), ramped up linearly over the first ``warmup_steps`` steps."""
+
+    def __init__(self, base: tf.Variable, warmup_steps: int):
+        self.base = base
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / max(self.warmup_steps, 1))
+        return self.base * ramp
+
+    def get_config(self):
+        return {"warmup_steps": self.warmup_steps}
 
 
 def task_losses(model, noisy, clean, training: bool) -> dict[str, tf.Tensor]:
@@ -197,18 +365,28 @@ class Trainer:
         self.mixed = use_mixed_precision()
         with strategy.scope():
             self.model = build_model(args, stats)
-            schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-                [int(0.8 * args.steps)], [args.learning_rate, args.learning_rate / 10]
+            self.learning_rate = tf.Variable(args.learning_rate, trainable=False)
+            optimizer = keras.optimizers.Adam(
+                WarmupLearningRate(self.learning_rate, args.warmup_steps)
             )
-            optimizer = keras.optimizers.Adam(schedule)
             if self.mixed:
                 optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
             # Create Adam's moments now, so a restore fills them instead of deferring.
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            self.cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            # Plateau detection: best eval loss so far and evaluations since.
+            self.best_eval_loss = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+            self.evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, train_seconds=self.train_seconds
+            model=self.model,
+            optimizer=self.optimizer,
+            train_seconds=self.train_seconds,
+            cpu_seconds=self.cpu_seconds,
+            learning_rate=self.learning_rate,
+            best_eval_loss=self.best_eval_loss,
+            evals_since_best=self.evals_since_best,
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(args.model_dir, "checkpoints"), max_to_keep=3
@@ -227,6 +405,53 @@ class Trainer:
     def save(self) -> str:
         return self.manager.save(checkpoint_number=self.step)
 
+    def weights_are_finite(self) -> bool:
+        return all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.weights)
+
+    def roll_back(self) -> None:
+        """Back to the last checkpoint (all of it are finite) at a lower learning rate."""
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+        lowered = float(self.learning_rate.numpy()) * self.args.plateau_factor
+        if lowered < self.args.min_learning_rate:
+            raise FloatingPointError(
+                f"training keeps turning non-finite at learning rate {lowered:.3g} "
+                f"(below --min-learning-rate {self.args.min_learning_rate:g}); "
+                f"last good checkpoint: {self.manager.latest_checkpoint}"
+            )
+        self.learning_rate.assign(lowered)
+        LOG.warning(
+            "non-finite loss: rolled back to step %d, learning rate now %.3g",
+            self.step,
+            lowered,
+        )
+
+    def step_or_roll_back(self, batch) -> dict[str, float] | None:
+        """One training step; on a non-finite loss, a roll-back instead (returns None)."""
+        metrics = {k: float(v) for k, v in self.train_step(batch).items()}
+        if np.isfinite(metrics["loss"]) and np.isfinite(metrics.get("grad_norm", 0.0)):
+            return metrics
+        self.roll_back()
+        return None
+
+    def after_evaluation(self, eval_loss: float) -> None:
+        """Lowers the learning rate after --plateau-patience evaluations without progress."""
+        if not np.isfinite(eval_loss):
+            return
+        if eval_loss < float(self.best_eval_loss.numpy()):
+            self.best_eval_loss.assign(eval_loss)
+            self.evals_since_best.assign(0)
+            return
+        self.evals_since_best.assign_add(1)
+        patience = self.args.plateau_patience
+        if patience and int(self.evals_since_best.numpy()) >= patience:
+            lowered = max(
+                float(self.learning_rate.numpy()) * self.args.plateau_factor,
+                self.args.min_learning_rate,
+            )
+            self.learning_rate.assign(lowered)
+            self.evals_since_best.assign(0)
+            LOG.info("eval loss plateaued: learning rate now %.3g", lowered)
+
     @tf.function
     def train_step(self, batch):
         def replica_step(noisy, clean):
@@ -238,7 +463,17 @@ class Trainer:
             variables = self.model.trainable_variables
             gradients = tape.gradient(loss, variables)
             if self.mixed:
+                # The loss-scale optimizer skips steps with non-finite gradients itself.
                 gradients = self.optimizer.get_unscaled_gradients(gradients)
+            else:
+                norm = tf.linalg.global_norm(gradients)
+                metrics["grad_norm"] = norm
+                if self.args.clip_norm:
+                    gradients, _ = tf.clip_by_global_norm(gradients, self.args.clip_norm, norm)
+                # A non-finite gradient must not reach the weights (Adam's momentum still
+                # moves them a little); the caller then rolls the whole step back.
+                finite = tf.math.is_finite(norm) & tf.math.is_finite(metrics["loss"])
+                gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
             self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
             return metrics
 
@@ -303,18 +538,73 @@ def _training_data_summary(data_dir: str) -> dict:
     }
 
 
+LINEAGE_FILE = "lineage.json"  # under --model-dir: what a warm start began from
+COMMANDS_FILE = "commands.jsonl"  # under --model-dir: every invocation, with its start step
+
+
+def _start_lineage(trainer: Trainer, args: argparse.Namespace) -> dict:
+    """Warm-starts a fresh run from --init-from and records where it began; a resumed run
+    (or one without --init-from) reads what was recorded."""
+    path = os.path.join(args.model_dir, LINEAGE_FILE)
+    if os.path.exists(path):
+        return records.read_json(path)
+    lineage = {"steps": 0, "cpu_seconds": 0.0, "commands": []}
+    if args.init_from and trainer.step == 0:
+        source = load_exported_weights(trainer.model, args.init_from)
+        lineage = {
+            "init_from": args.init_from,
+            "init_fingerprint": source.get("fingerprint"),
+            "steps": source.get("cumulative_steps", source.get("steps", 0)),
+            # Older cards only know wall-clock seconds: the best estimate of their CPU time.
+            "cpu_seconds": source.get("cumulative_cpu_hours", 0.0) * 3600.0
+            or source.get("train_seconds", 0.0),
+            "commands": source.get("commands") or [source.get("command")],
+        }
+        LOG.info("warm start from %s (%s steps before)", args.init_from, lineage["steps"])
+    os.makedirs(args.model_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(lineage, handle, indent=2)
+    return lineage
+
+
+def _record_command(args: argparse.Namespace, command: str, step: int) -> list[str]:
+    """Appends this invocation to the run's command log; returns every distinct command."""
+    path = os.path.join(args.model_dir, COMMANDS_FILE)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"start_step": step, "command": command}) + "\n")
+    commands = [entry["command"] for entry in records.read_json_lines(path)]
+    return list(dict.fromkeys(commands))
+
+
 def run(argv=None) -> dict:
     """Trains to ``--steps`` (resuming if checkpoints exist), exports, returns the model card."""
     args = build_parser().parse_args(argv)
+    if args.train_noise:
+        noise.parse_spec(args.train_noise)  # a bad SPEC fails here, not inside tf.data
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     strategy = choose_strategy(args.cpu_replicas)
     data_dir = records.local_copy(args.data)  # TensorFlow reads local files only here
     stats = statistics.read_stats(os.path.join(data_dir, features.TRANSFORM_DIR))
     trainer = Trainer(args, strategy, stats)
     start = trainer.restore()
+    lineage = _start_lineage(trainer, args)
+    command = "latentpress train " + shlex.join(argv if argv is not None else sys.argv[1:])
+    commands = _record_command(args, command, start)
+    if not trainer.manager.latest_checkpoint:
+        trainer.save()  # a roll-back always has somewhere to go
 
     train_data = make_dataset(
-        data_dir, features.TRAIN_DIR, args.batch_size, True, args.crop, args.seed + start
+        data_dir,
+        features.TRAIN_DIR,
+        args.batch_size,
+        True,
+        args.crop,
+        args.seed + start,
+        args.train_noise if args.task == "denoise" else None,
+        first_example=start * args.batch_size,
     )
     try:
         eval_data = make_dataset(data_dir, features.EVAL_DIR, args.batch_size, False)
@@ -325,52 +615,70 @@ def run(argv=None) -> dict:
     writer = tf.summary.create_file_writer(os.path.join(args.model_dir, "logs"))
     progress = _Progress(start, args.steps, bar=not args.no_progress and sys.stderr.isatty())
     eval_metrics: dict[str, float] = {}
-    clock = time.monotonic()
+    clock, cpu_clock = time.monotonic(), time.process_time()
 
     def account_time():
-        nonlocal clock
-        now = time.monotonic()
+        nonlocal clock, cpu_clock
+        now, cpu_now = time.monotonic(), time.process_time()
         trainer.train_seconds.assign_add(now - clock)
-        clock = now
+        trainer.cpu_seconds.assign_add(cpu_now - cpu_clock)
+        clock, cpu_clock = now, cpu_now
+
+    def checkpoint():
+        account_time()
+        if trainer.weights_are_finite():
+            trainer.save()
+        else:
+            trainer.roll_back()
 
     try:
         while trainer.step < args.steps:
-            metrics = {k: float(v) for k, v in trainer.train_step(next(batches)).items()}
+            metrics = trainer.step_or_roll_back(next(batches))
+            if metrics is None:
+                continue
             step = trainer.step
             progress.update(step, metrics)
             with writer.as_default(step=step):
                 for name, value in metrics.items():
                     tf.summary.scalar(f"train/{name}", value)
+                tf.summary.scalar("train/learning_rate", float(trainer.learning_rate.numpy()))
             if step % args.eval_every == 0 or step == args.steps:
                 eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
+                trainer.after_evaluation(eval_metrics.get("loss", np.nan))
                 with writer.as_default(step=step):
                     for name, value in eval_metrics.items():
                         tf.summary.scalar(f"eval/{name}", value)
                 LOG.info("eval at step %d: %s", step, eval_metrics)
             if step % args.checkpoint_every == 0 or step == args.steps:
-                account_time()
-                trainer.save()
+                checkpoint()
     except KeyboardInterrupt:
-        account_time()
-        LOG.warning("interrupted: saved %s", trainer.save())
+        checkpoint()
+        LOG.warning("interrupted: saved %s", trainer.manager.latest_checkpoint)
         raise
     finally:
         progress.close()
 
     if not eval_metrics:
         eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
+    cpu_seconds = lineage["cpu_seconds"] + float(trainer.cpu_seconds.numpy())
     card = {
         "name": os.path.basename(os.path.normpath(args.model_dir)),
         "architecture": type(trainer.model).__name__,
         "config": trainer.model.config.as_dict(),
-        "lmbda": args.lmbda if args.task == "codec" else None,
+        "lmbda": args.lmbda if args.task == "codec" and not args.lmbdas else None,
         "training_data": _training_data_summary(data_dir),
         "steps": trainer.step,
+        "cumulative_steps": lineage["steps"] + trainer.step,
+        "cumulative_cpu_hours": round(cpu_seconds / 3600.0, 3),
+        "init_from": lineage.get("init_from"),
         "batch_size": args.batch_size,
         "train_seconds": round(float(trainer.train_seconds.numpy()), 1),
         "replicas": strategy.num_replicas_in_sync,
         "eval": {k: round(v, 4) for k, v in eval_metrics.items()},
-        "command": "latentpress train " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "learning_rate": float(trainer.learning_rate.numpy()),
+        "train_noise": args.train_noise if args.task == "denoise" else None,
+        "command": command,
+        "commands": [c for c in lineage["commands"] if c] + commands,
     }
     model = trainer.model
     if trainer.mixed:

@@ -52,12 +52,14 @@ def copy_samples(folder: Path, start: int = 0, stop: int | None = None) -> list[
     return copied
 
 
-def export_untrained_codec(directory: Path, name: str) -> str:
-    """A small untrained codec exported like a trained one: "another model" for tests."""
+def export_untrained_codec(directory: Path, name: str, lmbdas: tuple = ()) -> str:
+    """A small untrained codec exported like a trained one: "another model" for tests.
+
+    With ``lmbdas`` it is variable-rate; its initial gains already order the rates."""
     from models.codec import CodecConfig, ScaleHyperprior
     from models.export import CODEC, export_model
 
-    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24))
+    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24, lmbdas=lmbdas))
     model.build_for_images()
     export_model(model, CODEC, str(directory), {"name": name})
     return str(directory)

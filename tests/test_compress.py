@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from latentpress.samples import sample_paths
+from models.codefile import MAGIC, CodeFile
 from models.compressor import Compressor, bits_per_pixel
 from tests.conftest import export_untrained_codec
 
@@ -206,3 +209,80 @@ def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_mo
             errors[quality] = np.mean((np.asarray(decoded, dtype=np.float64) - original) ** 2)
     assert sizes["low"] < sizes["medium"] < sizes["high"]
     assert errors["low"] > errors["high"]
+
+
+@pytest.fixture(scope="module")
+def variable_rate_codec(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("variable") / "codec-vr"
+    return export_untrained_codec(folder, "codec-vr", lmbdas=(0.0025, 0.01, 0.04))
+
+
+def test_a_variable_rate_codec_orders_its_rates_and_decodes_at_the_recorded_quality(
+    variable_rate_codec,
+):
+    compressor = Compressor(variable_rate_codec)
+    x = sample_crop("coffee.png", 120, 200)
+    sizes = []
+    for quality in (0.0, 37.5, 100.0):
+        data = compressor.compress(x, quality=quality)
+        assert CodeFile.from_bytes(data).quality == quality
+        decoded = compressor.decompress(data)  # no quality given: the header has it
+        reference = compressor.reconstruct(x, quality)
+        assert np.abs(decoded.astype(int) - reference.astype(int)).max() <= 1
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1] < sizes[2]
+    with pytest.raises(ValueError, match="variable-rate"):
+        compressor.compress(x)
+
+
+def test_version_1_code_files_still_decode(compressor):
+    """Files written before the quality field (format version 1) keep decoding."""
+    x = sample_crop("astronaut.png", 64, 96)
+    current = compressor.compress(x)
+    code = CodeFile.from_bytes(current)
+    header = struct.pack(
+        ">4sB8sIIBIII",
+        MAGIC,
+        1,
+        bytes.fromhex(code.fingerprint),
+        code.height,
+        code.width,
+        code.source_channels,
+        code.index_checksum,
+        len(code.z_stream),
+        len(code.y_stream),
+    )
+    body = header + code.z_stream + code.y_stream
+    version_1 = body + struct.pack(">I", zlib.crc32(body))
+    np.testing.assert_array_equal(compressor.decompress(version_1), compressor.decompress(current))
+
+
+def test_quality_on_the_command_line(variable_rate_codec, tmp_path):
+    source = sample_paths()[2]
+    done = latentpress(
+        "compress", "--model", variable_rate_codec, "--quality", "30", source, "-o", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    (code,) = tmp_path.glob("*.lpc")
+    assert CodeFile.from_bytes(code.read_bytes()).quality == 30.0
+    done = latentpress(
+        "decompress", "--model", variable_rate_codec, str(code), "-o", str(tmp_path / "d")
+    )
+    assert done.returncode == 0, done.stderr
+    for bad, message in (("150", "number 0-100"), ("best", "number 0-100")):
+        done = latentpress(
+            "compress",
+            "--model",
+            variable_rate_codec,
+            "--quality",
+            bad,
+            source,
+            "-o",
+            str(tmp_path / "x"),
+        )
+        assert done.returncode != 0 and message in done.stderr
+    one_rate = export_untrained_codec(tmp_path / "one", "one")
+    done = latentpress(
+        "compress", "--model", one_rate, "--quality", "40", source, "-o", str(tmp_path / "y")
+    )
+    assert done.returncode != 0 and "single rate" in done.stderr

@@ -194,8 +194,11 @@ def test_flex_template_parameters_are_validated_archive_flags():
         assert all(re.fullmatch(r, value) for r in parameters[name]["regexes"]), name
     for name, value in FLEX_INVALID.items():
         assert not all(re.fullmatch(r, value) for r in parameters[name]["regexes"]), name
+    quality = parameters["quality"]["regexes"]
+    assert all(all(re.fullmatch(r, q) for r in quality) for q in ("0", "37.5", "100"))
+    assert not any(all(re.fullmatch(r, q) for r in quality) for q in ("101", "-3", "1e2"))
     # The launcher passes each parameter as --name=value, as here.
-    given = {k: v for k, v in FLEX_EXAMPLE.items() if k != "model"}  # model or quality
+    given = {k: v for k, v in FLEX_EXAMPLE.items() if k != "model"}
     args, _ = split_args(archive.build_parser(), [f"--{k}={v}" for k, v in given.items()])
     assert args.input == [FLEX_EXAMPLE["input"]] and args.archive == FLEX_EXAMPLE["archive"]
     assert (args.mode, args.reprocess_older_models, args.keep_runs) == ("compress", True, 7)

@@ -208,3 +208,105 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(prepared, tmp_path):
     assert card["steps"] == 30
     noisy_psnr, psnr = card["eval"]["noisy_psnr"], card["eval"]["psnr"]
     assert psnr > noisy_psnr, card["eval"]  # it learned to denoise across both replicas
+
+
+def test_a_non_finite_step_rolls_back_to_the_last_checkpoint_at_a_lower_rate(prepared, tmp_path):
+    args, trainer = make_trainer(prepared, tmp_path, ["--steps=20", *TINY_DENOISER])
+    batches = iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
+    for _ in range(3):
+        assert trainer.step_or_roll_back(next(batches)) is not None
+    trainer.save()
+    saved = [w.numpy().copy() for w in trainer.model.weights]
+    trainer.step_or_roll_back(next(batches))
+    # A blow-up: one weight turns NaN, so the next loss is NaN.
+    kernel = trainer.model.weights[0]
+    kernel.assign(tf.fill(kernel.shape, np.nan))
+
+    assert trainer.step_or_roll_back(next(batches)) is None
+    assert trainer.step == 3
+    assert trainer.learning_rate.numpy() == pytest.approx(args.learning_rate * 0.5)
+    for weight, before in zip(trainer.model.weights, saved, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), before)
+    assert trainer.step_or_roll_back(next(batches)) is not None  # and it trains on
+
+
+def test_a_non_finite_gradient_never_reaches_the_weights(prepared, tmp_path):
+    _, trainer = make_trainer(prepared, tmp_path, ["--steps=20", *TINY_DENOISER])
+    noisy, clean = next(iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, True)))
+    trainer.train_step((noisy, clean))
+    trainer.save()
+    before = [w.numpy().copy() for w in trainer.model.weights]
+    poisoned = tf.tensor_scatter_nd_update(noisy, [[0, 0, 0, 0]], [np.inf])
+    metrics = trainer.train_step((poisoned, clean))
+    assert not np.isfinite(float(metrics["loss"]))
+    assert trainer.weights_are_finite()
+    # ... and the guarded step undoes even the momentum's small move.
+    assert trainer.step_or_roll_back((poisoned, clean)) is None
+    for weight, old in zip(trainer.model.weights, before, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), old)
+
+
+def test_the_learning_rate_drops_only_after_a_plateau(prepared, tmp_path):
+    _, trainer = make_trainer(
+        prepared, tmp_path, ["--plateau-patience=2", "--learning-rate=1e-3", *TINY_DENOISER]
+    )
+    for loss in (5.0, 4.0, 4.5, 3.9, 4.2):  # improvements reset the count
+        trainer.after_evaluation(loss)
+    assert trainer.learning_rate.numpy() == pytest.approx(1e-3)
+    trainer.after_evaluation(4.1)  # second evaluation in a row without a better loss
+    assert trainer.learning_rate.numpy() == pytest.approx(5e-4)
+
+
+def test_fresh_noise_follows_the_spec_and_is_seeded_by_example(prepared):
+    dataset = train.make_dataset(
+        str(prepared), features.TRAIN_DIR, 8, True, train_noise="gaussian:25"
+    )
+    noisy, clean = (t.numpy() for t in next(iter(dataset)))
+    residual = (noisy - clean) * 255.0  # the stored patches had sigma 10-40
+    inside = (clean > 0.2) & (clean < 0.8)  # away from clipping
+    assert np.std(residual[inside]) == pytest.approx(25.0, rel=0.05)
+
+    add_noise = train.fresh_noise("gaussian:25", seed=0)
+    patch = tf.constant(np.full((16, 16, 3), 128, np.uint8))
+    first = add_noise(tf.constant(7, tf.int64), patch).numpy()
+    np.testing.assert_array_equal(first, add_noise(tf.constant(7, tf.int64), patch).numpy())
+    # A resumed run numbers its examples on from where it stopped: new draws.
+    assert not np.array_equal(first, add_noise(tf.constant(8007, tf.int64), patch).numpy())
+    assert not np.array_equal(
+        first, train.fresh_noise("gaussian:25", seed=1)(tf.constant(7, tf.int64), patch).numpy()
+    )
+
+
+def test_init_from_copies_the_weights_and_adds_up_steps_and_commands(prepared, tmp_path):
+    source = tmp_path / "source"
+    first = train.run(
+        [f"--data={prepared}", f"--model-dir={source}", "--steps=6", *TINY_CODEC, *QUIET]
+    )
+    second = train.run(
+        [
+            f"--data={prepared}",
+            f"--model-dir={tmp_path / 'warm'}",
+            f"--init-from={source / 'export'}",
+            "--steps=4",
+            *TINY_CODEC,
+            *QUIET,
+        ]
+    )
+    assert second["steps"] == 4 and second["cumulative_steps"] == 10
+    assert second["cumulative_cpu_hours"] > first["cumulative_cpu_hours"] > 0
+    assert second["commands"][0] == first["command"]
+    assert second["init_from"] == str(source / "export")
+
+    # Right after the warm start the weights are the source's.
+    _, trainer = make_trainer(prepared, tmp_path / "check", ["--steps=1", *TINY_CODEC])
+    train.load_exported_weights(trainer.model, str(source / "export"))
+    assert export.fingerprint(trainer.model) == first["fingerprint"]
+
+
+def test_init_from_refuses_another_architecture(prepared, tmp_path):
+    source = tmp_path / "source"
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=2", *TINY_CODEC, *QUIET])
+    wider = [f if not f.startswith("--num-filters") else "--num-filters=24" for f in TINY_CODEC]
+    _, trainer = make_trainer(prepared, tmp_path / "w", ["--steps=1", *wider])
+    with pytest.raises(ValueError, match="same architecture"):
+        train.load_exported_weights(trainer.model, str(source / "export"))

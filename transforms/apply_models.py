@@ -87,8 +87,12 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def process_image(models: Models, image: DecodedImage, mode: str) -> Processed:
-    """Denoise and/or compress one image; in ``both`` the cleaned image is what is encoded."""
+def process_image(
+    models: Models, image: DecodedImage, mode: str, quality: float | None = None
+) -> Processed:
+    """Denoise and/or compress one image; in ``both`` the cleaned image is what is encoded.
+
+    ``quality`` (0-100) is the rate of a variable-rate codec (None for a one-rate codec)."""
     from models.compressor import to_grayscale
     from models.inference import psnr
 
@@ -101,12 +105,12 @@ def process_image(models: Models, image: DecodedImage, mode: str) -> Processed:
         result.clean_png = encode_png(to_grayscale(pixels) if grayscale else pixels)
     if mode in (COMPRESS, BOTH):
         channels = 1 if grayscale else 3
-        y_hat, z_hat = models.compressor.analyze(pixels)
+        y_hat, z_hat = models.compressor.analyze(pixels, quality)
         height, width = pixels.shape[:2]
-        result.code = models.compressor.encode(y_hat, z_hat, height, width, channels)
+        result.code = models.compressor.encode(y_hat, z_hat, height, width, channels, quality)
         # The decoder's output is the synthesis of these very latents; PSNR is measured on
         # what the user gets back (grayscale for a grayscale source).
-        decoded = models.compressor.synthesize(y_hat, height, width)
+        decoded = models.compressor.synthesize(y_hat, height, width, quality)
         if grayscale:
             pixels, decoded = to_grayscale(pixels), to_grayscale(decoded)
         result.psnr_db = psnr(pixels, decoded)
@@ -115,10 +119,17 @@ def process_image(models: Models, image: DecodedImage, mode: str) -> Processed:
 
 class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
     def __init__(
-        self, mode: str, codec: str, denoiser: str, threads: int = 0, gpu_memory_mb: int = 0
+        self,
+        mode: str,
+        codec: str,
+        denoiser: str,
+        threads: int = 0,
+        gpu_memory_mb: int = 0,
+        quality: float | None = None,
     ):
         super().__init__()
         self._mode = mode
+        self._quality = quality
         self._codec = codec
         self._denoiser = denoiser
         self._threads = threads
@@ -141,7 +152,7 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         results = []
         for image in batch:
             try:
-                results.append(process_image(model, image, self._mode))
+                results.append(process_image(model, image, self._mode, self._quality))
             except Exception as e:  # noqa: BLE001 - one bad image must not sink its batch
                 LOG.warning("inference failed on %s: %s", image.path, e)
                 results.append(Processed(image, error=f"{type(e).__name__}: {e}"))
