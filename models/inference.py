@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -13,7 +11,7 @@ from models.export import load_model_card, load_saved_model
 # Larger images are denoised in overlapping tiles so memory stays bounded (a 48-channel
 # activation of a 24-megapixel image alone would take 4.6 GB).
 TILE = 1024
-OVERLAP = 32  # more than the receptive field radius of the default network (10 3x3 layers)
+DEFAULT_OVERLAP = 32  # for cards that do not describe their network
 PSNR_CAP = 100.0  # identical images; keeps the manifest valid JSON
 
 
@@ -27,37 +25,54 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     return round(float(min(value, PSNR_CAP)), 4)
 
 
-def _tile_starts(size: int) -> list[int]:
-    if size <= TILE:
-        return [0]
-    step = TILE - 2 * OVERLAP
-    count = math.ceil((size - 2 * OVERLAP) / step)
-    return [min(i * step, size - TILE) for i in range(count)]
+def tile_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """(start, end) of tiles covering [0, size), each overlapping the next by >= 2 * overlap.
+
+    Starts are multiples of ``align`` (a network that works on align x align blocks sees the
+    same blocks in a tile as in the whole image); the last tile ends at ``size``, so it may be
+    up to ``align - 1`` pixels longer than ``tile``.
+    """
+    if size <= tile:
+        return [(0, size)]
+    step = (tile - 2 * overlap) // align * align
+    last = (size - tile) // align * align
+    starts = list(range(0, last, step)) + [last]
+    return [(start, min(start + tile, size)) for start in starts[:-1]] + [(last, size)]
 
 
 class Denoiser:
-    def __init__(self, model: str = registry.DEFAULT_DENOISER):
+    def __init__(self, model: str = registry.DEFAULT_DENOISER, tile: int = TILE):
         self.model_dir = registry.resolve(model)
         self.card = load_model_card(self.model_dir)
         self.module = load_saved_model(self.model_dir)
         self.fingerprint = self.card["fingerprint"]
+        self.tile = tile
+        # The overlap follows the network: what one output pixel can see, rounded up to
+        # whole blocks of its pixel-unshuffle.
+        config = self.card.get("config", {})
+        self.align = int(config.get("unshuffle", 1))
+        if "depth" in config:
+            radius = (int(config["depth"]) + 1) * self.align
+            self.overlap = -(-radius // self.align) * self.align
+        else:
+            self.overlap = DEFAULT_OVERLAP
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
         return self.module.denoise(tf.constant(pixels, tf.uint8))["image"].numpy()
 
     def denoise(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) -> uint8 (H, W, 3); tiles with overlap beyond TILE pixels a side."""
+        """uint8 (H, W, 3) -> uint8 (H, W, 3); tiled when a side exceeds the tile size."""
         height, width = pixels.shape[:2]
-        if height <= TILE and width <= TILE:
+        if height <= self.tile and width <= self.tile:
             return self._run(pixels)
         out = np.empty_like(pixels)
-        for top in _tile_starts(height):
-            for left in _tile_starts(width):
-                tile = self._run(np.ascontiguousarray(pixels[top : top + TILE, left : left + TILE]))
+        for top, bottom in tile_spans(height, self.tile, self.overlap, self.align):
+            for left, right in tile_spans(width, self.tile, self.overlap, self.align):
+                tile = self._run(np.ascontiguousarray(pixels[top:bottom, left:right]))
                 # keep each tile's interior; image borders keep the tile's edge too
-                inner_top = 0 if top == 0 else OVERLAP
-                inner_left = 0 if left == 0 else OVERLAP
-                out[
-                    top + inner_top : top + tile.shape[0], left + inner_left : left + tile.shape[1]
-                ] = tile[inner_top:, inner_left:]
+                inner_top = 0 if top == 0 else self.overlap
+                inner_left = 0 if left == 0 else self.overlap
+                out[top + inner_top : bottom, left + inner_left : right] = tile[
+                    inner_top:, inner_left:
+                ]
         return out

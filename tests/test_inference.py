@@ -22,12 +22,35 @@ def test_tiled_denoising_equals_denoising_the_whole_image():
     assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
 
 
-def test_tile_starts_cover_the_image_with_overlap():
-    for size in (1025, 1500, 2200, 4097):
-        starts = inference._tile_starts(size)
-        assert starts[0] == 0 and starts[-1] + inference.TILE == size
-        steps = np.diff(starts)
-        assert (steps > 0).all() and (steps <= inference.TILE - 2 * inference.OVERLAP).all()
+def test_tiles_cover_the_image_with_overlap_on_the_block_grid():
+    for size, align in ((1025, 1), (1500, 2), (2200, 1), (4097, 2), (1031, 4)):
+        spans = inference.tile_spans(size, inference.TILE, 32, align)
+        starts = np.array([start for start, _ in spans])
+        ends = np.array([end for _, end in spans])
+        assert starts[0] == 0 and ends[-1] == size
+        assert (starts % align == 0).all()
+        assert (ends[:-1] - starts[1:] >= 2 * 32).all()  # consecutive tiles overlap enough
+        assert (ends - starts <= inference.TILE + align - 1).all()
+
+
+def test_tiling_stays_exact_for_a_pixel_unshuffle_network(tmp_path):
+    """The overlap and the tile grid follow the network (depth, unshuffle), not a constant."""
+    from models.denoiser import DenoiserConfig, DnCNN
+    from models.export import DENOISER, export_model
+
+    model = DnCNN(DenoiserConfig(depth=6, filters=8, unshuffle=2))
+    model.build_for_images()
+    residual = model.noise_estimator.layers[-1]  # zero at start: make the net do something
+    residual.kernel.assign(np.random.default_rng(0).normal(0, 0.05, residual.kernel.shape))
+    export_model(model, DENOISER, str(tmp_path), {"name": "unshuffle"})
+    denoiser = Denoiser(str(tmp_path), tile=96)
+    assert denoiser.overlap >= (6 + 1) * 2 and denoiser.align == 2
+
+    noisy = np.random.default_rng(1).integers(0, 256, (251, 333, 3), dtype=np.uint8)
+    tiled = denoiser.denoise(noisy)
+    whole = denoiser._run(noisy)
+    assert not np.array_equal(whole, noisy)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
 
 
 def test_psnr_is_capped_for_identical_images_and_finite_otherwise():
