@@ -15,8 +15,10 @@ Codec signatures (one image at a time, so results never depend on batch composit
     after y_hat); scale_indexes needs none (the side information carries the rate).
     entropy_parameters() -> z_pmf float32 [N, 2*Z_RANGE+1], scale_table float32 [NUM_SCALES],
                             z_range, y_range
-Denoiser signature:
+Denoiser signatures:
     denoise(image uint8 [H, W, 3]) -> image uint8 [H, W, 3]
+    denoise_float(image float32 [H, W, 3] on the 0-255 scale, unclipped) -> image uint8:
+        for noise that was never rounded to 8 bits (the literature's benchmark setting)
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ class DenoiserModule(tf.Module):
     def denoise(self, image):
         return {"image": _to_uint8(self.model(_to_unit(image))[0])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32, name="image")])
+    def denoise_float(self, image):
+        return {"image": _to_uint8(self.model(_to_unit(image))[0])}
+
 
 def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     """Writes ``export_dir/saved_model`` and ``export_dir/model_card.json``; returns the card."""
@@ -157,7 +163,11 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
         }
     elif task == DENOISER:
         module = DenoiserModule(model)
-        signatures = {"serving_default": module.denoise, "denoise": module.denoise}
+        signatures = {
+            "serving_default": module.denoise,
+            "denoise": module.denoise,
+            "denoise_float": module.denoise_float,
+        }
     else:
         raise ValueError(f"unknown task {task!r}")
     os.makedirs(export_dir, exist_ok=True)

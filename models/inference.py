@@ -58,14 +58,20 @@ class Denoiser:
             self.overlap = DEFAULT_OVERLAP
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.module.denoise(tf.constant(pixels, tf.uint8))["image"].numpy()
+        if pixels.dtype == np.uint8:
+            return self.module.denoise(tf.constant(pixels, tf.uint8))["image"].numpy()
+        if not hasattr(self.module, "denoise_float"):
+            raise ValueError(f"denoiser {self.fingerprint} takes 8-bit images only (older export)")
+        return self.module.denoise_float(tf.constant(pixels, tf.float32))["image"].numpy()
 
     def denoise(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) -> uint8 (H, W, 3); tiled when a side exceeds the tile size."""
+        """(H, W, 3) uint8, or float on the 0-255 scale (noise never rounded) -> uint8 (H, W, 3).
+
+        Tiled when a side exceeds the tile size."""
         height, width = pixels.shape[:2]
         if height <= self.tile and width <= self.tile:
             return self._run(pixels)
-        out = np.empty_like(pixels)
+        out = np.empty(pixels.shape, np.uint8)
         for top, bottom in tile_spans(height, self.tile, self.overlap, self.align):
             for left, right in tile_spans(width, self.tile, self.overlap, self.align):
                 tile = self._run(np.ascontiguousarray(pixels[top:bottom, left:right]))

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(denoise_baselines.BASELINES),
         help="Classical denoisers (bm3d, nlm, wavelet, opencv_nlm); empty for none.",
     )
+    parser.add_argument(
+        "--float-noise",
+        action="store_true",
+        help="Denoising: leave the Gaussian noise unrounded and unclipped (float), as the "
+        "published tables do; default: rounded to 8 bits like a saved photograph.",
+    )
     parser.add_argument("--no-codec", action="store_true", help="Skip the rate-distortion part.")
     parser.add_argument("--no-denoise", action="store_true", help="Skip the denoising part.")
     return parser
@@ -125,8 +131,9 @@ def make_tasks(paths: list[str], args) -> list[dict]:
 class Evaluate(beam.DoFn):
     """One task -> one measured point (or the point with an ``error``)."""
 
-    def __init__(self, denoiser: str, total: int):
+    def __init__(self, denoiser: str, total: int, float_noise: bool = False):
         self._denoiser_name = denoiser
+        self._float_noise = float_noise
         self._total = total
 
     def setup(self):
@@ -197,7 +204,9 @@ class Evaluate(beam.DoFn):
         from skimage.metrics import structural_similarity
 
         sigma = task["sigma"]
-        noisy = denoise_baselines.add_noise(clean, sigma, noise_seed(name, sigma))
+        noisy = denoise_baselines.add_noise(
+            clean, sigma, noise_seed(name, sigma), rounded=not self._float_noise
+        )
         start = time.perf_counter()
         if task["method"] == NOISY:
             result = noisy
@@ -246,7 +255,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         pipeline
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
-        | "Evaluate" >> beam.ParDo(Evaluate(args.denoiser, len(tasks)))
+        | "Evaluate" >> beam.ParDo(Evaluate(args.denoiser, len(tasks), args.float_noise))
     )
     for part in PARTS:
         if part in {task["kind"] for task in tasks}:
@@ -270,6 +279,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "models": {m: registry.card(m).get("fingerprint", "") for m in args.model},
         "denoiser": args.denoiser,
         "sigmas": [float(s) for s in _names(args.sigma)],
+        "float_noise": args.float_noise,
     }
     measured = sorted({p["path"] for p in points if "error" not in p})
     sample = measured[0] if measured else None  # the example grid needs a readable image

@@ -212,7 +212,8 @@ def _markdown(results: dict) -> str:
                 f"| {codec} | all | | | | {speed['encode_ms_per_mp']:.0f} | "
                 f"{speed['decode_ms_per_mp']:.0f} |"
             )
-    lines += ["", "## Denoising (AWGN, seeded, rounded to 8 bits)", ""]
+    rounding = "float, unrounded" if config.get("float_noise") else "rounded to 8 bits"
+    lines += ["", f"## Denoising (AWGN, seeded, {rounding})", ""]
     for sigma, methods in results["denoising"].items():
         lines += [
             f"σ = {sigma}:",

@@ -60,3 +60,27 @@ def test_psnr_is_capped_for_identical_images_and_finite_otherwise():
     other[0, 0, 0] = 110
     expected = 10 * np.log10(255**2 / (100 / image.size))
     assert abs(psnr(image, other) - expected) < 1e-3
+
+
+def test_float_noise_goes_through_the_same_network_unrounded(tmp_path):
+    """--float-noise: noise never rounded to 8 bits reaches the denoiser as float."""
+    from models.denoiser import DenoiserConfig, DnCNN
+    from models.export import DENOISER, export_model
+    from transforms.denoise_baselines import add_noise
+
+    model = DnCNN(DenoiserConfig(depth=3, filters=8))
+    model.build_for_images()
+    residual = model.noise_estimator.layers[-1]
+    residual.kernel.assign(np.random.default_rng(0).normal(0, 0.05, residual.kernel.shape))
+    export_model(model, DENOISER, str(tmp_path), {"name": "tiny"})
+    denoiser = Denoiser(str(tmp_path))
+
+    clean = np.full((40, 50, 3), 250, np.uint8)
+    noisy = add_noise(clean, 25.0, seed=3, rounded=False)
+    assert noisy.dtype == np.float32 and noisy.max() > 255  # neither rounded nor clipped
+    assert not np.array_equal(noisy, np.rint(noisy))
+    integral = add_noise(clean, 25.0, seed=3)
+    np.testing.assert_array_equal(
+        denoiser.denoise(integral.astype(np.float32)), denoiser.denoise(integral)
+    )
+    assert not np.array_equal(denoiser.denoise(noisy), denoiser.denoise(integral))

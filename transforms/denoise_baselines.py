@@ -1,7 +1,8 @@
 """Classical denoisers to compare the learned one with, all told the true noise level.
 
-Each takes a noisy 8-bit RGB image and the Gaussian sigma (8-bit scale) and returns an 8-bit
-RGB image.  Parameters follow each library's documented recommendations for AWGN.
+Each takes a noisy RGB image (uint8, or float on the 0-255 scale for noise that was never
+rounded) and the Gaussian sigma (8-bit scale) and returns an 8-bit RGB image.  Parameters
+follow each library's documented recommendations for AWGN.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def opencv_nlm(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """OpenCV fastNlMeansDenoisingColored (works in Lab), filter strength tied to sigma."""
     import cv2
 
+    noisy = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)  # OpenCV takes 8-bit input only
     bgr = np.ascontiguousarray(noisy[..., ::-1])
     strength = float(max(3.0, 0.8 * sigma))
     out = cv2.fastNlMeansDenoisingColored(bgr, None, strength, strength, 7, 21)
@@ -73,7 +75,9 @@ BASELINES = {
 }
 
 
-def add_noise(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    """Additive white Gaussian noise, rounded and clipped to 8 bits like a saved photo."""
+def add_noise(clean: np.ndarray, sigma: float, seed: int, rounded: bool = True) -> np.ndarray:
+    """Additive white Gaussian noise, rounded and clipped to 8 bits like a saved photo; with
+    ``rounded=False`` left as float (the setting of the published benchmark tables)."""
     rng = np.random.default_rng(seed)
-    return np.clip(np.rint(clean + rng.normal(0.0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+    noisy = clean + rng.normal(0.0, sigma, clean.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8) if rounded else noisy.astype(np.float32)
