@@ -214,6 +214,10 @@ class ScaleHyperprior(keras.Model):
             z_tilde = self.quantize_z(z)
             index = tf.cast(quantize_index(self.hyper_synthesis_transform(z_tilde)), tf.float32)
             y_tilde = self.quantize_y(y)
+        # Any image size trains: h_s and g_s upsample to multiples of 4 and 16, so their
+        # outputs are cropped to y and x (as tensorflow/compression does).
+        y_shape = tf.shape(y)
+        index = index[:, : y_shape[1], : y_shape[2], :]
         sigma = scale_from_index(tf.cast(index, tf.float32))
         y_likelihood = self.gaussian_conditional(y_tilde, sigma)
         z_likelihood = self.factorized_prior(z_tilde)
@@ -222,6 +226,7 @@ class ScaleHyperprior(keras.Model):
         else:
             x_hat = self.synthesize(y_tilde, quality)
 
+        x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.
         pixels_per_image = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
         bits = -tf.reduce_sum(tf.math.log(y_likelihood), axis=[1, 2, 3]) - tf.reduce_sum(

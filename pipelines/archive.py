@@ -43,10 +43,10 @@ from pipelines.options import (
 )
 from transforms import archive, decode, manifest, records
 from transforms.apply_models import WriteOutputs
+from transforms.archive import ARCHIVED, INCOMPLETE, OLDER
 from transforms.read_images import DEAD_LETTER, DecodeImages, MatchFiles
 
 LOG = logging.getLogger(__name__)
-ARCHIVED, OLDER = "archived", "older"  # what the archive holds for a content hash
 DUPLICATE = "duplicate"
 
 
@@ -121,8 +121,8 @@ def _one_per_content(item, known: dict):
     first, *others = sorted(files, key=lambda f: f.path)
     for other in others:
         yield beam.pvalue.TaggedOutput(DUPLICATE, {"path": other.path, "same_as": first.path})
-    if known.get(sha) == OLDER:
-        yield beam.pvalue.TaggedOutput(OLDER, sha)
+    if known.get(sha) in (OLDER, INCOMPLETE):
+        yield beam.pvalue.TaggedOutput(known[sha], sha)
     yield first
 
 
@@ -145,6 +145,8 @@ def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config:
         "duplicates": counts.get(DUPLICATE, 0),
         "processed": totals["written"],
         "reprocessed_from_older_models": counts.get(OLDER, 0),
+        # Held before without an output this mode makes (e.g. denoised only, now --mode both).
+        "completed_missing_outputs": counts.get(INCOMPLETE, 0),
         "failed": sum(failed.values()),
         "failed_by_reason": failed,
         "bytes_in": totals["bytes_in"],
@@ -190,19 +192,18 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "OpenManifest" >> fileio.ReadMatches()
         | "ManifestRecords" >> beam.FlatMap(_records_of)
         | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], r))
-        | "NewestPerContent" >> beam.CombinePerKey(archive.newest)
+        | "RecordsPerContent" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
         | "Classify"
         >> beam.MapTuple(
-            lambda sha, record: (
+            lambda sha, held: (
                 sha,
-                ARCHIVED
-                if archive.is_archived(
-                    record,
+                archive.archive_state(
+                    held,
+                    args.mode,
                     codec_fingerprint,
                     denoiser_fingerprint,
                     args.reprocess_older_models,
-                )
-                else OLDER,
+                ),
             )
         )
     )
@@ -218,7 +219,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         triaged.new
         | "GroupByContent" >> beam.GroupByKey()
         | "OnePerContent"
-        >> beam.ParDo(_one_per_content, known_view).with_outputs(DUPLICATE, OLDER, main="files")
+        >> beam.ParDo(_one_per_content, known_view).with_outputs(
+            DUPLICATE, OLDER, INCOMPLETE, main="files"
+        )
     )
     # New files are read a second time here rather than carrying their bytes through the
     # GroupByContent shuffle; files already archived are read once, to hash them.
@@ -266,6 +269,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: (ARCHIVED, 1)),
             chosen[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: (DUPLICATE, 1)),
             chosen[OLDER] | "CountOlder" >> beam.Map(lambda _: (OLDER, 1)),
+            chosen[INCOMPLETE] | "CountIncomplete" >> beam.Map(lambda _: (INCOMPLETE, 1)),
             dead_letters
             | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
         )

@@ -214,3 +214,19 @@ def test_retention_keeps_the_newest_runs_and_drops_only_stale_temporary_files(tm
     ]
     assert code.exists() and fresh.exists() and not stale.exists()
     assert code.read_bytes() == b"kept"
+
+
+def test_a_wider_mode_later_makes_the_outputs_an_earlier_run_did_not(samples, tmp_path):
+    corpus, store = tmp_path / "corpus", tmp_path / "archive"
+    for index, sample in enumerate(samples[:2]):
+        small_copy(sample, corpus / f"img{index}.png", (0, 0, 80, 64))
+    cleaned = run_archive(corpus, store, "--mode=denoise")
+    assert cleaned["processed"] == 2 and code_files(store) == []
+
+    both = run_archive(corpus, store, "--mode=both")
+    assert (both["processed"], both["completed_missing_outputs"]) == (2, 2)
+    assert both["already_archived"] == 0 and accounted(both)
+    assert len(code_files(store)) == 2
+
+    again = run_archive(corpus, store, "--mode=compress")  # codes are held now
+    assert (again["processed"], again["already_archived"]) == (0, 2)

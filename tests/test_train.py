@@ -310,3 +310,18 @@ def test_init_from_refuses_another_architecture(prepared, tmp_path):
     _, trainer = make_trainer(prepared, tmp_path / "w", ["--steps=1", *wider])
     with pytest.raises(ValueError, match="same architecture"):
         train.load_exported_weights(trainer.model, str(source / "export"))
+
+
+def test_the_codec_trains_on_crops_of_any_size(prepared, tmp_path):
+    """40 is no multiple of the codec's 64: the scales and the output are cropped to fit."""
+    card = train.run(
+        [
+            f"--data={prepared}",
+            f"--model-dir={tmp_path}",
+            "--steps=2",
+            "--crop=40",
+            *TINY_CODEC,
+            *QUIET,
+        ]
+    )
+    assert card["steps"] == 2 and np.isfinite(card["eval"]["loss"])

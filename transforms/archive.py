@@ -76,17 +76,33 @@ def archived_records(archive: str) -> dict[str, dict]:
     return {sha: newest(records) for sha, records in by_content.items()}
 
 
-def is_archived(record: dict | None, codec: str, denoiser: str, reprocess_older: bool) -> bool:
-    """Whether an image with this newest record needs no work this run.
+ARCHIVED = "archived"  # holds every output this run would make
+OLDER = "older"  # holds them, but by older models, and --reprocess-older-models was given
+INCOMPLETE = "incomplete"  # lacks an output this run's mode makes (e.g. denoised only)
 
-    Without ``reprocess_older`` any earlier record counts: old codes stay valid and decodable
-    with the model that wrote them.  With it, only a record by exactly these models counts.
+
+def archive_state(
+    records: list[dict], mode: str, codec: str, denoiser: str, reprocess_older: bool
+) -> str:
+    """What the archive holds for one content hash, given all of its manifest records.
+
+    Each output the mode makes must be held: a code file (compress, both) and a cleaned
+    image (denoise, both), from any earlier run.  Without ``reprocess_older`` an output by any
+    model counts (old codes stay decodable with the model that wrote them); with it, only one
+    by exactly this run's models.
     """
-    if record is None:
-        return False
-    if not reprocess_older:
-        return True
-    return record["model_fingerprint"] == codec and record["denoiser_fingerprint"] == denoiser
+    wanted = []
+    if mode in ("compress", "both"):
+        wanted.append(("model_fingerprint", codec))
+    if mode in ("denoise", "both"):
+        wanted.append(("denoiser_fingerprint", denoiser))
+    if not all(any(r[field] for r in records) for field, _ in wanted):
+        return INCOMPLETE
+    if reprocess_older and not all(
+        any(r[field] == fingerprint for r in records) for field, fingerprint in wanted
+    ):
+        return OLDER
+    return ARCHIVED
 
 
 def store_model(archive: str, model_dir: str, fingerprint: str) -> str:
