@@ -115,6 +115,60 @@ class Compressor:
         height, width = pixels.shape[:2]
         return self.encode(y_hat, z_hat, height, width, source_channels, quality)
 
+    def choose_quality(
+        self,
+        pixels: np.ndarray,
+        source_channels: int = 3,
+        target_psnr: float | None = None,
+        target_bpp: float | None = None,
+        probes: int = 7,
+    ) -> tuple[float, bool]:
+        """(quality, met): the lowest quality whose decoded image reaches ``target_psnr`` dB,
+        or the highest whose code file stays within ``target_bpp``, found by bisection over
+        [0, 100] (``probes`` steps after the two ends: within 100 / 2^probes).  When no
+        quality meets the target, the nearest end (100 for PSNR, 0 for bpp) and False.
+
+        PSNR is measured as the user gets the image back (luma for a grayscale source); bpp
+        from real code files, header included.
+        """
+        if not self.variable_rate:
+            raise ValueError("a target needs a variable-rate codec")
+        if (target_psnr is None) == (target_bpp is None):
+            raise ValueError("give exactly one of target_psnr and target_bpp")
+        from models.inference import psnr
+
+        height, width = pixels.shape[:2]
+        reference = to_grayscale(pixels) if source_channels == 1 else pixels
+
+        def good_enough(quality: float) -> bool:
+            if target_bpp is not None:
+                data = self.compress(pixels, source_channels, quality)
+                return bits_per_pixel(len(data), height, width) <= target_bpp
+            decoded = self.reconstruct(pixels, quality)
+            if source_channels == 1:
+                decoded = to_grayscale(decoded)
+            return psnr(reference, decoded) >= target_psnr
+
+        # PSNR rises with quality: search the lowest good one.  bpp rises too: the highest.
+        low, high = 0.0, 100.0
+        if target_psnr is not None:
+            if not good_enough(high):
+                return high, False
+            if good_enough(low):
+                return low, True
+            for _ in range(probes):
+                middle = float(np.float32((low + high) / 2))
+                low, high = (low, middle) if good_enough(middle) else (middle, high)
+            return high, True
+        if not good_enough(low):
+            return low, False
+        if good_enough(high):
+            return high, True
+        for _ in range(probes):
+            middle = float(np.float32((low + high) / 2))
+            low, high = (middle, high) if good_enough(middle) else (low, middle)
+        return low, True
+
     def parse(self, data: bytes) -> CodeFile:
         code = CodeFile.from_bytes(data)
         if code.fingerprint != self.fingerprint:

@@ -55,8 +55,12 @@ def is_variable_rate(name_or_path: str) -> bool:
     return len(card(name_or_path).get("config", {}).get("lmbdas") or ()) > 1
 
 
-def codec_identity(fingerprint: str, quality: float | None) -> str:
-    """Names a codec's outputs: its fingerprint, plus ``-q<quality>`` for a variable-rate one."""
+def codec_identity(fingerprint: str, quality: float | None, target: dict | None = None) -> str:
+    """Names a codec's outputs: its fingerprint, plus ``-q<quality>`` for a variable-rate one
+    (``-psnr<dB>`` or ``-bpp<bpp>`` when a target chooses the quality per image)."""
+    if target:
+        ((name, value),) = target.items()
+        return f"{fingerprint}-{name.removeprefix('target_')}{value:g}"
     return fingerprint if quality is None else f"{fingerprint}-q{quality:g}"
 
 

@@ -97,7 +97,17 @@ def make_handler(args) -> LatentpressModelHandler:
         args.inference_threads,
         args.gpu_memory_mb,
         args.quality,
+        rate_target(args),
     )
+
+
+def rate_target(args) -> dict | None:
+    """{"target_psnr": dB} or {"target_bpp": bpp} from the flags, or None."""
+    if args.target_psnr is not None:
+        return {"target_psnr": args.target_psnr}
+    if args.target_bpp is not None:
+        return {"target_bpp": args.target_bpp}
+    return None
 
 
 def fingerprints(args) -> tuple[str, str]:
@@ -105,7 +115,9 @@ def fingerprints(args) -> tuple[str, str]:
     variable-rate codec: another quality is another output) and the denoiser's."""
     codec = ""
     if args.mode in (COMPRESS, BOTH):
-        codec = registry.codec_identity(registry.card(args.model)["fingerprint"], args.quality)
+        codec = registry.codec_identity(
+            registry.card(args.model)["fingerprint"], args.quality, rate_target(args)
+        )
     denoiser = registry.card(args.denoiser)["fingerprint"] if args.mode in (DENOISE, BOTH) else ""
     return codec, denoiser
 
@@ -178,6 +190,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "mode": args.mode,
         "model": args.model,
         "quality": args.quality,
+        "target": rate_target(args),
         "denoiser": args.denoiser,
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,

@@ -59,11 +59,20 @@ def main(argv=None) -> int:
             print(f"latentpress compress: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        data = compressor.compress(pixels, 1 if mode in GRAYSCALE_MODES else 3, quality)
+        channels = 1 if mode in GRAYSCALE_MODES else 3
+        note = ""
+        if args.target_psnr is not None or args.target_bpp is not None:
+            quality, met = compressor.choose_quality(
+                pixels, channels, args.target_psnr, args.target_bpp
+            )
+            note = f", quality {quality:g}" + ("" if met else " (target not reachable)")
+        elif quality is not None:
+            note = f", quality {quality:g}"
+        data = compressor.compress(pixels, channels, quality)
         target = os.path.join(args.output, name)
         write_atomically(target, data)
         bpp = bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])
-        print(f"{target}: {len(data)} bytes, {bpp:.4f} bpp")
+        print(f"{target}: {len(data)} bytes, {bpp:.4f} bpp{note}")
     return 1 if failed else 0
 
 

@@ -38,10 +38,25 @@ def add_codec_args(parser: argparse.ArgumentParser) -> None:
         "--model",
         help="Codec: shipped model name or exported model directory (default: the shipped codec).",
     )
-    parser.add_argument(
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument(
         "--quality",
         help="Rate: low, medium (default), high, or a number from 0 (smallest files) to 100 "
         "(best quality) for a variable-rate codec.",
+    )
+    rate.add_argument(
+        "--target-psnr",
+        type=float,
+        metavar="DB",
+        help="Variable-rate codec: per image, the lowest quality whose decoded image reaches "
+        "this PSNR (several trial encodings per image).",
+    )
+    rate.add_argument(
+        "--target-bpp",
+        type=float,
+        metavar="BPP",
+        help="Variable-rate codec: per image, the highest quality whose code file stays "
+        "within this many bits per pixel.",
     )
 
 
@@ -57,6 +72,10 @@ def resolve_codec(args: argparse.Namespace) -> tuple[str, float | None]:
 
     model = args.model or registry.DEFAULT_CODEC
     text = args.quality
+    if getattr(args, "target_psnr", None) is not None or getattr(args, "target_bpp", None):
+        if not registry.is_variable_rate(model):
+            raise ValueError(f"--target-psnr/--target-bpp: codec {model!r} has a single rate")
+        return model, None
     if registry.is_variable_rate(model):
         return model, registry.parse_quality(text or "medium")
     if text is None or text == "medium" and not args.model:

@@ -177,3 +177,40 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
         size = os.path.getsize(row["code_path"])
         assert row["bpp"] == pytest.approx(8 * size / (row["width"] * row["height"]))
     assert len(list((output / "clean").glob("*.png"))) == 68
+
+
+def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):
+    from tests.conftest import export_untrained_codec
+
+    codec = export_untrained_codec(tmp_path / "vr", "vr", lmbdas=(0.0025, 0.01, 0.04))
+    photos = copy_samples(tmp_path / "photos", 0, 2)
+    for photo in photos:  # small crops keep the trial encodings quick
+        with Image.open(photo) as image:
+            image.convert("RGB").crop((0, 0, 120, 90)).save(photo.with_suffix(".png"))
+        if photo.suffix != ".png":
+            photo.unlink()
+    compressor = Compressor(codec)
+    first = np.asarray(Image.open(sorted((tmp_path / "photos").glob("*"))[0]).convert("RGB"))
+    ends = [psnr(first, compressor.reconstruct(first, q)) for q in (0.0, 100.0)]
+    target = round(sum(ends) / 2, 2)  # reachable, and not by the lowest quality
+    output = tmp_path / "out"
+    apply.run(
+        [
+            f"--input={tmp_path}/photos/*",
+            f"--output={output}",
+            "--mode=compress",
+            f"--model={codec}",
+            f"--target-psnr={target}",
+            *IN_PROCESS,
+        ]
+    )
+    written = records.read_json_lines(str(output / "manifest*"))
+    assert len(written) == 2
+    for record in written:
+        if record["target_met"]:
+            assert record["psnr_db"] >= target
+        else:  # unreachable for this image: the best the codec has
+            assert record["quality"] == 100
+        code = CodeFile.from_bytes(Path(record["code_path"]).read_bytes())
+        assert code.quality == record["quality"]
+    assert any(r["target_met"] and 0 < r["quality"] < 100 for r in written)

@@ -17,6 +17,7 @@ from PIL import Image
 from latentpress.samples import sample_paths
 from models.codefile import MAGIC, CodeFile
 from models.compressor import Compressor, bits_per_pixel
+from models.inference import psnr
 from tests.conftest import export_untrained_codec
 
 ODD_SIZES = [(321, 481), (375, 500), (61, 97)]  # (height, width)
@@ -286,3 +287,31 @@ def test_quality_on_the_command_line(variable_rate_codec, tmp_path):
         "compress", "--model", one_rate, "--quality", "40", source, "-o", str(tmp_path / "y")
     )
     assert done.returncode != 0 and "single rate" in done.stderr
+
+
+def test_a_psnr_target_gets_the_lowest_quality_that_reaches_it(variable_rate_codec):
+    compressor = Compressor(variable_rate_codec)
+    x = sample_crop("chelsea.png", 96, 128)
+
+    def psnr_at(quality):
+        return psnr(x, compressor.reconstruct(x, quality))
+
+    target = (psnr_at(0.0) + psnr_at(100.0)) / 2
+    quality, met = compressor.choose_quality(x, target_psnr=target)
+    assert met and 0 < quality < 100
+    assert psnr_at(quality) >= target
+    assert psnr_at(quality - 100 / 2**7) < target  # one bisection step lower misses it
+    assert compressor.choose_quality(x, target_psnr=99.0) == (100.0, False)
+
+
+def test_a_bpp_target_gets_the_highest_quality_within_it(variable_rate_codec):
+    compressor = Compressor(variable_rate_codec)
+    x = sample_crop("chelsea.png", 96, 128)
+
+    def bpp_at(quality):
+        return bits_per_pixel(len(compressor.compress(x, quality=quality)), 96, 128)
+
+    target = (bpp_at(0.0) + bpp_at(100.0)) / 2
+    quality, met = compressor.choose_quality(x, target_bpp=target)
+    assert met and bpp_at(quality) <= target < bpp_at(quality + 100 / 2**7)
+    assert compressor.choose_quality(x, target_bpp=0.001) == (0.0, False)

@@ -39,6 +39,8 @@ class Processed:
     code: bytes | None = None
     clean_png: bytes | None = None
     psnr_db: float = 0.0
+    quality: float | None = None  # what a variable-rate codec encoded at
+    target_met: bool | None = None  # with a --target-psnr/--target-bpp
     error: str = ""  # set when the models failed on this image
 
 
@@ -88,11 +90,16 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 
 def process_image(
-    models: Models, image: DecodedImage, mode: str, quality: float | None = None
+    models: Models,
+    image: DecodedImage,
+    mode: str,
+    quality: float | None = None,
+    target: dict | None = None,
 ) -> Processed:
     """Denoise and/or compress one image; in ``both`` the cleaned image is what is encoded.
 
-    ``quality`` (0-100) is the rate of a variable-rate codec (None for a one-rate codec)."""
+    ``quality`` (0-100) is the rate of a variable-rate codec (None for a one-rate codec);
+    ``target`` ({"target_psnr": dB} or {"target_bpp": bpp}) chooses it per image instead."""
     from models.compressor import to_grayscale
     from models.inference import psnr
 
@@ -105,6 +112,11 @@ def process_image(
         result.clean_png = encode_png(to_grayscale(pixels) if grayscale else pixels)
     if mode in (COMPRESS, BOTH):
         channels = 1 if grayscale else 3
+        if target:
+            quality, result.target_met = models.compressor.choose_quality(
+                pixels, channels, **target
+            )
+        result.quality = quality
         y_hat, z_hat = models.compressor.analyze(pixels, quality)
         height, width = pixels.shape[:2]
         result.code = models.compressor.encode(y_hat, z_hat, height, width, channels, quality)
@@ -126,10 +138,12 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         threads: int = 0,
         gpu_memory_mb: int = 0,
         quality: float | None = None,
+        target: dict | None = None,
     ):
         super().__init__()
         self._mode = mode
         self._quality = quality
+        self._target = target
         self._codec = codec
         self._denoiser = denoiser
         self._threads = threads
@@ -152,7 +166,7 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         results = []
         for image in batch:
             try:
-                results.append(process_image(model, image, self._mode, self._quality))
+                results.append(process_image(model, image, self._mode, self._quality, self._target))
             except Exception as e:  # noqa: BLE001 - one bad image must not sink its batch
                 LOG.warning("inference failed on %s: %s", image.path, e)
                 results.append(Processed(image, error=f"{type(e).__name__}: {e}"))
@@ -251,5 +265,7 @@ class WriteOutputs(beam.DoFn):
             bpp=8 * code_bytes / pixels if code_bytes else 0.0,
             psnr_db=result.psnr_db,
             psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
+            quality=result.quality,
+            target_met=result.target_met,
             **common,
         )

@@ -18,6 +18,8 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   bpp                  8 * code_bytes / (width * height), header included
   psnr_db              PSNR of the decoded code file against what was encoded
   psnr_reference       "input" (compress) or "clean" (both: the denoised image is encoded)
+  quality              quality (0-100) a variable-rate codec encoded at, else null
+  target_met           with --target-psnr/--target-bpp: whether the quality met it, else null
   model_fingerprint    codec weights' fingerprint, or ""
   denoiser_fingerprint denoiser weights' fingerprint, or ""
   run_id               the archive run that wrote the record ("" for apply runs)
@@ -55,6 +57,8 @@ FIELDS = (
     "bpp",
     "psnr_db",
     "psnr_reference",
+    "quality",
+    "target_met",
     "model_fingerprint",
     "denoiser_fingerprint",
     "run_id",
@@ -68,7 +72,7 @@ def record(**values) -> dict:
         raise KeyError(f"not manifest fields: {sorted(unknown)}")
     defaults = {field: "" for field in FIELDS}
     defaults.update(width=0, height=0, bytes_in=0, code_bytes=0, clean_bytes=0, bpp=0.0)
-    defaults.update(psnr_db=0.0)
+    defaults.update(psnr_db=0.0, quality=None, target_met=None)
     return {**defaults, **values}
 
 
