@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
@@ -34,6 +35,7 @@ from pipelines.options import (
     add_corpus_args,
     configure_logging,
     resolve_codec,
+    run_outcome,
     run_pipeline,
     split_args,
 )
@@ -212,33 +214,31 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
     result, finished = run_pipeline(pipeline, options)
     if not finished:
-        return result
+        return result  # a launched job: the caller may inspect it
     summary = records.read_json(summary_path)
-    LOG.info(
-        "apply: %d matched, %d written, %d failed; %d bytes in -> %d bytes of codes "
-        "(%.4f bpp, %.2f dB) and %d bytes of cleaned PNG",
-        summary["matched"],
-        summary["written"],
-        summary["failed"],
-        summary["bytes_in"],
-        summary["code_bytes"],
-        summary["mean_bpp"],
-        summary["mean_psnr_db"],
-        summary["clean_bytes"],
+    against = "cleaned images" if args.mode == BOTH else "inputs"
+    print(
+        f"apply: {summary['matched']} matched, {summary['written']} written, "
+        f"{summary['failed']} failed; {summary['bytes_in']} bytes in -> "
+        f"{summary['code_bytes']} bytes of codes ({summary['mean_bpp']:.4f} bpp, "
+        f"{summary['mean_psnr_db']:.2f} dB PSNR against the {against}) and "
+        f"{summary['clean_bytes']} bytes of cleaned PNG"
     )
     outputs = [f"summary {summary_path}"]
-    if args.mode in (COMPRESS, BOTH):
+    if summary["written"] and args.mode in (COMPRESS, BOTH):
         outputs.append(f"code files {records.join(args.output, manifest.CODES_DIR)}/")
-    if args.mode in (DENOISE, BOTH):
+    if summary["written"] and args.mode in (DENOISE, BOTH):
         outputs.append(f"cleaned images {records.join(args.output, manifest.CLEAN_DIR)}/")
     print("wrote " + ", ".join(outputs))
-    return result
+    dead_letters = records.join(args.output, records.DEAD_LETTER_PREFIX + "-*.jsonl")
+    return run_outcome("apply", summary, summary["written"], dead_letters, args.strict)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     configure_logging()
-    run(argv)
+    outcome = run(argv)
+    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import logging
+import sys
 import time
 
 import apache_beam as beam
@@ -37,6 +38,7 @@ from pipelines.options import (
     add_corpus_args,
     configure_logging,
     resolve_codec,
+    run_outcome,
     run_pipeline,
     split_args,
     truthy,
@@ -305,20 +307,23 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
     result, finished = run_pipeline(pipeline, options)
     if not finished:
-        return result
+        return result  # a launched job: the caller may inspect it
     summary = records.read_json(summary_path)
     print(
         f"archive run {run_id}: {summary['matched']} matched, {summary['already_archived']} "
         f"already archived, {summary['duplicates']} duplicates, {summary['processed']} "
         f"processed, {summary['failed']} failed; summary {summary_path}"
     )
-    return result
+    done = summary["matched"] - summary["failed"]
+    dead_letters = records.join(run_folder, records.DEAD_LETTER_PREFIX + "-*.jsonl")
+    return run_outcome("archive", summary, done, dead_letters, args.strict)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     configure_logging()
-    run(argv)
+    outcome = run(argv)
+    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

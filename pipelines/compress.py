@@ -18,7 +18,7 @@ from models.codefile import SUFFIX
 from models.compressor import Compressor, bits_per_pixel
 from pipelines.options import add_codec_args, resolve_codec
 from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
-from transforms.records import write_atomically
+from transforms.records import refuse_to_overwrite, write_atomically
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", help="Image files to compress.")
     parser.add_argument("-o", "--output", required=True, help="Directory for the code files.")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Replace existing code files (never an input)."
+    )
     add_codec_args(parser)
     return parser
 
@@ -59,6 +62,12 @@ def main(argv=None) -> int:
             print(f"latentpress compress: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
+        target = os.path.join(args.output, name)
+        refusal = refuse_to_overwrite(target, args.overwrite, args.images)
+        if refusal:
+            print(f"latentpress compress: {refusal}", file=sys.stderr)
+            failed += 1
+            continue
         channels = 1 if mode in GRAYSCALE_MODES else 3
         note = ""
         if args.target_psnr is not None or args.target_bpp is not None:
@@ -69,7 +78,6 @@ def main(argv=None) -> int:
         elif quality is not None:
             note = f", quality {quality:g}"
         data = compressor.compress(pixels, channels, quality)
-        target = os.path.join(args.output, name)
         write_atomically(target, data)
         bpp = bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])
         print(f"{target}: {len(data)} bytes, {bpp:.4f} bpp{note}")

@@ -41,7 +41,7 @@ from transforms import records
 from transforms.apply_models import safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
 from transforms.read_images import DEAD_LETTER, MatchFiles
-from transforms.records import write_atomically
+from transforms.records import refuse_to_overwrite, write_atomically
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a Beam pipeline; repeatable. Beam options go as --name=value.",
     )
     parser.add_argument("-o", "--output", required=True, help="Directory for the PNG files.")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Replace existing PNG files (never an input)."
+    )
     parser.add_argument(
         "--model",
         default=registry.DEFAULT_CODEC,
@@ -217,6 +220,12 @@ def main(argv=None) -> int:
     os.makedirs(args.output, exist_ok=True)
     failed = 0
     for path, name in zip(args.codes, names, strict=True):
+        target = os.path.join(args.output, name)
+        refusal = refuse_to_overwrite(target, args.overwrite, args.codes)
+        if refusal:
+            print(f"latentpress decompress: {refusal}", file=sys.stderr)
+            failed += 1
+            continue
         try:
             with open(path, "rb") as handle:
                 image = compressor.decompress(handle.read())
@@ -224,7 +233,6 @@ def main(argv=None) -> int:
             print(f"latentpress decompress: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        target = os.path.join(args.output, name)
         write_atomically(target, encode_png(image))
         print(f"{target}: {image.shape[1]}x{image.shape[0]}")
     return 1 if failed else 0

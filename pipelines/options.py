@@ -30,6 +30,40 @@ def add_corpus_args(
         default=DEFAULT_MAX_PIXELS,
         help="Images with more pixels are refused as dead letters before decoding.",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="Exit non-zero when any input failed or any pattern matched nothing (for "
+        "schedulers that should alert); by default only when nothing matched or all failed.",
+    )
+
+
+def run_outcome(
+    stage: str, summary: dict, done: int, dead_letters: str, strict: bool = False
+) -> int:
+    """The exit code of a corpus run, with one line on stderr for what went wrong.
+
+    Non-zero when no input matched, or every input failed (``done`` counts the inputs that
+    ended well, e.g. written or already archived); with ``strict`` also on any failure or
+    unmatched pattern.  Failures are counted by reason, with where their records are.
+    """
+    matched, failed = summary["matched"], summary["failed"]
+    unmatched = summary.get("patterns_unmatched") or []
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary.get("failed_by_reason", {}).items()))
+    if unmatched:
+        print(f"latentpress {stage}: nothing matched {', '.join(unmatched)}", file=sys.stderr)
+    if matched == 0:
+        print(f"latentpress {stage}: no input matched; nothing was done", file=sys.stderr)
+        return 1
+    if failed:
+        print(
+            f"latentpress {stage}: {failed} of {matched} inputs failed ({reasons}); "
+            f"dead letters: {dead_letters}",
+            file=sys.stderr,
+        )
+    if failed and not done:
+        return 1
+    return 1 if strict and (failed or unmatched) else 0
 
 
 def add_codec_args(parser: argparse.ArgumentParser) -> None:
@@ -94,11 +128,33 @@ def split_args(
     Dataflow Flex Templates pass their parameters.
     """
     known, beam_args = parser.parse_known_args(_dashed_flags(parser, argv))
+    unknown = _not_beam_options(beam_args)
+    if unknown:
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (neither a flag of this stage nor a "
+            "Beam pipeline option)"
+        )
     options = PipelineOptions(beam_args)
     options.view_as(SetupOptions).save_main_session = save_main_session
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "DirectRunner"
     return known, options
+
+
+def _not_beam_options(args: list[str]) -> list[str]:
+    """The arguments Beam would discard with a warning: typos, stray words."""
+    flags = PipelineOptions(args)
+    known = set(flags.get_all_options())
+    retained = flags.get_all_options(retain_unknown_options=True)
+    unknown = [f"--{name}" for name in retained if name not in known]
+    strays = [a for a in args if not a.startswith("-") and not _is_flag_value(args, a)]
+    return unknown + strays
+
+
+def _is_flag_value(args: list[str], arg: str) -> bool:
+    """Whether ``arg`` is the value of the flag before it (``--runner DirectRunner``)."""
+    index = args.index(arg)
+    return index > 0 and args[index - 1].startswith("--") and "=" not in args[index - 1]
 
 
 def _dashed_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str] | None:

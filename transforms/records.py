@@ -106,3 +106,17 @@ def local_copy(directory: str) -> str:
         with FileSystems.open(match.path) as source, open(target, "wb") as sink:
             sink.write(source.read())
     return local
+
+
+def refuse_to_overwrite(target: str, overwrite: bool, inputs: list[str]) -> str:
+    """Why ``target`` must not be written ("" if it may): the one overwrite rule of the
+    file-by-file commands.  An existing file is kept unless ``overwrite``; an input never is."""
+    if not FileSystems.exists(target):
+        return ""
+    if "://" not in target and any(
+        os.path.exists(i) and os.path.samefile(target, i) for i in inputs
+    ):
+        return f"{target} is one of the inputs; it is never overwritten"
+    if not overwrite:
+        return f"{target} exists (pass --overwrite to replace it)"
+    return ""

@@ -1,0 +1,90 @@
+"""The command line as a user meets it: exit codes and the one line that says what went wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_samples, write_broken_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def latentpress(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "latentpress.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def test_a_pattern_that_matches_nothing_fails_the_run(tmp_path):
+    done = latentpress(
+        "apply", "--input", f"{tmp_path}/nope/*.png", "--output", str(tmp_path / "o")
+    )
+    assert done.returncode == 1
+    assert "nothing matched" in done.stderr and "no input matched" in done.stderr
+
+
+def test_a_run_where_every_input_failed_fails_and_says_why(tmp_path):
+    reasons = write_broken_files(tmp_path / "broken")
+    (tmp_path / "broken" / "tiny.png").unlink()  # too small to train on, fine to apply to
+    del reasons["tiny.png"]
+    done = latentpress(
+        "apply",
+        "--input",
+        f"{tmp_path}/broken/*",
+        "--output",
+        str(tmp_path / "o"),
+        "--mode=denoise",
+    )
+    assert done.returncode == 1
+    assert f"{len(reasons)} of {len(reasons)} inputs failed" in done.stderr
+    assert "not_an_image" in done.stderr and "dead letters:" in done.stderr
+
+
+@pytest.mark.parametrize(("strict", "code"), [([], 0), (["--strict"], 1)])
+def test_some_failures_are_reported_and_strict_makes_them_an_error(tmp_path, strict, code):
+    copy_samples(tmp_path / "mixed", 0, 1)
+    (tmp_path / "mixed" / "notes.png").write_text("not an image\n")
+    done = latentpress(
+        "apply",
+        "--input",
+        f"{tmp_path}/mixed/*",
+        "--output",
+        str(tmp_path / "o"),
+        "--mode=denoise",
+        *strict,
+    )
+    assert done.returncode == code, done.stderr
+    assert "1 of 2 inputs failed (1 not_an_image)" in done.stderr
+    assert "1 written" in done.stdout
+
+
+def test_a_mistyped_flag_is_an_error_not_a_warning(tmp_path):
+    done = latentpress("apply", "--output", str(tmp_path / "o"), "--qualty", "low")
+    assert done.returncode == 2
+    assert "unrecognized arguments: --qualty" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_decompressing_next_to_the_original_never_replaces_it(tmp_path):
+    """compress photos/x.png -o photos; decompress photos/x.lpc -o photos must not lose x.png."""
+    (photo,) = copy_samples(tmp_path / "photos", 2, 3)  # chelsea.png
+    original = photo.read_bytes()
+    assert latentpress("compress", str(photo), "-o", str(photo.parent)).returncode == 0
+    code = photo.with_suffix(".lpc")
+
+    done = latentpress("decompress", str(code), "-o", str(photo.parent))
+    assert done.returncode == 1
+    assert f"{photo} exists (pass --overwrite to replace it)" in done.stderr
+    assert photo.read_bytes() == original
+
+    again = latentpress("compress", str(photo), "-o", str(photo.parent))  # code exists too
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    replaced = latentpress("compress", "--overwrite", str(photo), "-o", str(photo.parent))
+    assert replaced.returncode == 0, replaced.stderr
