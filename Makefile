@@ -28,7 +28,7 @@ $(AIRFLOW_STAMP): schedules/requirements.txt
 ## Run the main job (apply: denoise + compress with the shipped models) on the embedded
 ## sample photographs; writes under out/demo and prints where.
 demo: $(STAMP)
-	$(BIN)/latentpress apply --output out/demo
+	$(BIN)/latentpress apply --output out/demo --overwrite
 
 ## Run the whole test suite (tests that need ../shared/datasets skip without it), then the
 ## Airflow DAG's tests in Airflow's own venv (built on first use: ~5 min, ~2 GB).

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_corpus_args(parser)
     add_model_args(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the outputs of an earlier run in --output (without it such a folder is "
+        "refused, so a folder always holds exactly one run's files).",
+    )
     return parser
 
 
@@ -148,6 +154,17 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
         args.input = sample_paths()
     codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    records.clear_earlier_run(
+        args.output,
+        [
+            f"{manifest.MANIFEST_PREFIX}-*",
+            f"{records.DEAD_LETTER_PREFIX}-*",
+            records.SUMMARY_FILE,
+            f"{manifest.CODES_DIR}/**",
+            f"{manifest.CLEAN_DIR}/**",
+        ],
+        args.overwrite,
+    )
     handler = make_handler(args)
 
     pipeline = test_pipeline or beam.Pipeline(options=options)

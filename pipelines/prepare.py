@@ -28,7 +28,6 @@ import os
 import tempfile
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from pipelines.options import (
@@ -99,21 +98,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--num-shards must be at least 1")
 
 
-def _clear_old_shards(output: str, overwrite: bool) -> None:
-    old = [
-        m.path
-        for split in (features.TRAIN_DIR, features.EVAL_DIR)
-        for m in FileSystems.match([features.shard_glob(output, split)])[0].metadata_list
-    ]
-    if old and not overwrite:
-        raise FileExistsError(
-            f"{output} already holds {len(old)} shards from an earlier run; "
-            "choose another --output or pass --overwrite"
-        )
-    if old:
-        FileSystems.delete(old)
-
-
 def _summarize(counts: dict, unmatched: list, config: dict) -> dict:
     failed = records.failed_by_reason(counts)
     return {
@@ -178,7 +162,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         from latentpress.samples import sample_paths
 
         args.input = sample_paths()
-    _clear_old_shards(args.output, args.overwrite)
+    records.clear_earlier_run(
+        args.output,
+        [f"{split}/*" for split in (features.TRAIN_DIR, features.EVAL_DIR)],
+        args.overwrite,
+    )
     config = {
         "inputs": args.input,
         "noise": args.noise,

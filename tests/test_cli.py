@@ -88,3 +88,33 @@ def test_decompressing_next_to_the_original_never_replaces_it(tmp_path):
     assert again.returncode == 1 and "--overwrite" in again.stderr
     replaced = latentpress("compress", "--overwrite", str(photo), "-o", str(photo.parent))
     assert replaced.returncode == 0, replaced.stderr
+
+
+def test_apply_into_an_earlier_runs_folder_is_refused_or_replaced_whole(tmp_path):
+    copy_samples(tmp_path / "two", 0, 2)
+    copy_samples(tmp_path / "one", 2, 3)
+    out = tmp_path / "out"
+    first = latentpress(
+        "apply", "--input", f"{tmp_path}/two/*", "--output", str(out), "--mode=denoise"
+    )
+    assert first.returncode == 0, first.stderr
+
+    again = latentpress(
+        "apply", "--input", f"{tmp_path}/one/*", "--output", str(out), "--mode=denoise"
+    )
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    assert len(list((out / "clean").glob("*.png"))) == 2  # untouched
+
+    replaced = latentpress(
+        "apply",
+        "--input",
+        f"{tmp_path}/one/*",
+        "--output",
+        str(out),
+        "--mode=denoise",
+        "--overwrite",
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    # The folder holds exactly the run its manifest describes.
+    manifest = [line for f in out.glob("manifest-*") for line in f.read_text().splitlines()]
+    assert len(manifest) == 1 and len(list((out / "clean").glob("*.png"))) == 1

@@ -120,3 +120,21 @@ def refuse_to_overwrite(target: str, overwrite: bool, inputs: list[str]) -> str:
     if not overwrite:
         return f"{target} exists (pass --overwrite to replace it)"
     return ""
+
+
+def clear_earlier_run(output: str, patterns: list[str], overwrite: bool) -> None:
+    """The Beam stages' overwrite rule: an output folder holding an earlier run's files
+    (``patterns`` under ``output``) is refused, or with ``overwrite`` cleared of exactly those
+    files first, so what is there afterwards is one run's, described by its manifest."""
+    old = [
+        m.path
+        for pattern in patterns
+        for m in FileSystems.match([join(output, pattern)])[0].metadata_list
+    ]
+    if old and not overwrite:
+        raise FileExistsError(
+            f"{output} already holds {len(old)} files of an earlier run; "
+            "choose another --output or pass --overwrite to replace them"
+        )
+    if old:
+        FileSystems.delete(old)
