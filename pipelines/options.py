@@ -178,8 +178,18 @@ def truthy(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
 
 
+class _DropBeamMemoryProbeWarning(logging.Filter):
+    """RunInference warns twice per run that it cannot measure memory on this platform; it
+    is no problem of the user's run and says nothing they can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Resource module is not available")
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropBeamMemoryProbeWarning())
     # Our progress lines at INFO, the libraries' chatter only from WARNING.
     logging.getLogger().setLevel(logging.WARNING)
     for name in ("latentpress", "pipelines", "transforms", "models"):

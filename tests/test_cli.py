@@ -22,6 +22,15 @@ def latentpress(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+NATIVE_NOISE = ("absl", "cuda", "cuInit", "I0000", "E0000", "oneDNN", "Resource module")
+
+
+def assert_quiet(done: subprocess.CompletedProcess) -> None:
+    """No TensorFlow/absl/CUDA start-up lines, no Beam platform chatter."""
+    for marker in NATIVE_NOISE:
+        assert marker not in done.stderr + done.stdout, marker
+
+
 def test_a_pattern_that_matches_nothing_fails_the_run(tmp_path):
     done = latentpress(
         "apply", "--input", f"{tmp_path}/nope/*.png", "--output", str(tmp_path / "o")
@@ -63,6 +72,7 @@ def test_some_failures_are_reported_and_strict_makes_them_an_error(tmp_path, str
     assert done.returncode == code, done.stderr
     assert "1 of 2 inputs failed (1 not_an_image)" in done.stderr
     assert "1 written" in done.stdout
+    assert_quiet(done)
 
 
 def test_a_mistyped_flag_is_an_error_not_a_warning(tmp_path):
@@ -84,6 +94,7 @@ def test_decompressing_next_to_the_original_never_replaces_it(tmp_path):
     assert f"{photo} exists (pass --overwrite to replace it)" in done.stderr
     assert photo.read_bytes() == original
 
+    assert_quiet(done)
     again = latentpress("compress", str(photo), "-o", str(photo.parent))  # code exists too
     assert again.returncode == 1 and "--overwrite" in again.stderr
     replaced = latentpress("compress", "--overwrite", str(photo), "-o", str(photo.parent))
@@ -118,3 +129,9 @@ def test_apply_into_an_earlier_runs_folder_is_refused_or_replaced_whole(tmp_path
     # The folder holds exactly the run its manifest describes.
     manifest = [line for f in out.glob("manifest-*") for line in f.read_text().splitlines()]
     assert len(manifest) == 1 and len(list((out / "clean").glob("*.png"))) == 1
+
+
+def test_verbose_shows_what_the_default_keeps_quiet():
+    done = latentpress("compress", "--help", "--verbose")
+    assert done.returncode == 0 and "usage: latentpress compress" in done.stdout
+    assert "absl" in done.stderr or "I0000" in done.stderr
