@@ -14,7 +14,7 @@ def test_round_trip_keeps_every_field():
 
 
 def test_size_is_header_streams_and_checksum():
-    assert len(CODE.to_bytes()) == 34 + 8 + 12 + 4
+    assert len(CODE.to_bytes()) == 38 + 8 + 12 + 4  # format 2: 38-byte header
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ def test_size_is_header_streams_and_checksum():
     [
         (lambda b: b"", "not a latentpress code file"),
         (lambda b: b"\x89PNG\r\n\x1a\n" + b[8:], "not a latentpress code file"),
-        (lambda b: b[:4] + bytes([2]) + b[5:], "unsupported code-file format version 2"),
+        (lambda b: b[:4] + bytes([3]) + b[5:], "unsupported code-file format version 3"),
         (lambda b: b[:20], "header incomplete"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "padded"),
