@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with --threads 1 trains more steps per CPU-second than one process on all.",
     )
     parser.add_argument("--no-progress", action="store_true", help="Log lines, not a bar.")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="Export the latest checkpoint without training (e.g. while the run goes on in "
+        "another process, to evaluate or ship it).",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of initialization and shuffle.")
     return parser
 
@@ -592,7 +598,14 @@ def run(argv=None) -> dict:
     start = trainer.restore()
     lineage = _start_lineage(trainer, args)
     command = "latentpress train " + shlex.join(argv if argv is not None else sys.argv[1:])
-    commands = _record_command(args, command, start)
+    if args.export_only:
+        if not trainer.manager.latest_checkpoint:
+            raise FileNotFoundError(f"--export-only: no checkpoint under {args.model_dir}")
+        path = os.path.join(args.model_dir, COMMANDS_FILE)
+        commands = list(dict.fromkeys(e["command"] for e in records.read_json_lines(path)))
+        args.steps = start  # nothing to train
+    else:
+        commands = _record_command(args, command, start)
     if not trainer.manager.latest_checkpoint:
         trainer.save()  # a roll-back always has somewhere to go
 
@@ -677,7 +690,7 @@ def run(argv=None) -> dict:
         "eval": {k: round(v, 4) for k, v in eval_metrics.items()},
         "learning_rate": float(trainer.learning_rate.numpy()),
         "train_noise": args.train_noise if args.task == "denoise" else None,
-        "command": command,
+        "command": commands[-1],
         "commands": [c for c in lineage["commands"] if c] + commands,
     }
     model = trainer.model
