@@ -37,7 +37,7 @@ TEST = [
 
 setup(
     name="latentpress",
-    version="0.1.0",
+    version="0.2.0",
     description="Clean and compress image archives with learned models, on Apache Beam.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

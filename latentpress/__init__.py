@@ -1,3 +1,3 @@
 """latentpress: clean and compress image archives with learned models, on Apache Beam."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] == "--version":
+        from latentpress import __version__
+
+        print(f"latentpress {__version__}")
+        return 0
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
         print(f"latentpress: unknown stage {stage!r}\n{usage()}", file=sys.stderr)

@@ -135,3 +135,10 @@ def test_verbose_shows_what_the_default_keeps_quiet():
     done = latentpress("compress", "--help", "--verbose")
     assert done.returncode == 0 and "usage: latentpress compress" in done.stdout
     assert "absl" in done.stderr or "I0000" in done.stderr
+
+
+def test_version():
+    from latentpress import __version__
+
+    done = latentpress("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"latentpress {__version__}"
