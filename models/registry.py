@@ -55,13 +55,18 @@ def is_variable_rate(name_or_path: str) -> bool:
     return len(card(name_or_path).get("config", {}).get("lmbdas") or ()) > 1
 
 
-def codec_identity(fingerprint: str, quality: float | None, target: dict | None = None) -> str:
-    """Names a codec's outputs: its fingerprint, plus ``-q<quality>`` for a variable-rate one
-    (``-psnr<dB>`` or ``-bpp<bpp>`` when a target chooses the quality per image)."""
+def codec_setting(quality: float | None, target: dict | None = None) -> str:
+    """How a run set a variable-rate codec's rate: ``q<quality>``, ``psnr<dB>`` or
+    ``bpp<bpp>`` (a target that chooses the quality per image); "" for a one-rate codec."""
     if target:
         ((name, value),) = target.items()
-        return f"{fingerprint}-{name.removeprefix('target_')}{value:g}"
-    return fingerprint if quality is None else f"{fingerprint}-q{quality:g}"
+        return f"{name.removeprefix('target_')}{value:g}"
+    return "" if quality is None else f"q{quality:g}"
+
+
+def codec_identity(fingerprint: str, setting: str) -> str:
+    """What names a codec's outputs in an archive: another setting is another set of codes."""
+    return f"{fingerprint}-{setting}" if setting else fingerprint
 
 
 def parse_quality(text: str | float) -> float:

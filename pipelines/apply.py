@@ -119,13 +119,8 @@ def rate_target(args) -> dict | None:
 
 
 def fingerprints(args) -> tuple[str, str]:
-    """What names the models' outputs: the codec's fingerprint (with its quality, for a
-    variable-rate codec: another quality is another output) and the denoiser's."""
-    codec = ""
-    if args.mode in (COMPRESS, BOTH):
-        codec = registry.codec_identity(
-            registry.card(args.model)["fingerprint"], args.quality, rate_target(args)
-        )
+    """The fingerprints of the models the run uses ("" for one it does not)."""
+    codec = registry.card(args.model)["fingerprint"] if args.mode in (COMPRESS, BOTH) else ""
     denoiser = registry.card(args.denoiser)["fingerprint"] if args.mode in (DENOISE, BOTH) else ""
     return codec, denoiser
 
@@ -176,7 +171,15 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         safe
         | "RunModels" >> RunInference(handler)
         | "WriteOutputs"
-        >> beam.ParDo(WriteOutputs(args.output, args.mode, codec_fingerprint, denoiser_fingerprint))
+        >> beam.ParDo(
+            WriteOutputs(
+                args.output,
+                args.mode,
+                codec_fingerprint,
+                denoiser_fingerprint,
+                codec_setting=registry.codec_setting(args.quality, rate_target(args)),
+            )
+        )
     )
     failed_reads = read["dead_letter"] | "FailedReadsToManifest" >> beam.Map(
         _dead_letter_record, args.mode

@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 
 from models import registry
-from pipelines.apply import add_model_args, fingerprints, make_handler
+from pipelines.apply import add_model_args, fingerprints, make_handler, rate_target
 from pipelines.options import (
     add_corpus_args,
     configure_logging,
@@ -50,6 +50,7 @@ from transforms.read_images import DEAD_LETTER, DecodeImages, MatchFiles
 
 LOG = logging.getLogger(__name__)
 DUPLICATE = "duplicate"
+TO_HASH = "to_hash"  # inputs whose listing entry is new or changed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         type=truthy,
         help="Also redo images the archive holds from other models than the ones given.",
+    )
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="Read and hash every input, not only those whose listing entry (size, "
+        "modification time) is new or changed since a run read it (e.g. weekly).",
     )
     parser.add_argument(
         "--keep-runs",
@@ -105,6 +112,18 @@ class HashFiles(beam.DoFn):
         yield digest.hexdigest(), matched
 
 
+def _reuse_listed_hash(item):
+    """(path, {"file": [...], "listed": [...]}) -> (sha, file) when the listing is unchanged,
+    else the file, tagged to be read and hashed."""
+    _, joined = item
+    for matched in joined["file"]:
+        listed = max(joined["listed"], key=lambda r: r["run_id"], default=None)
+        if archive.unchanged_since_listed(listed, matched):
+            yield listed["sha256"], matched
+        else:
+            yield beam.pvalue.TaggedOutput(TO_HASH, matched)
+
+
 def _records_of(readable_file):
     return [json.loads(line) for line in readable_file.read_utf8().splitlines() if line]
 
@@ -133,7 +152,11 @@ class WriteArchiveOutputs(WriteOutputs):
 
     def output_name(self, image, directory: str) -> str:
         codes = directory == manifest.CODES_DIR
-        model = self._codec_fingerprint if codes else self._denoiser_fingerprint
+        model = (
+            registry.codec_identity(self._codec_fingerprint, self._codec_setting)
+            if codes
+            else self._denoiser_fingerprint
+        )
         return archive.content_name(model, image.sha256)
 
 
@@ -143,6 +166,8 @@ def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config:
         "run_id": run_id,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "matched": counts.get("matched", 0),
+        # inputs read to hash them (new or changed in the listing, or all with --rehash)
+        "hashed": counts.get("hashed", 0),
         "already_archived": counts.get(ARCHIVED, 0),
         "duplicates": counts.get(DUPLICATE, 0),
         "processed": totals["written"],
@@ -172,6 +197,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
         args.input = sample_paths()
     codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    codec_setting = registry.codec_setting(args.quality, rate_target(args))
     run_id = archive.new_run_id()
     pruned = archive.prune(args.archive, args.keep_runs, args.temp_max_age_hours)
     if any(pruned.values()):
@@ -179,7 +205,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             "retention: deleted %(runs)d old run folders, %(temporary_files)d temp files", pruned
         )
     for name, fingerprint in (
-        (args.model, codec_fingerprint and registry.card(args.model)["fingerprint"]),
+        (args.model, codec_fingerprint),
         (args.denoiser, denoiser_fingerprint),
     ):
         if fingerprint:  # every model that writes into the archive stays addressable there
@@ -202,7 +228,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                 archive.archive_state(
                     held,
                     args.mode,
-                    codec_fingerprint,
+                    registry.codec_identity(codec_fingerprint, codec_setting),
                     denoiser_fingerprint,
                     args.reprocess_older_models,
                 ),
@@ -211,12 +237,39 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     )
     known_view = beam.pvalue.AsDict(known)
     matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
-    hashed = matched["files"] | "Hash" >> beam.ParDo(HashFiles()).with_outputs(
+    # Change detection from the listing: a path whose size and modification time are as
+    # when a run last read it keeps its content hash; only new or changed paths are read.
+    # A keyed join on the path, so no worker holds the whole listing.
+    listed = (
+        pipeline
+        | "ListingPattern"
+        >> beam.Create([] if args.rehash else [archive.listing_pattern(args.archive)])
+        | "MatchListing" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+        | "OpenListing" >> fileio.ReadMatches()
+        | "ListingRecords" >> beam.FlatMap(_records_of)
+        | "KeyListingByPath" >> beam.Map(lambda r: (r["path"], r))
+    )
+    triage_listing = (
+        {
+            "file": matched["files"] | "KeyFileByPath" >> beam.Map(lambda f: (f.path, f)),
+            "listed": listed,
+        }
+        | "JoinListing" >> beam.CoGroupByKey()
+        | "ReuseListedHashes" >> beam.ParDo(_reuse_listed_hash).with_outputs(TO_HASH, main="listed")
+    )
+    hashed = triage_listing[TO_HASH] | "Hash" >> beam.ParDo(HashFiles()).with_outputs(
         DEAD_LETTER, main="hashed"
     )
-    triaged = hashed.hashed | "SkipArchived" >> beam.ParDo(
-        _split_archived, known_view
-    ).with_outputs(ARCHIVED, main="new")
+    _ = (
+        hashed.hashed
+        | "ToListing" >> beam.MapTuple(lambda sha, f: archive.listing_record(sha, f, run_id))
+        | "AppendToListing"
+        >> records.WriteJsonLines(records.join(args.archive, archive.LISTING_DIR), run_id)
+    )
+    all_hashed = (triage_listing.listed, hashed.hashed) | "AllHashes" >> beam.Flatten()
+    triaged = all_hashed | "SkipArchived" >> beam.ParDo(_split_archived, known_view).with_outputs(
+        ARCHIVED, main="new"
+    )
     chosen = (
         triaged.new
         | "GroupByContent" >> beam.GroupByKey()
@@ -236,7 +289,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "WriteOutputs"
         >> beam.ParDo(
             WriteArchiveOutputs(
-                args.archive, args.mode, codec_fingerprint, denoiser_fingerprint, run_id
+                args.archive,
+                args.mode,
+                codec_fingerprint,
+                denoiser_fingerprint,
+                run_id,
+                codec_setting,
             )
         )
     )
@@ -268,6 +326,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     counts = (
         (
             matched["files"] | "CountMatched" >> beam.Map(lambda _: ("matched", 1)),
+            triage_listing[TO_HASH] | "CountRead" >> beam.Map(lambda _: ("hashed", 1)),
             triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: (ARCHIVED, 1)),
             chosen[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: (DUPLICATE, 1)),
             chosen[OLDER] | "CountOlder" >> beam.Map(lambda _: (OLDER, 1)),
@@ -289,6 +348,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,
         "reprocess_older_models": args.reprocess_older_models,
+        "rehash": args.rehash,
     }
     summary_path = records.join(run_folder, records.SUMMARY_FILE)
     _ = (

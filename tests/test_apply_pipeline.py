@@ -20,12 +20,12 @@ from transforms import manifest, records
 from transforms.apply_models import safe_key
 
 IN_PROCESS = ["--runner=DirectRunner"]
-TWO_WORKERS = [
+BEAM_TWO_WORKERS = [
     "--runner=DirectRunner",
     "--direct_num_workers=2",
     "--direct_running_mode=multi_processing",
-    "--inference-threads=1",
 ]
+TWO_WORKERS = [*BEAM_TWO_WORKERS, "--inference-threads=1"]  # apply's own flag on top
 
 
 def read_manifest(output: Path) -> list[dict]:
@@ -168,7 +168,7 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
     rows = read_manifest(output)
     assert len(rows) == 68 and all(r["status"] == "ok" for r in rows)
     decoded_dir = tmp_path / "decoded"
-    decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *TWO_WORKERS])
+    decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *BEAM_TWO_WORKERS])
     for row in rows:
         with Image.open(decoded_dir / (row["key"] + ".png")) as decoded:
             with Image.open(row["clean_path"]) as clean:

@@ -230,3 +230,32 @@ def test_a_wider_mode_later_makes_the_outputs_an_earlier_run_did_not(samples, tm
 
     again = run_archive(corpus, store, "--mode=compress")  # codes are held now
     assert (again["processed"], again["already_archived"]) == (0, 2)
+
+
+def test_an_unchanged_folder_is_not_read_again_and_a_changed_file_is(samples, tmp_path):
+    """Change detection from the listing: size and modification time, not the bytes."""
+    corpus, store = tmp_path / "corpus", tmp_path / "archive"
+    paths = [
+        small_copy(sample, corpus / f"img{index}.png", (0, 0, 64, 48))
+        for index, sample in enumerate(samples[:3])
+    ]
+    first = run_archive(corpus, store)
+    assert (first["hashed"], first["processed"]) == (3, 3)
+
+    # Rewrite img0 with other bytes of the same size and put its time back: a run that
+    # opened it would see new content; one that trusts the unchanged listing does not.
+    stat = paths[0].stat()
+    paths[0].write_bytes(bytes(reversed(paths[0].read_bytes())))
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = run_archive(corpus, store)
+    assert (second["hashed"], second["processed"], second["already_archived"]) == (0, 0, 3)
+
+    # A real edit changes the listing: that file alone is read and redone.
+    small_copy(samples[4], paths[1], (0, 0, 64, 48))
+    os.utime(paths[1], (stat.st_atime + 100, stat.st_mtime + 100))
+    third = run_archive(corpus, store)
+    assert (third["hashed"], third["processed"]) == (1, 1)
+
+    # --rehash reads everything: the silent rewrite of img0 is found (it is no image now).
+    fourth = run_archive(corpus, store, "--rehash")
+    assert fourth["hashed"] == 3 and fourth["failed"] == 1 and accounted(fourth)

@@ -196,8 +196,10 @@ class WriteOutputs(beam.DoFn):
         codec_fingerprint: str,
         denoiser_fingerprint: str,
         run_id: str = "",
+        codec_setting: str = "",
     ):
         self._output = output
+        self._codec_setting = codec_setting
         self._mode = mode
         self._codec_fingerprint = codec_fingerprint
         self._denoiser_fingerprint = denoiser_fingerprint
@@ -266,6 +268,7 @@ class WriteOutputs(beam.DoFn):
             psnr_db=result.psnr_db,
             psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
             quality=result.quality,
+            codec_setting=self._codec_setting if code_bytes else "",
             target_met=result.target_met,
             **common,
         )

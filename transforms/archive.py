@@ -7,6 +7,8 @@ An archive (local or gs://) grows by one ``latentpress archive`` run at a time::
   DIR/models/<fingerprint>/                                every model that wrote into DIR
   DIR/manifest/<run id>-SSSSS-of-NNNNN.jsonl               the records each run added
   DIR/runs/<run id>/summary.json, dead_letter-*.jsonl      what each run did
+  DIR/listing/<run id>-SSSSS-of-NNNNN.jsonl                what the inputs' listing said when
+                                                           a run read them (change detection)
 
 Outputs are named by the SHA-256 of the input's bytes, so a renamed input is recognised, a
 changed one is new, and a re-run after a crash rewrites the very same names (atomically)
@@ -30,6 +32,7 @@ LOG = logging.getLogger(__name__)
 MODELS_DIR = "models"
 MANIFEST_DIR = "manifest"
 RUNS_DIR = "runs"
+LISTING_DIR = "listing"
 TEMP_MARKERS = (".tmp-", "beam-temp-")  # names only unfinished writes have
 
 
@@ -56,6 +59,33 @@ def _match(pattern: str) -> list:
         return FileSystems.match([pattern])[0].metadata_list
     except Exception:  # noqa: BLE001 - Beam raises when nothing matches on some filesystems
         return []
+
+
+def listing_pattern(archive: str) -> str:
+    return join(archive, LISTING_DIR, "*.jsonl")
+
+
+def listing_record(sha256: str, matched, run_id: str) -> dict:
+    """What a run learnt about an input path by reading it: its listing entry and content."""
+    return {
+        "path": matched.path,
+        "size": matched.size_bytes,
+        "mtime": matched.mtime,
+        "sha256": sha256,
+        "run_id": run_id,
+    }
+
+
+def unchanged_since_listed(record: dict | None, matched) -> bool:
+    """Whether the listing shows the file as it was when its content was hashed: same size
+    and modification time (gs:// objects get a new one when rewritten), so its content hash
+    can be reused without reading it.  A file with no known time is always read."""
+    return (
+        record is not None
+        and matched.mtime > 0
+        and record["size"] == matched.size_bytes
+        and record["mtime"] == matched.mtime
+    )
 
 
 def manifest_pattern(archive: str) -> str:
@@ -87,10 +117,18 @@ def archive_state(
     """What the archive holds for one content hash, given all of its manifest records.
 
     Each output the mode makes must be held: a code file (compress, both) and a cleaned
-    image (denoise, both), from any earlier run.  Without ``reprocess_older`` an output by any
-    model counts (old codes stay decodable with the model that wrote them); with it, only one
-    by exactly this run's models.
+    image (denoise, both), from any earlier run.  ``codec`` is the codec's identity (its
+    fingerprint and, for a variable-rate codec, its setting: see ``codec_identity``).
+    Without ``reprocess_older`` an output by any model counts (old codes stay decodable with
+    the model that wrote them); with it, only one by exactly this run's models and setting.
     """
+    from models.registry import codec_identity
+
+    def made_by(record: dict, field: str) -> str:
+        if field == "denoiser_fingerprint" or not record[field]:
+            return record[field]
+        return codec_identity(record[field], record.get("codec_setting", ""))
+
     wanted = []
     if mode in ("compress", "both"):
         wanted.append(("model_fingerprint", codec))
@@ -99,7 +137,7 @@ def archive_state(
     if not all(any(r[field] for r in records) for field, _ in wanted):
         return INCOMPLETE
     if reprocess_older and not all(
-        any(r[field] == fingerprint for r in records) for field, fingerprint in wanted
+        any(made_by(r, field) == model for r in records) for field, model in wanted
     ):
         return OLDER
     return ARCHIVED
@@ -152,7 +190,7 @@ def prune(archive: str, keep_runs: int, temp_max_age_hours: float) -> dict:
             _remove_empty_dirs(run_dir(archive, run_id))
         deleted["runs"] += 1
     cutoff = time.time() - temp_max_age_hours * 3600
-    for folder in (CODES_DIR, CLEAN_DIR, MANIFEST_DIR, MODELS_DIR, RUNS_DIR):
+    for folder in (CODES_DIR, CLEAN_DIR, MANIFEST_DIR, MODELS_DIR, RUNS_DIR, LISTING_DIR):
         # Local disk also keeps the temporary folders; judge their age before emptying them.
         stale_dirs = [] if "://" in archive else _temp_dirs(os.path.join(archive, folder), cutoff)
         stale = [

@@ -19,6 +19,7 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   psnr_db              PSNR of the decoded code file against what was encoded
   psnr_reference       "input" (compress) or "clean" (both: the denoised image is encoded)
   quality              quality (0-100) a variable-rate codec encoded at, else null
+  codec_setting        how the run set that rate: q<quality>, psnr<dB>, bpp<bpp>; "" if one-rate
   target_met           with --target-psnr/--target-bpp: whether the quality met it, else null
   model_fingerprint    codec weights' fingerprint, or ""
   denoiser_fingerprint denoiser weights' fingerprint, or ""
@@ -58,6 +59,7 @@ FIELDS = (
     "psnr_db",
     "psnr_reference",
     "quality",
+    "codec_setting",
     "target_met",
     "model_fingerprint",
     "denoiser_fingerprint",

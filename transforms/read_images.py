@@ -51,6 +51,7 @@ class MatchedFile:
     key: str  # path relative to the matched root
     root: str
     size_bytes: int
+    mtime: float = 0.0  # the listing's last-modified time (seconds), 0 when unknown
 
 
 @dataclass
@@ -90,7 +91,13 @@ class MatchPatterns(beam.DoFn):
             )
             return
         for item in metadata:
-            yield MatchedFile(item.path, relative_key(item.path, root), root, item.size_in_bytes)
+            yield MatchedFile(
+                item.path,
+                relative_key(item.path, root),
+                root,
+                item.size_in_bytes,
+                item.last_updated_in_seconds,
+            )
         # Beam's local listing skips entries it cannot stat (a dangling symlink, say); list
         # them too so that reading fails loudly as an unreadable path instead.
         seen = {item.path for item in metadata}
