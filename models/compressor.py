@@ -16,6 +16,7 @@ from models.codec import PAD_MULTIPLE
 from models.codefile import CodeFile, CodeFileError, index_checksum
 from models.export import load_model_card, load_saved_model
 
+DEFAULT_QUALITY = registry.NAMED_QUALITIES["medium"]  # a variable-rate codec's default
 LATENT_STRIDE = 16  # g_a downsampling
 SIDE_STRIDE = 64  # g_a then h_a
 
@@ -49,9 +50,7 @@ class Compressor:
         """The signatures' extra argument: (quality,) for a variable-rate codec, else ()."""
         if not self.variable_rate:
             return ()
-        if quality is None:
-            raise ValueError(f"model {self.fingerprint} is variable-rate: give a quality")
-        return (tf.constant(quality, tf.float32),)
+        return (tf.constant(DEFAULT_QUALITY if quality is None else quality, tf.float32),)
 
     def analyze(self, pixels: np.ndarray, quality: float | None = None):
         """(y_hat, z_hat) of uint8 (H, W, 3) pixels."""
@@ -105,12 +104,13 @@ class Compressor:
     ) -> bytes:
         """pixels: uint8 (H, W, 3); ``source_channels=1`` makes the decoder output grayscale.
 
-        ``quality`` (0-100) is required by a variable-rate codec and ignored by others.
+        ``quality`` (0-100, default medium) sets a variable-rate codec's rate; others ignore it.
         """
         if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
             raise ValueError("compress expects a uint8 (height, width, 3) array")
-        if self.variable_rate and quality is not None:
-            quality = float(np.float32(min(max(quality, 0.0), 100.0)))  # as the header keeps it
+        if self.variable_rate:
+            quality = DEFAULT_QUALITY if quality is None else min(max(quality, 0.0), 100.0)
+            quality = float(np.float32(quality))  # as the header keeps it
         y_hat, z_hat = self.analyze(pixels, quality)
         height, width = pixels.shape[:2]
         return self.encode(y_hat, z_hat, height, width, source_channels, quality)
