@@ -54,7 +54,17 @@ def corpus(tmp_path_factory):
 def applied(corpus, tmp_path_factory):
     root, _ = corpus
     output = tmp_path_factory.mktemp("applied")
-    apply.run([f"--input={root}/photos/**", f"--output={output}", "--mode=both", *IN_PROCESS])
+    # One TensorFlow thread, as each of the two workers below: TF's kernels may round
+    # differently with another thread count (see the README's determinism note).
+    apply.run(
+        [
+            f"--input={root}/photos/**",
+            f"--output={output}",
+            "--mode=both",
+            "--inference-threads=1",
+            *IN_PROCESS,
+        ]
+    )
     return output
 
 
