@@ -46,7 +46,7 @@ class Compressor:
 
     # --- network ---------------------------------------------------------------------
 
-    def _quality(self, quality: float | None) -> tuple:
+    def quality_args(self, quality: float | None) -> tuple:
         """The signatures' extra argument: (quality,) for a variable-rate codec, else ()."""
         if not self.variable_rate:
             return ()
@@ -55,7 +55,7 @@ class Compressor:
     def analyze(self, pixels: np.ndarray, quality: float | None = None):
         """(y_hat, z_hat) of uint8 (H, W, 3) pixels."""
         image = tf.constant(pixels, tf.uint8)
-        latents = self.module.analyze(image, *self._quality(quality))
+        latents = self.module.analyze(image, *self.quality_args(quality))
         return latents["y_hat"].numpy(), latents["z_hat"].numpy()
 
     def scale_indexes(self, z_hat: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ class Compressor:
         self, y_hat: np.ndarray, height: int, width: int, quality: float | None = None
     ) -> np.ndarray:
         y_hat = tf.constant(y_hat, tf.int32)
-        image = self.module.synthesize(y_hat, *self._quality(quality), height, width)["image"]
+        image = self.module.synthesize(y_hat, *self.quality_args(quality), height, width)["image"]
         return image.numpy()
 
     def reconstruct(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:

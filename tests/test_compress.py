@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from latentpress.samples import sample_paths
-from models.codefile import MAGIC, CodeFile
+from models.codefile import MAGIC, CodeFile, CodeFileError
 from models.compressor import Compressor, bits_per_pixel
 from models.inference import psnr
 from tests.conftest import export_untrained_codec
@@ -186,9 +186,9 @@ def test_unknown_model_is_a_one_line_error(tmp_path):
 def test_exported_codec_keeps_working_after_reloading(compressor):
     """The SavedModel alone (no Python model code path) reproduces its own latents."""
     x = sample_crop("astronaut.png", 64, 64)
-    first = compressor.analyze(x)
+    first = compressor.analyze(x, quality=50.0)
     reloaded = tf.saved_model.load(os.path.join(compressor.model_dir, "saved_model"))
-    second = reloaded.analyze(tf.constant(x))
+    second = reloaded.analyze(tf.constant(x), *compressor.quality_args(50.0))
     np.testing.assert_array_equal(first[0], second["y_hat"].numpy())
 
 
@@ -235,10 +235,14 @@ def test_a_variable_rate_codec_orders_its_rates_and_decodes_at_the_recorded_qual
     assert CodeFile.from_bytes(compressor.compress(x)).quality == 50.0  # medium by default
 
 
-def test_version_1_code_files_still_decode(compressor):
-    """Files written before the quality field (format version 1) keep decoding."""
-    x = sample_crop("astronaut.png", 64, 96)
-    current = compressor.compress(x)
+@pytest.fixture(scope="module")
+def one_rate_codec(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("one-rate") / "codec-1"
+    return export_untrained_codec(folder, "codec-1")
+
+
+def _as_version_1(current: bytes) -> bytes:
+    """The same code file in format version 1 (no quality field)."""
     code = CodeFile.from_bytes(current)
     header = struct.pack(
         ">4sB8sIIBIII",
@@ -253,8 +257,23 @@ def test_version_1_code_files_still_decode(compressor):
         len(code.y_stream),
     )
     body = header + code.z_stream + code.y_stream
-    version_1 = body + struct.pack(">I", zlib.crc32(body))
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_version_1_code_files_still_decode(one_rate_codec):
+    """Files written before the quality field (format version 1, one-rate codecs) keep decoding."""
+    compressor = Compressor(one_rate_codec)
+    x = sample_crop("astronaut.png", 64, 96)
+    current = compressor.compress(x)
+    version_1 = _as_version_1(current)
     np.testing.assert_array_equal(compressor.decompress(version_1), compressor.decompress(current))
+
+
+def test_a_version_1_file_given_to_a_variable_rate_codec_is_a_clear_error(compressor):
+    assert compressor.variable_rate  # the shipped codec
+    version_1 = _as_version_1(compressor.compress(sample_crop("astronaut.png", 64, 96)))
+    with pytest.raises(CodeFileError, match="no quality"):
+        compressor.decompress(version_1)
 
 
 def test_quality_on_the_command_line(variable_rate_codec, tmp_path):

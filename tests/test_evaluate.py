@@ -101,6 +101,7 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
             f"--out={out}",
             "--model=codec",
             f"--model={second_codec}",
+            "--qualities=0,100",  # the shipped codec is variable-rate: two of its points
             "--codecs=jpeg,webp",
             "--baselines=wavelet",
             "--sigma=25",
@@ -109,7 +110,9 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
         save_main_session=False,
     )
     results = json.loads((out / "results.json").read_text())
-    tasks_per_image = 2 + 12 + 11 + 3  # 2 models, JPEG and WebP sweeps, noisy/ours/wavelet
+    # 2 qualities of the variable-rate codec, the one-rate second codec, JPEG and WebP sweeps,
+    # noisy/ours/wavelet
+    tasks_per_image = 3 + 12 + 11 + 3
     assert len(results["points"]) == 3 * tasks_per_image
     assert len(results["failed"]) == tasks_per_image  # the broken file's, each with a reason
     assert all("broken.png" in p["path"] and p["error"] for p in results["failed"])
@@ -117,7 +120,7 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
     ours = [p for p in results["points"] if p.get("codec") == "latentpress" and "error" not in p]
     assert all(p["bpp"] == 8 * p["bytes"] / p["pixels"] for p in ours)
     curves = results["curves"]
-    assert [len(curves[c]) for c in ("latentpress", "jpeg", "webp")] == [2, 12, 11]
+    assert [len(curves[c]) for c in ("latentpress", "jpeg", "webp")] == [3, 12, 11]
     assert set(results["bjontegaard"]) >= {"latentpress vs jpeg", "webp vs jpeg"}
     assert results["bjontegaard"]["webp vs jpeg"]["bd_rate_psnr_pct"] is not None
     table = results["denoising"]["25"]
@@ -130,7 +133,8 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
 
     # Re-running one part replaces that part's points and keeps the other part's.
     evaluate.run(
-        [f"--images={images}/*.png", f"--out={out}", "--model=codec", "--codecs=jpeg"]
+        [f"--images={images}/*.png", f"--out={out}", "--model=codec", "--qualities=50"]
+        + ["--codecs=jpeg"]
         + ["--no-denoise", "--runner=DirectRunner"],
         save_main_session=False,
     )
