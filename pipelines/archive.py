@@ -128,22 +128,27 @@ def _records_of(readable_file):
     return [json.loads(line) for line in readable_file.read_utf8().splitlines() if line]
 
 
-def _split_archived(item, known: dict):
-    sha, matched = item
-    if known.get(sha) == ARCHIVED:
-        yield beam.pvalue.TaggedOutput(ARCHIVED, matched.path)
-    else:
-        yield item
+def _triage_content(item):
+    """(sha, {"files": [...], "held": [state]}) -> what to do with this content's inputs.
 
-
-def _one_per_content(item, known: dict):
-    """One input per content hash is processed; the others are counted as duplicates."""
-    sha, files = item
-    first, *others = sorted(files, key=lambda f: f.path)
+    Inputs whose content the archive holds in full are counted as archived; of the others one
+    per content is processed and the rest are counted as duplicates.  Content the archive
+    holds but this run did not list yields nothing.
+    """
+    sha, joined = item
+    files = sorted(joined["files"], key=lambda f: f.path)
+    if not files:
+        return
+    state = next(iter(joined["held"]), None)
+    if state == ARCHIVED:
+        for matched in files:
+            yield beam.pvalue.TaggedOutput(ARCHIVED, matched.path)
+        return
+    first, *others = files
     for other in others:
         yield beam.pvalue.TaggedOutput(DUPLICATE, {"path": other.path, "same_as": first.path})
-    if known.get(sha) in (OLDER, INCOMPLETE):
-        yield beam.pvalue.TaggedOutput(known[sha], sha)
+    if state in (OLDER, INCOMPLETE):
+        yield beam.pvalue.TaggedOutput(state, sha)
     yield first
 
 
@@ -212,14 +217,17 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             archive.store_model(args.archive, registry.resolve(name), fingerprint)
     LOG.info("archive run %s into %s", run_id, args.archive)
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    # What the archive holds, read by the workers (it can be far too big for the job graph).
+    # What the archive holds per content hash, read by the workers and joined by key with
+    # this run's inputs: no worker holds the whole manifest (100M records would not fit as a
+    # side input; see benchmarks/archive_scale.py).
     known = (
         pipeline
         | "ManifestPattern" >> beam.Create([archive.manifest_pattern(args.archive)])
         | "MatchManifest" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
         | "OpenManifest" >> fileio.ReadMatches()
         | "ManifestRecords" >> beam.FlatMap(_records_of)
-        | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], r))
+        # Only the fields archive_state reads go through the shuffle (a tenth of a record).
+        | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], archive.held_outputs(r)))
         | "RecordsPerContent" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
         | "Classify"
         >> beam.MapTuple(
@@ -235,7 +243,6 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             )
         )
     )
-    known_view = beam.pvalue.AsDict(known)
     matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
     # Change detection from the listing: a path whose size and modification time are as
     # when a run last read it keeps its content hash; only new or changed paths are read.
@@ -267,20 +274,17 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         >> records.WriteJsonLines(records.join(args.archive, archive.LISTING_DIR), run_id)
     )
     all_hashed = (triage_listing.listed, hashed.hashed) | "AllHashes" >> beam.Flatten()
-    triaged = all_hashed | "SkipArchived" >> beam.ParDo(_split_archived, known_view).with_outputs(
-        ARCHIVED, main="new"
-    )
-    chosen = (
-        triaged.new
-        | "GroupByContent" >> beam.GroupByKey()
-        | "OnePerContent"
-        >> beam.ParDo(_one_per_content, known_view).with_outputs(
-            DUPLICATE, OLDER, INCOMPLETE, main="files"
+    triaged = (
+        {"files": all_hashed, "held": known}
+        | "JoinWithArchive" >> beam.CoGroupByKey()
+        | "TriageByContent"
+        >> beam.ParDo(_triage_content).with_outputs(
+            ARCHIVED, DUPLICATE, OLDER, INCOMPLETE, main="files"
         )
     )
     # New files are read a second time here rather than carrying their bytes through the
     # GroupByContent shuffle; files already archived are read once, to hash them.
-    decoded = chosen.files | "Decode" >> beam.ParDo(
+    decoded = triaged.files | "Decode" >> beam.ParDo(
         DecodeImages(args.max_pixels, min_side=1)
     ).with_outputs(DEAD_LETTER, main="images")
     written = (
@@ -328,9 +332,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             matched["files"] | "CountMatched" >> beam.Map(lambda _: ("matched", 1)),
             triage_listing[TO_HASH] | "CountRead" >> beam.Map(lambda _: ("hashed", 1)),
             triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: (ARCHIVED, 1)),
-            chosen[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: (DUPLICATE, 1)),
-            chosen[OLDER] | "CountOlder" >> beam.Map(lambda _: (OLDER, 1)),
-            chosen[INCOMPLETE] | "CountIncomplete" >> beam.Map(lambda _: (INCOMPLETE, 1)),
+            triaged[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: (DUPLICATE, 1)),
+            triaged[OLDER] | "CountOlder" >> beam.Map(lambda _: (OLDER, 1)),
+            triaged[INCOMPLETE] | "CountIncomplete" >> beam.Map(lambda _: (INCOMPLETE, 1)),
             dead_letters
             | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
         )

@@ -111,6 +111,14 @@ OLDER = "older"  # holds them, but by older models, and --reprocess-older-models
 INCOMPLETE = "incomplete"  # lacks an output this run's mode makes (e.g. denoised only)
 
 
+HELD_FIELDS = ("model_fingerprint", "denoiser_fingerprint", "codec_setting")
+
+
+def held_outputs(record: dict) -> dict:
+    """The part of a manifest record that ``archive_state`` needs: which models made what."""
+    return {field: record.get(field) for field in HELD_FIELDS}
+
+
 def archive_state(
     records: list[dict], mode: str, codec: str, denoiser: str, reprocess_older: bool
 ) -> str:
@@ -127,7 +135,7 @@ def archive_state(
     def made_by(record: dict, field: str) -> str:
         if field == "denoiser_fingerprint" or not record[field]:
             return record[field]
-        return codec_identity(record[field], record.get("codec_setting", ""))
+        return codec_identity(record[field], record.get("codec_setting") or "")
 
     wanted = []
     if mode in ("compress", "both"):
