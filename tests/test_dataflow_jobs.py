@@ -148,8 +148,8 @@ def test_archive_job_builds_offline_and_keeps_its_models_in_the_archive(bucket):
     for step in (
         "MatchManifest",
         "Hash",
-        "SkipArchived",
-        "GroupByContent",
+        "JoinWithArchive",
+        "TriageByContent",
         "RunModels",
         "WriteOutputs",
         "AppendToManifest",
