@@ -53,25 +53,17 @@ def _archive_run(inputs: list[str], store: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def pad_manifest(store: str, total: int) -> int:
-    """Adds synthetic records (copies of a real one with fresh hashes) up to ``total``."""
+def pad_manifest(store: str, total: int, real: list[dict]) -> int:
+    """Adds synthetic records (copies of a real one with fresh hashes) up to ``total``;
+    returns the bytes per synthetic record."""
     from transforms import archive
 
-    manifest = os.path.join(store, archive.MANIFEST_DIR)
-    real = [
-        json.loads(line)
-        for path in sorted(glob.glob(os.path.join(manifest, "*.jsonl")))
-        if "synthetic" not in path
-        for line in open(path, encoding="utf-8")
-        if line.strip()
-    ]
-    template = real[0]
-    padding = os.path.join(manifest, "synthetic-00000-of-00001.jsonl")
+    padding = os.path.join(store, archive.MANIFEST_DIR, "synthetic-00000-of-00001.jsonl")
     existing = sum(1 for _ in open(padding, encoding="utf-8")) if os.path.exists(padding) else 0
     with open(padding, "a", encoding="utf-8") as out:
         for i in range(existing + len(real), total):
             sha = uuid.uuid4().hex + uuid.uuid4().hex
-            record = dict(template, content_sha256=sha, source_path=f"synthetic/{i}.jpg")
+            record = dict(real[0], content_sha256=sha, source_path=f"synthetic/{i}.jpg")
             out.write(json.dumps(record) + "\n")
     return os.path.getsize(padding) // max(total - len(real), 1)
 
@@ -119,10 +111,10 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lp-archive-scale-") as scratch:
         store = os.path.join(scratch, "archive")
         first = _archive_run(inputs, store)  # makes the real records and the listing
-        real_record = records.read_json_lines(archive.manifest_pattern(store))[0]
+        real = records.read_json_lines(archive.manifest_pattern(store))
         print(f"first run (2 images encoded): {first['seconds']:.1f} s", file=sys.stderr)
         for size in sizes:
-            record_bytes = pad_manifest(store, size)
+            record_bytes = pad_manifest(store, size, real)
             started = time.perf_counter()
             measured = _archive_run(inputs, store)
             summary = latest_summary(store)
@@ -147,7 +139,7 @@ def main(argv=None) -> dict:
             )
     sha = uuid.uuid4().hex * 2
     join_bytes = shuffle_bytes((sha, ARCHIVED))
-    group_bytes = shuffle_bytes((sha, held_outputs(real_record)))
+    group_bytes = shuffle_bytes((sha, held_outputs(real[0])))
     dict_bytes = side_input_bytes_per_entry()
     record_bytes = runs[-1]["manifest_bytes_per_record"]
     result = {

@@ -25,9 +25,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "CBSD68"
+from benchmarks.apply_throughput import SHARED
 
 # Dataflow batch, us-central1 (cloud.google.com/dataflow/pricing, 2026): per vCPU-hour, per
 # GB-hour of worker memory, per GB through Dataflow Shuffle.  Cloud Storage Standard: class A
@@ -212,10 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
 
-    import tensorflow as tf
-
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     paths = sample_images(args.sample)
     started = time.perf_counter()
     measured = measure(paths, args.mode, args.threads)

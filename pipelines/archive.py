@@ -283,7 +283,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         )
     )
     # New files are read a second time here rather than carrying their bytes through the
-    # GroupByContent shuffle; files already archived are read once, to hash them.
+    # JoinWithArchive shuffle; files already archived are read once, to hash them.
     decoded = triaged.files | "Decode" >> beam.ParDo(
         DecodeImages(args.max_pixels, min_side=1)
     ).with_outputs(DEAD_LETTER, main="images")

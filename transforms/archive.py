@@ -135,7 +135,7 @@ def archive_state(
     def made_by(record: dict, field: str) -> str:
         if field == "denoiser_fingerprint" or not record[field]:
             return record[field]
-        return codec_identity(record[field], record.get("codec_setting") or "")
+        return codec_identity(record[field], record.get("codec_setting", ""))
 
     wanted = []
     if mode in ("compress", "both"):
