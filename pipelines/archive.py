@@ -155,14 +155,14 @@ def _triage_content(item):
 class WriteArchiveOutputs(WriteOutputs):
     """Names outputs by model and content instead of by input path."""
 
-    def output_name(self, image, directory: str) -> str:
+    def output_name(self, image, directory: str, suffix: str) -> str:
         codes = directory == manifest.CODES_DIR
         model = (
             registry.codec_identity(self._codec_fingerprint, self._codec_setting)
             if codes
             else self._denoiser_fingerprint
         )
-        return archive.content_name(model, image.sha256)
+        return archive.content_name(model, image.sha256) + suffix
 
 
 def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config: dict) -> dict:

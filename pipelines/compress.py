@@ -2,10 +2,10 @@
 
     latentpress compress [--model M] [--quality low|medium|high|0-100] IMAGE [IMAGE ...] -o DIR
 
-Writes ``DIR/<image name>.lpc`` (format: ``models/codefile.py``) and prints each file's size and
-bits per pixel (8 * file size / pixels, header included).  A grayscale source is recorded as
-such and decompresses to a grayscale PNG.  Inputs that cannot be read are reported one line
-each; the exit code is 1 if any failed.
+Writes ``DIR/<image name>.lpc`` (``a.png`` -> ``a.png.lpc``: ``manifest.output_name``; format:
+``models/codefile.py``) and prints each file's size and bits per pixel (8 * file size / pixels,
+header included).  A grayscale source is recorded as such and decompresses to a grayscale PNG.
+Inputs that cannot be read are reported one line each; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from models.codefile import SUFFIX
 from models.compressor import Compressor, bits_per_pixel
 from pipelines.options import add_codec_args, resolve_codec
 from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
+from transforms.manifest import output_names
 from transforms.records import refuse_to_overwrite, write_atomically
 
 
@@ -32,15 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_codec_args(parser)
     return parser
-
-
-def output_names(paths: list[str], suffix: str) -> list[str]:
-    """``<name><suffix>`` per input; two inputs with one name is an error, not an overwrite."""
-    names = [os.path.splitext(os.path.basename(p))[0] + suffix for p in paths]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"several inputs would write {', '.join(duplicates)}; rename them")
-    return names
 
 
 def main(argv=None) -> int:

@@ -8,10 +8,12 @@ Each file is decoded by the model its header names (its fingerprint): ``--model`
 model (any ``--quality``), or one in ``--models-dir`` (an archive keeps every model that wrote
 into it in its ``models/``).
 
-The first form decodes the files given, in this process, to ``DIR/<code name>.png``.  The
-second runs a Beam pipeline over every file the pattern matches (local or gs://), writing
-``DIR/<key without .lpc>.png`` (key: path relative to the pattern's fixed part, so
-``codes/a/b.jpg.lpc`` under ``codes/**`` becomes ``DIR/a/b.jpg.png``), plus
+The first form decodes the files given, in this process, to ``DIR/<name>``: the code file's
+name without ``.lpc``, with ``.png`` added unless it ends with it (``a.png.lpc`` -> ``a.png``,
+``b.jpg.lpc`` -> ``b.jpg.png``; ``manifest.output_name``).  The second runs a Beam pipeline
+over every file the pattern matches (local or gs://), naming by the same rule each file's key
+(its path relative to the pattern's fixed part: ``codes/a/b.jpg.lpc`` under ``codes/**``
+becomes ``DIR/a/b.jpg.png``), plus
 ``dead_letter-*.jsonl`` and ``summary.json`` (matched = written + failed).
 
 A file that is not a code file, is truncated or corrupted, has an unknown format version or was
@@ -32,14 +34,14 @@ from apache_beam.metrics import Metrics
 from PIL import Image
 
 from models import registry
-from models.codefile import SUFFIX, CodeFile, CodeFileError
+from models.codefile import CodeFile, CodeFileError
 from models.compressor import Compressor
 from models.export import MODEL_CARD
-from pipelines.compress import output_names
 from pipelines.options import configure_logging, only_launches, run_pipeline, split_args
 from transforms import records
 from transforms.apply_models import safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
+from transforms.manifest import output_name, output_names
 from transforms.read_images import DEAD_LETTER, MatchFiles
 from transforms.records import refuse_to_overwrite, write_atomically
 
@@ -125,7 +127,7 @@ class DecodeCodeFiles(beam.DoFn):
         )
 
     def process(self, matched):
-        key = matched.key[: -len(SUFFIX)] if matched.key.endswith(SUFFIX) else matched.key
+        key = output_name(matched.key, ".png")
         if not safe_key(key):
             yield self._fail(matched.path, UNSAFE_PATH, f"relative path {key!r} leaves DIR")
             return
@@ -140,7 +142,7 @@ class DecodeCodeFiles(beam.DoFn):
         except CodeFileError as e:
             yield self._fail(matched.path, "bad_code_file", str(e))
             return
-        target = records.join(self._output, key + ".png")
+        target = records.join(self._output, key)
         if "://" not in target:
             os.makedirs(os.path.dirname(target), exist_ok=True)
         write_atomically(target, encode_png(image))

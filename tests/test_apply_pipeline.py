@@ -81,7 +81,8 @@ def test_one_code_and_one_clean_image_per_good_input(corpus, applied):
     assert len(codes) == len(cleans) == len(good)
     for row in good:
         assert row["code_path"] == f"{applied}/codes/{row['key']}.lpc"
-        assert row["clean_path"] == f"{applied}/clean/{row['key']}.png"
+        clean_name = manifest.output_name(row["key"], manifest.CLEAN_SUFFIX)
+        assert row["clean_path"] == f"{applied}/clean/{clean_name}"  # odd.png stays odd.png
     keys = {r["key"] for r in good}
     assert {"odd.png", "odd.jpg", "nested/camera.png"} <= keys  # no collision, nesting kept
 
@@ -164,7 +165,7 @@ def test_beam_decompress_writes_every_image_and_dead_letters_bad_files(applied, 
     assert summary["written"] == len(good) and summary["failed_by_reason"] == {"bad_code_file": 1}
     compressor = Compressor()
     for row in good:
-        with Image.open(output / (row["key"] + ".png")) as image:
+        with Image.open(output / manifest.output_name(row["key"], ".png")) as image:
             expected = compressor.decompress(Path(row["code_path"]).read_bytes())
             np.testing.assert_array_equal(np.asarray(image), expected)
 
@@ -180,7 +181,7 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
     decoded_dir = tmp_path / "decoded"
     decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *BEAM_TWO_WORKERS])
     for row in rows:
-        with Image.open(decoded_dir / (row["key"] + ".png")) as decoded:
+        with Image.open(decoded_dir / manifest.output_name(row["key"], ".png")) as decoded:
             with Image.open(row["clean_path"]) as clean:
                 measured = psnr(np.asarray(clean), np.asarray(decoded))
         assert abs(measured - row["psnr_db"]) <= 0.01, row["key"]

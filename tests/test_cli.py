@@ -83,11 +83,13 @@ def test_a_mistyped_flag_is_an_error_not_a_warning(tmp_path):
 
 
 def test_decompressing_next_to_the_original_never_replaces_it(tmp_path):
-    """compress photos/x.png -o photos; decompress photos/x.lpc -o photos must not lose x.png."""
+    """compress photos/x.png -o photos; decompress photos/x.png.lpc -o photos must not lose
+    x.png (the code file's name leads back to it: one naming rule for every stage)."""
     (photo,) = copy_samples(tmp_path / "photos", 2, 3)  # chelsea.png
     original = photo.read_bytes()
     assert latentpress("compress", str(photo), "-o", str(photo.parent)).returncode == 0
-    code = photo.with_suffix(".lpc")
+    code = photo.parent / (photo.name + ".lpc")
+    assert code.exists()
 
     done = latentpress("decompress", str(code), "-o", str(photo.parent))
     assert done.returncode == 1
@@ -99,6 +101,32 @@ def test_decompressing_next_to_the_original_never_replaces_it(tmp_path):
     assert again.returncode == 1 and "--overwrite" in again.stderr
     replaced = latentpress("compress", "--overwrite", str(photo), "-o", str(photo.parent))
     assert replaced.returncode == 0, replaced.stderr
+
+
+def test_one_naming_rule_keeps_a_jpg_and_a_png_apart_through_every_stage(tmp_path):
+    """a.png -> a.png.lpc -> a.png and a.jpg -> a.jpg.lpc -> a.jpg.png, in compress,
+    decompress and apply alike (no a.png.png, no collision of one stem)."""
+    from PIL import Image
+
+    (png,) = copy_samples(tmp_path / "photos", 2, 3)  # chelsea.png
+    with Image.open(png) as image:
+        image.convert("RGB").crop((0, 0, 96, 64)).save(png.with_suffix(".jpg"))
+    jpg = png.with_suffix(".jpg")
+    done = latentpress("compress", str(png), str(jpg), "-o", str(tmp_path / "codes"))
+    assert done.returncode == 0, done.stderr
+    codes = sorted(p.name for p in (tmp_path / "codes").iterdir())
+    assert codes == ["chelsea.jpg.lpc", "chelsea.png.lpc"]
+    done = latentpress(
+        "decompress", *sorted(map(str, (tmp_path / "codes").iterdir())), "-o", str(tmp_path / "d")
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["chelsea.jpg.png", "chelsea.png"]
+
+    out = tmp_path / "applied"
+    done = latentpress("apply", "--input", f"{tmp_path}/photos/*", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "codes").iterdir()) == codes
+    assert sorted(p.name for p in (out / "clean").iterdir()) == ["chelsea.jpg.png", "chelsea.png"]
 
 
 def test_apply_into_an_earlier_runs_folder_is_refused_or_replaced_whole(tmp_path):

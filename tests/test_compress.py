@@ -84,8 +84,8 @@ def test_cli_round_trip_reports_the_file_size_as_bpp(images, tmp_path):
     for line in done.stdout.strip().splitlines():
         path, rest = line.split(": ")
         size = os.path.getsize(path)
-        stem = Path(path).stem
-        with Image.open(images[stem + ".png"]) as source:
+        assert path.endswith(".png.lpc")  # the one naming rule: extension kept, .lpc added
+        with Image.open(images[Path(path).stem]) as source:
             width, height = source.size
         assert rest.startswith(f"{size} bytes")
         assert f"{bits_per_pixel(size, height, width):.4f} bpp" in rest
@@ -94,8 +94,8 @@ def test_cli_round_trip_reports_the_file_size_as_bpp(images, tmp_path):
     done = latentpress("decompress", *codes, "-o", str(tmp_path / "decoded"))
     assert done.returncode == 0, done.stderr
     for code in codes:
-        with Image.open(tmp_path / "decoded" / (Path(code).stem + ".png")) as decoded:
-            with Image.open(images[Path(code).stem + ".png"]) as source:
+        with Image.open(tmp_path / "decoded" / Path(code).stem) as decoded:  # x.png.lpc -> x.png
+            with Image.open(images[Path(code).stem]) as source:
                 assert decoded.size == source.size and decoded.mode == "RGB"
 
 
@@ -122,7 +122,7 @@ def test_decoding_is_identical_in_another_process_and_batch(compressor, images, 
 def test_grayscale_source_decodes_to_grayscale_of_the_same_shape(images, tmp_path):
     gray = images["camera_gray.png"]
     assert latentpress("compress", str(gray), "-o", str(tmp_path)).returncode == 0
-    done = latentpress("decompress", str(tmp_path / "camera_gray.lpc"), "-o", str(tmp_path))
+    done = latentpress("decompress", str(tmp_path / "camera_gray.png.lpc"), "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "camera_gray.png") as decoded, Image.open(gray) as source:
         assert decoded.mode == "L" and decoded.size == source.size
@@ -206,7 +206,7 @@ def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_mo
         sizes[quality] = code.stat().st_size
         done = latentpress("decompress", str(code), "-o", str(out / "decoded"))
         assert done.returncode == 0, done.stderr
-        with Image.open(out / "decoded" / (code.stem + ".png")) as decoded:
+        with Image.open(out / "decoded" / code.stem) as decoded:
             errors[quality] = np.mean((np.asarray(decoded, dtype=np.float64) - original) ** 2)
     assert sizes["low"] < sizes["medium"] < sizes["high"]
     assert errors["low"] > errors["high"]

@@ -210,12 +210,12 @@ class WriteOutputs(beam.DoFn):
         self._bytes_out = Metrics.counter("apply", "bytes_out")
         self._failures = Metrics.counter("apply", "failures")
 
-    def output_name(self, image: DecodedImage, directory: str) -> str:
-        """Relative path (without suffix) of an image's output under ``directory``."""
-        return image.key
+    def output_name(self, image: DecodedImage, directory: str, suffix: str) -> str:
+        """Relative path of an image's output under ``directory``."""
+        return manifest.output_name(image.key, suffix)
 
     def _write(self, directory: str, image: DecodedImage, suffix: str, data: bytes) -> str:
-        path = join(self._output, directory, self.output_name(image, directory) + suffix)
+        path = join(self._output, directory, self.output_name(image, directory, suffix))
         parent = path.rsplit("/", 1)[0]
         if "://" not in path:
             os.makedirs(parent, exist_ok=True)

@@ -11,7 +11,8 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   reason, detail       why it failed (dead-letter reason and message); "" when ok
   mode                 "compress", "denoise" or "both"
   code_path            written code file, or ""      (DIR/codes/<key>.lpc)
-  clean_path           written cleaned PNG, or ""    (DIR/clean/<key>.png)
+  clean_path           written cleaned PNG, or ""    (DIR/clean/<key>, .png added unless
+                                                     the key ends with it)
   bytes_in             size of the input file
   code_bytes           size of the code file (0 without one)
   clean_bytes          size of the cleaned PNG (0 without one)
@@ -32,13 +33,36 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from models.codefile import SUFFIX as CODE_FILE_SUFFIX
+
 OK = "ok"
 FAILED = "failed"
 MANIFEST_PREFIX = "manifest"
 CODES_DIR = "codes"
 CLEAN_DIR = "clean"
-CODE_SUFFIX = ".lpc"
+CODE_SUFFIX = CODE_FILE_SUFFIX  # the code-file format (models/codefile.py) owns it
 CLEAN_SUFFIX = ".png"
+
+
+def output_name(name: str, suffix: str) -> str:
+    """The one output-naming rule of every stage: the input's name, extension kept (so
+    ``a.jpg`` and ``a.png`` stay apart), with the output's suffix appended unless it already
+    ends with it; a code file's own suffix goes first.  ``a.png`` -> ``a.png.lpc`` ->
+    ``a.png``; ``b.jpg`` -> ``b.jpg.lpc`` -> ``b.jpg.png``."""
+    if name.endswith(CODE_SUFFIX) and suffix != CODE_SUFFIX:
+        name = name[: -len(CODE_SUFFIX)]
+    return name if name.lower().endswith(suffix) else name + suffix
+
+
+def output_names(paths: list[str], suffix: str) -> list[str]:
+    """``output_name`` of each input's file name; two inputs that would write one name are an
+    error, not an overwrite."""
+    names = [output_name(path.replace("\\", "/").rsplit("/", 1)[-1], suffix) for path in paths]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs would write {', '.join(duplicates)}; rename them")
+    return names
+
 
 FIELDS = (
     "source_path",
