@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         # Usage problems are one line, not a traceback.
         print(f"latentpress {stage}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an unwritable folder, a path under a regular file, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"latentpress {stage}: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from PIL import Image
 from models import entropy_coding, registry
 from models.codec import PAD_MULTIPLE
 from models.codefile import CodeFile, CodeFileError, index_checksum
-from models.export import load_model_card, load_saved_model
+from models.export import load_saved_model
 
 DEFAULT_QUALITY = registry.NAMED_QUALITIES["medium"]  # a variable-rate codec's default
 LATENT_STRIDE = 16  # g_a downsampling
@@ -33,7 +33,7 @@ def to_grayscale(rgb: np.ndarray) -> np.ndarray:
 class Compressor:
     def __init__(self, model: str = registry.DEFAULT_CODEC):
         self.model_dir = registry.resolve(model)
-        self.card = load_model_card(self.model_dir)
+        self.card = registry.card(self.model_dir, "codec")
         self.module = load_saved_model(self.model_dir)
         parameters = self.module.entropy_parameters()
         self.z_pmf = parameters["z_pmf"].numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import registry
-from models.export import load_model_card, load_saved_model
+from models.export import load_saved_model
 
 # Larger images are denoised in overlapping tiles so memory stays bounded (a 48-channel
 # activation of a 24-megapixel image alone would take 4.6 GB).
@@ -43,7 +43,7 @@ def tile_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple
 class Denoiser:
     def __init__(self, model: str = registry.DEFAULT_DENOISER, tile: int = TILE):
         self.model_dir = registry.resolve(model)
-        self.card = load_model_card(self.model_dir)
+        self.card = registry.card(self.model_dir, "denoiser")
         self.module = load_saved_model(self.model_dir)
         self.fingerprint = self.card["fingerprint"]
         self.tile = tile

@@ -46,8 +46,13 @@ def resolve(name_or_path: str) -> str:
     )
 
 
-def card(name_or_path: str) -> dict:
-    return load_model_card(resolve(name_or_path))
+def card(name_or_path: str, task: str | None = None) -> dict:
+    """The model card; with ``task`` ("codec"/"denoiser"), a model of another kind is a
+    ValueError naming both, not an AttributeError deep inside the first call."""
+    model_card = load_model_card(resolve(name_or_path))
+    if task and model_card.get("task", task) != task:
+        raise ValueError(f"{name_or_path!r} is a {model_card['task']} model, not a {task}")
+    return model_card
 
 
 def is_variable_rate(name_or_path: str) -> bool:

@@ -120,8 +120,11 @@ def rate_target(args) -> dict | None:
 
 def fingerprints(args) -> tuple[str, str]:
     """The fingerprints of the models the run uses ("" for one it does not)."""
-    codec = registry.card(args.model)["fingerprint"] if args.mode in (COMPRESS, BOTH) else ""
-    denoiser = registry.card(args.denoiser)["fingerprint"] if args.mode in (DENOISE, BOTH) else ""
+    codec = denoiser = ""
+    if args.mode in (COMPRESS, BOTH):
+        codec = registry.card(args.model, "codec")["fingerprint"]
+    if args.mode in (DENOISE, BOTH):
+        denoiser = registry.card(args.denoiser, "denoiser")["fingerprint"]
     return codec, denoiser
 
 

@@ -204,6 +204,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
     codec_setting = registry.codec_setting(args.quality, rate_target(args))
     run_id = archive.new_run_id()
+    records.check_output_folder(args.archive)
     pruned = archive.prune(args.archive, args.keep_runs, args.temp_max_age_hours)
     if any(pruned.values()):
         LOG.info(

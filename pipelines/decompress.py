@@ -155,6 +155,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options = split_args(build_parser(), argv, save_main_session)
     if args.codes:
         raise ValueError("give code files or --input, not both (Beam options as --name=value)")
+    registry.card(args.model, "codec")  # `--model denoiser` fails here, not on every worker
+    records.check_output_folder(args.output)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     matched = pipeline | "MatchCodeFiles" >> MatchFiles(args.input)
     decoded = matched["files"] | "Decompress" >> beam.ParDo(

@@ -237,7 +237,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     ]
     args.model = args.model or shipped or [registry.DEFAULT_CODEC]
     for model in args.model:
-        registry.resolve(model)  # a missing model fails now, with its name
+        registry.card(model, "codec")  # a missing or wrong model fails now, with its name
+    registry.card(args.denoiser, "denoiser")
+    records.check_output_folder(args.out)
     unknown = set(_names(args.codecs)) - set(rate_distortion.CLASSICAL)
     unknown |= set(_names(args.baselines)) - set(denoise_baselines.BASELINES)
     if unknown:

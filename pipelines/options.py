@@ -105,6 +105,7 @@ def resolve_codec(args: argparse.Namespace) -> tuple[str, float | None]:
     from models import registry
 
     model = args.model or registry.DEFAULT_CODEC
+    registry.card(model, "codec")  # `--model denoiser` is a one-line error here
     text = args.quality
     if getattr(args, "target_psnr", None) is not None or getattr(args, "target_bpp", None):
         if not registry.is_variable_rate(model):

@@ -159,6 +159,50 @@ def test_apply_into_an_earlier_runs_folder_is_refused_or_replaced_whole(tmp_path
     assert len(manifest) == 1 and len(list((out / "clean").glob("*.png"))) == 1
 
 
+def _one_line_error(done: subprocess.CompletedProcess, code: int, *says: str) -> None:
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    for text in says:
+        assert text in done.stderr
+
+
+@pytest.mark.parametrize(
+    "stage, output_flag",
+    [("compress", "-o"), ("apply", "--output"), ("archive", "--archive")],
+)
+def test_an_output_under_a_regular_file_is_one_line_naming_it(tmp_path, stage, output_flag):
+    (photo,) = copy_samples(tmp_path / "photos", 2, 3)
+    (tmp_path / "afile").write_text("not a folder")
+    target = str(tmp_path / "afile" / "sub")
+    args = [str(photo)] if stage == "compress" else ["--input", str(photo)]
+    done = latentpress(stage, *args, output_flag, target)
+    _one_line_error(done, 1, target, "Not a directory")
+
+
+def test_an_unwritable_output_folder_is_one_line_naming_it(tmp_path):
+    # /sys refuses new folders even to root (CI runs as root, where chmod does not bite).
+    (photo,) = copy_samples(tmp_path / "photos", 2, 3)
+    done = latentpress("compress", str(photo), "-o", "/sys/latentpress-test-output")
+    _one_line_error(done, 1, "/sys/latentpress-test-output", "not permitted")
+
+
+def test_a_model_of_the_wrong_kind_is_one_line_naming_it(tmp_path):
+    (photo,) = copy_samples(tmp_path / "photos", 2, 3)
+    done = latentpress("compress", "--model", "denoiser", str(photo), "-o", str(tmp_path / "o"))
+    _one_line_error(done, 2, "'denoiser' is a denoiser model, not a codec")
+    done = latentpress(
+        "apply",
+        "--input",
+        str(photo),
+        "--output",
+        str(tmp_path / "a"),
+        "--mode=denoise",
+        "--denoiser",
+        "codec",
+    )
+    _one_line_error(done, 2, "'codec' is a codec model, not a denoiser")
+
+
 def test_verbose_shows_what_the_default_keeps_quiet():
     done = latentpress("compress", "--help", "--verbose")
     assert done.returncode == 0 and "usage: latentpress compress" in done.stdout

@@ -67,9 +67,10 @@ def write_atomically(path: str, data: bytes) -> None:
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(temporary) as handle:
         handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
+    if "://" not in path:
+        os.replace(temporary, path)  # one rename: a reader sees the old file or the new one
+    else:
+        FileSystems.rename([temporary], [path])  # an object store's copy replaces the target
 
 
 def write_json(path: str, value: object) -> None:
@@ -122,10 +123,22 @@ def refuse_to_overwrite(target: str, overwrite: bool, inputs: list[str]) -> str:
     return ""
 
 
+def check_output_folder(output: str) -> None:
+    """Creates a local output folder and proves it writable before a pipeline starts, so an
+    unwritable path or one under a regular file is one OSError naming it (the command line
+    prints it as one line), not a worker's traceback at the end of the run."""
+    if "://" in output:
+        return  # an object store has no folders to create; its permissions show on write
+    os.makedirs(output, exist_ok=True)
+    with tempfile.TemporaryFile(dir=output):
+        pass
+
+
 def clear_earlier_run(output: str, patterns: list[str], overwrite: bool) -> None:
     """The Beam stages' overwrite rule: an output folder holding an earlier run's files
     (``patterns`` under ``output``) is refused, or with ``overwrite`` cleared of exactly those
     files first, so what is there afterwards is one run's, described by its manifest."""
+    check_output_folder(output)
     old = [
         m.path
         for pattern in patterns
