@@ -325,7 +325,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     _ = (
         (dead_letters, unmatched)
         | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters" >> (records.WriteJsonLines(run_folder, records.DEAD_LETTER_PREFIX))
+        | "WriteDeadLetters"
+        >> records.WriteJsonLines(run_folder, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
     )
 
     counts = (

@@ -168,7 +168,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     _ = (
         (decoded[DEAD_LETTER], unmatched)
         | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters" >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX)
+        | "WriteDeadLetters"
+        >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
     )
     summary_path = records.join(args.output, records.SUMMARY_FILE)
     counts = (

@@ -227,7 +227,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         _ = (
             (read["dead_letter"], unmatched_letters)
             | "AllDeadLetters" >> beam.Flatten()
-            | "WriteDeadLetters" >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX)
+            | "WriteDeadLetters"
+            >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
         )
 
         counts = (

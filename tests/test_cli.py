@@ -203,6 +203,21 @@ def test_a_model_of_the_wrong_kind_is_one_line_naming_it(tmp_path):
     _one_line_error(done, 2, "'codec' is a codec model, not a denoiser")
 
 
+def test_a_clean_run_writes_no_dead_letters_and_names_stay_as_typed(tmp_path):
+    """Manifest and summary keep a non-ASCII name as is (grep finds it); a run without
+    failures leaves no empty dead-letter file behind."""
+    (photo,) = copy_samples(tmp_path / "photos", 2, 3)
+    photo.rename(photo.with_name("café.png"))
+    out = tmp_path / "out"
+    done = latentpress(
+        "apply", "--input", f"{tmp_path}/photos/*", "--output", str(out), "--mode=compress"
+    )
+    assert done.returncode == 0, done.stderr
+    (manifest_file,) = out.glob("manifest-*.jsonl")
+    assert '"key": "café.png"' in manifest_file.read_text(encoding="utf-8")
+    assert not list(out.glob("dead_letter*"))
+
+
 def test_verbose_shows_what_the_default_keeps_quiet():
     done = latentpress("compress", "--help", "--verbose")
     assert done.returncode == 0 and "usage: latentpress compress" in done.stdout

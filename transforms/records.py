@@ -42,19 +42,27 @@ def failed_by_reason(counts: dict) -> dict:
 
 class WriteJsonLines(beam.PTransform):
     """dicts -> ``DIR/<prefix>-SSSSS-of-NNNNN.jsonl`` (or one ``DIR/<prefix>.jsonl`` with
-    ``single_file``, which a re-run replaces), one sorted-key JSON object a line."""
+    ``single_file``, which a re-run replaces), one sorted-key JSON object a line, UTF-8 as
+    is (a name with an é stays greppable).  ``skip_if_empty``: no file for no rows (dead
+    letters of a clean run)."""
 
-    def __init__(self, directory: str, prefix: str, single_file: bool = False):
+    def __init__(
+        self, directory: str, prefix: str, single_file: bool = False, skip_if_empty: bool = False
+    ):
         super().__init__()
         self._path = join(directory, prefix)
         self._single_file = single_file
+        self._skip_if_empty = skip_if_empty
 
     def expand(self, rows):
         shards = {"num_shards": 1, "shard_name_template": ""} if self._single_file else {}
         return (
             rows
-            | "ToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
-            | "Write" >> beam.io.WriteToText(self._path, file_name_suffix=".jsonl", **shards)
+            | "ToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True, ensure_ascii=False))
+            | "Write"
+            >> beam.io.WriteToText(
+                self._path, file_name_suffix=".jsonl", skip_if_empty=self._skip_if_empty, **shards
+            )
         )
 
 
@@ -74,7 +82,9 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def write_json(path: str, value: object) -> None:
-    write_atomically(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    write_atomically(
+        path, (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    )
 
 
 def read_json(path: str) -> object:
