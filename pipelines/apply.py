@@ -38,6 +38,7 @@ from pipelines.options import (
     run_outcome,
     run_pipeline,
     split_args,
+    stage_parser,
 )
 from transforms import decode, manifest, records
 from transforms.apply_models import (
@@ -55,9 +56,9 @@ LOG = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress apply",
-        description="Denoise and/or compress every image of a corpus with the trained models.",
+    parser = stage_parser(
+        "latentpress apply",
+        "Denoise and/or compress every image of a corpus with the trained models.",
     )
     add_corpus_args(parser)
     add_model_args(parser)

@@ -41,7 +41,7 @@ from pipelines.options import (
     run_outcome,
     run_pipeline,
     split_args,
-    truthy,
+    stage_parser,
 )
 from transforms import archive, decode, manifest, records
 from transforms.apply_models import WriteOutputs
@@ -54,9 +54,9 @@ TO_HASH = "to_hash"  # inputs whose listing entry is new or changed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress archive",
-        description="Denoise and compress the images an archive does not hold yet.",
+    parser = stage_parser(
+        "latentpress archive",
+        "Denoise and compress the images an archive does not hold yet.",
     )
     add_corpus_args(parser, output=False)
     parser.add_argument(
@@ -65,10 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.add_argument(
         "--reprocess-older-models",
-        nargs="?",
-        const=True,
-        default=False,
-        type=truthy,
+        action="store_true",
         help="Also redo images the archive holds from other models than the ones given.",
     )
     parser.add_argument(

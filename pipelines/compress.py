@@ -16,16 +16,14 @@ import sys
 
 from models.codefile import SUFFIX
 from models.compressor import Compressor, bits_per_pixel
-from pipelines.options import add_codec_args, resolve_codec
+from pipelines.options import add_codec_args, resolve_codec, stage_parser
 from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
 from transforms.manifest import output_names
 from transforms.records import refuse_to_overwrite, write_atomically
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress compress", description="Compress images to latentpress code files."
-    )
+    parser = stage_parser("latentpress compress", "Compress images to latentpress code files.")
     parser.add_argument("images", nargs="+", help="Image files to compress.")
     parser.add_argument("-o", "--output", required=True, help="Directory for the code files.")
     parser.add_argument(

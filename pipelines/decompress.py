@@ -37,7 +37,13 @@ from models import registry
 from models.codefile import CodeFile, CodeFileError
 from models.compressor import Compressor
 from models.export import MODEL_CARD
-from pipelines.options import configure_logging, only_launches, run_pipeline, split_args
+from pipelines.options import (
+    configure_logging,
+    only_launches,
+    run_pipeline,
+    split_args,
+    stage_parser,
+)
 from transforms import records
 from transforms.apply_models import safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
@@ -47,9 +53,7 @@ from transforms.records import refuse_to_overwrite, write_atomically
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress decompress", description="Decompress latentpress code files to PNG."
-    )
+    parser = stage_parser("latentpress decompress", "Decompress latentpress code files to PNG.")
     parser.add_argument("codes", nargs="*", help="Code files (.lpc) to decompress.")
     parser.add_argument(
         "--input",

@@ -26,7 +26,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models import registry
-from pipelines.options import configure_logging, run_pipeline, split_args
+from pipelines.options import configure_logging, run_pipeline, split_args, stage_parser
 from transforms import denoise_baselines, rate_distortion, records
 from transforms.decode import decode_image
 
@@ -38,14 +38,22 @@ NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress evaluate",
-        description="Rate-distortion and denoising report against classical methods.",
+    parser = stage_parser(
+        "latentpress evaluate",
+        "Rate-distortion and denoising report against classical methods.",
+    )
+    # --input/-o/--output like every stage; --images/--out stay accepted (0.2's names).
+    parser.add_argument(
+        "--input",
+        "--images",
+        dest="images",
+        action="append",
+        required=True,
+        help="Pattern of images; repeatable.",
     )
     parser.add_argument(
-        "--images", action="append", required=True, help="Pattern of images; repeatable."
+        "-o", "--output", "--out", dest="out", required=True, help="Directory for the report."
     )
-    parser.add_argument("--out", required=True, help="Directory for the results and report.")
     parser.add_argument(
         "--model",
         action="append",

@@ -10,6 +10,30 @@ import sys
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Shows each flag's default in --help, except where there is none to show (None, a
+    switch that is off) or the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            or not action.option_strings
+        ):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})"
+
+
+def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of a ``latentpress`` stage: one look for every --help."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=_HelpWithDefaults
+    )
+
+
 def add_corpus_args(
     parser: argparse.ArgumentParser, what: str = "images", output: bool = True
 ) -> None:
@@ -23,7 +47,9 @@ def add_corpus_args(
         "folders. Defaults to the embedded sample photographs.",
     )
     if output:
-        parser.add_argument("--output", required=True, help="Directory (local or gs://) to write.")
+        parser.add_argument(
+            "-o", "--output", required=True, help="Directory (local or gs://) to write."
+        )
     parser.add_argument(
         "--max-pixels",
         type=int,
@@ -161,12 +187,23 @@ def _is_flag_value(args: list[str], arg: str) -> bool:
 def _dashed_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str] | None:
     if argv is None:
         argv = sys.argv[1:]
-    ours = set(parser._option_string_actions)
+    """Our flags as the Flex Template launcher passes them (``--name_with_underscores=v``)
+    turned into their dashed names; a switch given a value (``--switch=true``) becomes the
+    switch or nothing, so a switch stays a plain switch on the command line."""
+    ours = parser._option_string_actions
     dashed = []
     for arg in argv:
         name, equals, value = arg.partition("=")
         alias = "--" + name[2:].replace("_", "-")
-        dashed.append(alias + equals + value if name.startswith("--") and alias in ours else arg)
+        if not (name.startswith("--") and alias in ours):
+            dashed.append(arg)
+        elif equals and ours[alias].nargs == 0:
+            try:
+                dashed.extend([alias] if truthy(value) else [])
+            except argparse.ArgumentTypeError as e:
+                parser.error(f"{alias}: {e}")
+        else:
+            dashed.append(alias + equals + value)
     return dashed
 
 

@@ -36,6 +36,7 @@ from pipelines.options import (
     is_dataflow,
     run_pipeline,
     split_args,
+    stage_parser,
 )
 from transforms import features, records, statistics
 from transforms.noise import parse_spec
@@ -48,9 +49,9 @@ LOG = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress prepare",
-        description="Cut noisy/clean patch pairs from an image corpus into TFRecord shards.",
+    parser = stage_parser(
+        "latentpress prepare",
+        "Cut noisy/clean patch pairs from an image corpus into TFRecord shards.",
     )
     add_corpus_args(parser)
     parser.add_argument(

@@ -34,6 +34,7 @@ from models import registry
 from models.codec import CodecConfig, ScaleHyperprior
 from models.denoiser import DenoiserConfig, DnCNN
 from models.export import CODEC, DENOISER, export_model, load_model_card
+from pipelines.options import stage_parser
 from transforms import features, noise, records, statistics
 
 LOG = logging.getLogger(__name__)
@@ -41,9 +42,7 @@ TASKS = {"codec": CODEC, "denoise": DENOISER}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentpress train", description="Train the codec or the denoiser, then export it."
-    )
+    parser = stage_parser("latentpress train", "Train the codec or the denoiser, then export it.")
     parser.add_argument("--data", required=True, help="Output directory of the prepare stage.")
     parser.add_argument(
         "--model-dir", required=True, help="Checkpoints, TensorBoard logs and the export."

@@ -218,6 +218,31 @@ def test_a_clean_run_writes_no_dead_letters_and_names_stay_as_typed(tmp_path):
     assert not list(out.glob("dead_letter*"))
 
 
+def test_one_vocabulary_of_flags_and_defaults_in_every_help():
+    from pipelines import apply, archive, evaluate
+    from pipelines.options import split_args
+
+    # --input and -o/--output on every stage; evaluate's old --images/--out still work.
+    for argv in (["--input", "a/*", "-o", "r"], ["--images=a/*", "--out=r"]):
+        args, _ = split_args(evaluate.build_parser(), argv)
+        assert (args.images, args.out) == (["a/*"], "r")
+    args, _ = split_args(apply.build_parser(), ["--input", "a/*", "-o", "out"])
+    assert args.output == "out"
+    # A plain switch; the Flex Template's --name=true/false still reaches it.
+    for argv, expected in (
+        (["--reprocess-older-models"], True),
+        (["--reprocess_older_models=true"], True),
+        (["--reprocess_older_models=false"], False),
+        ([], False),
+    ):
+        args, _ = split_args(archive.build_parser(), ["--archive", "A", *argv])
+        assert args.reprocess_older_models is expected, argv
+    shown = latentpress("apply", "--help")
+    assert shown.returncode == 0 and "(default: 64000000)" in shown.stdout
+    assert "-o OUTPUT, --output OUTPUT" in shown.stdout
+    assert "(default: None)" not in shown.stdout and "(default: False)" not in shown.stdout
+
+
 def test_verbose_shows_what_the_default_keeps_quiet():
     done = latentpress("compress", "--help", "--verbose")
     assert done.returncode == 0 and "usage: latentpress compress" in done.stdout
