@@ -184,10 +184,11 @@ def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config:
         "mean_bpp": totals["mean_bpp"],
         "mean_psnr_db": totals["mean_psnr_db"],
         "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
+        # Against everything the run stored, cleaned PNGs included: negative when they
+        # outweigh what the codes save (mode both or denoise store a PNG per image).
+        "bytes_saved": totals["bytes_in"] - totals["code_bytes"] - totals["clean_bytes"],
         "config": config,
     }
-    if config["mode"] != "denoise":
-        summary["bytes_saved"] = totals["bytes_in"] - totals["code_bytes"]
     return summary
 
 

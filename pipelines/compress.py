@@ -16,7 +16,7 @@ import sys
 
 from models.codefile import SUFFIX
 from models.compressor import Compressor, bits_per_pixel
-from pipelines.options import add_codec_args, resolve_codec, stage_parser
+from pipelines.options import add_codec_args, add_max_pixels_arg, resolve_codec, stage_parser
 from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
 from transforms.manifest import output_names
 from transforms.records import refuse_to_overwrite, write_atomically
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="Replace existing code files (never an input)."
     )
     add_codec_args(parser)
+    add_max_pixels_arg(parser)
     return parser
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     for path, name in zip(args.images, names, strict=True):
         try:
             with open(path, "rb") as handle:
-                pixels, mode = decode_with_mode(handle.read())
+                pixels, mode = decode_with_mode(handle.read(), args.max_pixels)
         except (OSError, DecodeError) as e:
             print(f"latentpress compress: {path}: {e}", file=sys.stderr)
             failed += 1

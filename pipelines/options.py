@@ -38,7 +38,6 @@ def add_corpus_args(
     parser: argparse.ArgumentParser, what: str = "images", output: bool = True
 ) -> None:
     """--input (repeatable, defaults to the embedded samples), --output and --max-pixels."""
-    from transforms.decode import DEFAULT_MAX_PIXELS
 
     parser.add_argument(
         "--input",
@@ -50,12 +49,7 @@ def add_corpus_args(
         parser.add_argument(
             "-o", "--output", required=True, help="Directory (local or gs://) to write."
         )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help="Images with more pixels are refused as dead letters before decoding.",
-    )
+    add_max_pixels_arg(parser)
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -90,6 +84,17 @@ def run_outcome(
     if failed and not done:
         return 1
     return 1 if strict and (failed or unmatched) else 0
+
+
+def add_max_pixels_arg(parser: argparse.ArgumentParser) -> None:
+    from transforms.decode import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="Images with more pixels are refused (reason too_many_pixels) before decoding.",
+    )
 
 
 def add_codec_args(parser: argparse.ArgumentParser) -> None:

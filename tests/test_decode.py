@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -138,6 +139,22 @@ def test_truncated_file_is_refused():
     with pytest.raises(decode.DecodeError) as error:
         decode.decode_image(data[: len(data) // 2])
     assert error.value.reason == decode.TRUNCATED
+
+
+def test_a_decompression_bomb_header_is_too_large_not_unreadable():
+    """A few bytes of PNG header claiming 40000 x 40000 pixels (Pillow refuses to open it)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
+    header = (40_000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 8-bit RGB
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    for limit in (decode.DEFAULT_MAX_PIXELS, 10**10):
+        with pytest.raises(decode.DecodeError) as error:
+            decode.decode_image(data, max_pixels=limit)
+        assert error.value.reason == decode.TOO_LARGE and "1600000000" in str(error.value)
 
 
 def test_pixel_limit_is_checked_before_decoding():

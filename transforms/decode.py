@@ -84,6 +84,8 @@ def decode_with_mode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as e:
         raise DecodeError(NOT_AN_IMAGE, "not a recognised image format") from e
+    except Image.DecompressionBombError as e:  # a header claiming > 2x Pillow's own limit
+        raise DecodeError(TOO_LARGE, str(e)) from e
     except Exception as e:  # Pillow raises many types on garbage headers
         raise DecodeError(NOT_AN_IMAGE, f"unreadable header ({type(e).__name__}: {e})") from e
     with image:
