@@ -2,11 +2,12 @@
 
     python -m models.release --export RUN/export --name codec \
         --status interim --licence "BSDS500 images: non-commercial research use" \
-        [--work-dir ~/lp-work]
+        [--work-dir ~/lp-work] [--evaluation EVAL_DIR]
 
 Copies the export (SavedModel and model card) and adds the release fields to its card, so
-the card a user reads says what the model is, how it was made and under which terms its
-training data came.
+the card a user reads says what the model is, how it was made, how it measured (``measured``:
+the curve or PSNRs of a ``latentpress evaluate`` output folder of this very model) and under
+which terms its training data came.
 """
 
 from __future__ import annotations
@@ -29,10 +30,51 @@ def without_machine_paths(card: dict, work_dir: str) -> dict:
     return json.loads(json.dumps(card).replace(prefix, "$LP_WORK"))
 
 
+def measured(results: dict, card: dict) -> dict:
+    """What an evaluate run (its results.json) measured of the model of ``card``: the codec's
+    rate-distortion points and BD-rates, or the denoiser's PSNR per noise level.  An
+    evaluation of another model is an error, not a wrong figure on the card."""
+    config = results["config"]
+    summary = {"images": config["images"], "image_count": config["image_count"]}
+    if card["task"] == "codec":
+        if card["fingerprint"] not in config["models"].values():
+            raise ValueError(f"the evaluation did not measure codec {card['fingerprint']}")
+        summary["curve"] = [
+            {
+                "quality": point["setting"].rsplit("@", 1)[-1],
+                **{k: round(point[k], 4) for k in ("bpp", "psnr_db", "ms_ssim")},
+            }
+            for point in results["curves"]["latentpress"]
+        ]
+        summary["bd_rate_psnr_pct"] = {
+            pair.split(" vs ")[1]: round(value["bd_rate_psnr_pct"], 1)
+            for pair, value in results["bjontegaard"].items()
+            if pair.startswith("latentpress vs ")
+        }
+    else:
+        if config.get("denoiser_fingerprint", card["fingerprint"]) != card["fingerprint"]:
+            raise ValueError(f"the evaluation did not measure denoiser {card['fingerprint']}")
+        summary["noise"] = "float" if config["float_noise"] else "gaussian, rounded to 8 bits"
+        summary["psnr_db"] = {
+            sigma: round(methods["latentpress"]["psnr_db"], 2)
+            for sigma, methods in results["denoising"].items()
+        }
+    return summary
+
+
 def release(
-    export_dir: str, name: str, status: str, licence: str, notes: str = "", work_dir: str = ""
+    export_dir: str,
+    name: str,
+    status: str,
+    licence: str,
+    notes: str = "",
+    work_dir: str = "",
+    evaluation: str = "",
 ) -> dict:
     card = without_machine_paths(load_model_card(export_dir), work_dir)
+    if evaluation:
+        with open(os.path.join(evaluation, "results.json")) as handle:
+            card["measured"] = measured(json.load(handle), card)
     target = os.path.join(PRETRAINED_DIR, name)
     if os.path.exists(target):
         shutil.rmtree(target)
@@ -60,8 +102,21 @@ def main(argv=None):
         default="",
         help="The folder of the training data and runs, written as $LP_WORK in the card.",
     )
+    parser.add_argument(
+        "--evaluation",
+        default="",
+        help="A `latentpress evaluate` output folder of this model: its figures go on the card.",
+    )
     args = parser.parse_args(argv)
-    card = release(args.export, args.name, args.status, args.licence, args.notes, args.work_dir)
+    card = release(
+        args.export,
+        args.name,
+        args.status,
+        args.licence,
+        args.notes,
+        args.work_dir,
+        args.evaluation,
+    )
     print(json.dumps(card, indent=2, sort_keys=True))
 
 

@@ -288,6 +288,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "image_count": len(paths),
         "models": {m: registry.card(m).get("fingerprint", "") for m in args.model},
         "denoiser": args.denoiser,
+        "denoiser_fingerprint": registry.card(args.denoiser)["fingerprint"],
         "sigmas": [float(s) for s in _names(args.sigma)],
         "float_noise": args.float_noise,
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from models.release import without_machine_paths
+import pytest
+
+from models.release import measured, without_machine_paths
 
 
 def test_the_working_folder_becomes_a_placeholder_in_every_field(tmp_path):
@@ -24,3 +26,36 @@ def test_the_working_folder_becomes_a_placeholder_in_every_field(tmp_path):
     }
     assert shipped["steps"] == 10
     assert without_machine_paths(card, "") == card
+
+
+def test_the_card_carries_what_the_evaluation_measured_of_this_model_only():
+    results = {  # the shape evaluate writes to results.json
+        "config": {
+            "images": ["CBSD68/*.png"],
+            "image_count": 68,
+            "models": {"/runs/codec/export": "aaaa"},
+            "denoiser_fingerprint": "dddd",
+            "float_noise": False,
+        },
+        "curves": {
+            "latentpress": [
+                {"setting": "/runs/codec/export@0", "bpp": 0.39, "psnr_db": 28.04, "ms_ssim": 0.95},
+                {"setting": "/runs/codec/export@100", "bpp": 1.4, "psnr_db": 31.2, "ms_ssim": 0.98},
+            ],
+            "jpeg": [],
+        },
+        "bjontegaard": {
+            "latentpress vs jpeg": {"bd_rate_psnr_pct": -14.83},
+            "webp vs jpeg": {"bd_rate_psnr_pct": -29.3},
+        },
+        "denoising": {"25": {"latentpress": {"psnr_db": 30.719}, "noisy": {"psnr_db": 20.2}}},
+    }
+    codec = measured(results, {"task": "codec", "fingerprint": "aaaa"})
+    assert [p["quality"] for p in codec["curve"]] == ["0", "100"]
+    assert codec["curve"][1]["psnr_db"] == 31.2 and codec["bd_rate_psnr_pct"] == {"jpeg": -14.8}
+    denoiser = measured(results, {"task": "denoiser", "fingerprint": "dddd"})
+    assert denoiser["psnr_db"] == {"25": 30.72} and "8 bits" in denoiser["noise"]
+    with pytest.raises(ValueError, match="did not measure codec bbbb"):
+        measured(results, {"task": "codec", "fingerprint": "bbbb"})
+    with pytest.raises(ValueError, match="did not measure denoiser eeee"):
+        measured(results, {"task": "denoiser", "fingerprint": "eeee"})
