@@ -34,6 +34,7 @@ from pipelines.options import (
     add_codec_args,
     add_corpus_args,
     configure_logging,
+    expected_inputs,
     resolve_codec,
     run_outcome,
     run_pipeline,
@@ -50,6 +51,7 @@ from transforms.apply_models import (
     WriteOutputs,
     safe_key,
 )
+from transforms.progress import ReportProgress
 from transforms.read_images import ReadImages
 
 LOG = logging.getLogger(__name__)
@@ -184,6 +186,16 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                 codec_setting=registry.codec_setting(args.quality, rate_target(args)),
             )
         )
+        | "ReportProgress"
+        >> beam.ParDo(
+            ReportProgress(
+                "apply",
+                expected_inputs(args.input, options),
+                lambda r: r["status"] == manifest.FAILED,
+                args.progress_every,
+                unit="images done",
+            )
+        )
     )
     failed_reads = read["dead_letter"] | "FailedReadsToManifest" >> beam.Map(
         _dead_letter_record, args.mode
@@ -194,6 +206,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     _ = manifest_records | "WriteManifest" >> records.WriteJsonLines(
         args.output, manifest.MANIFEST_PREFIX
     )
+
     unmatched = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
         records.unmatched_dead_letter
     )

@@ -46,6 +46,7 @@ from pipelines.options import (
 from transforms import archive, decode, manifest, records
 from transforms.apply_models import WriteOutputs
 from transforms.archive import ARCHIVED, INCOMPLETE, OLDER
+from transforms.progress import ReportProgress
 from transforms.read_images import DEAD_LETTER, DecodeImages, MatchFiles
 
 LOG = logging.getLogger(__name__)
@@ -298,6 +299,17 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                 denoiser_fingerprint,
                 run_id,
                 codec_setting,
+            )
+        )
+        # No total: what is new is known only after the join with the archive.
+        | "ReportProgress"
+        >> beam.ParDo(
+            ReportProgress(
+                "archive",
+                None,
+                lambda r: r["status"] == manifest.FAILED,
+                args.progress_every,
+                unit="new images done",
             )
         )
     )

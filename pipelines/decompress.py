@@ -38,7 +38,9 @@ from models.codefile import CodeFile, CodeFileError
 from models.compressor import Compressor
 from models.export import MODEL_CARD
 from pipelines.options import (
+    add_progress_arg,
     configure_logging,
+    expected_inputs,
     only_launches,
     run_pipeline,
     split_args,
@@ -48,6 +50,7 @@ from transforms import records
 from transforms.apply_models import safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
 from transforms.manifest import output_name, output_names
+from transforms.progress import ReportProgress
 from transforms.read_images import DEAD_LETTER, MatchFiles
 from transforms.records import refuse_to_overwrite, write_atomically
 
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Folder of models named by fingerprint (an archive's models/, local or gs://): "
         "files written by other models than --model are decoded with theirs from there.",
     )
+    add_progress_arg(parser)
     return parser
 
 
@@ -166,6 +170,15 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     decoded = matched["files"] | "Decompress" >> beam.ParDo(
         DecodeCodeFiles(args.output, args.model, args.models_dir)
     ).with_outputs(DEAD_LETTER, main="written")
+    _ = decoded.written | "ReportProgress" >> beam.ParDo(
+        ReportProgress(
+            "decompress",
+            expected_inputs(args.input, options),
+            lambda _: False,  # failures are in the summary's count, not in this stream
+            args.progress_every,
+            unit="files written",
+        )
+    )
     unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
         records.unmatched_dead_letter
     )

@@ -50,6 +50,7 @@ def add_corpus_args(
             "-o", "--output", required=True, help="Directory (local or gs://) to write."
         )
     add_max_pixels_arg(parser)
+    add_progress_arg(parser)
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -84,6 +85,26 @@ def run_outcome(
     if failed and not done:
         return 1
     return 1 if strict and (failed or unmatched) else 0
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    from transforms.progress import DEFAULT_EVERY_SECONDS
+
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=DEFAULT_EVERY_SECONDS,
+        metavar="SECONDS",
+        help="How often the log shows the counts done and failed and the rate while it runs.",
+    )
+
+
+def expected_inputs(patterns: list[str], options: PipelineOptions) -> int | None:
+    """The progress lines' total: the patterns' matches listed on the driver, except on
+    Dataflow, where a listing of a whole bucket is not the launcher's job (its console counts)."""
+    from transforms.progress import count_inputs
+
+    return None if is_dataflow(options) else count_inputs(patterns)
 
 
 def add_max_pixels_arg(parser: argparse.ArgumentParser) -> None:
@@ -221,18 +242,21 @@ def truthy(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
 
 
-class _DropBeamMemoryProbeWarning(logging.Filter):
-    """RunInference warns twice per run that it cannot measure memory on this platform; it
-    is no problem of the user's run and says nothing they can act on."""
+class _DropBeamChatter(logging.Filter):
+    """Beam warnings that are no problem of the user's run and say nothing they can act on:
+    RunInference cannot measure memory on this platform (twice per run), and a dead-letter
+    file skipped because the run had no failures has "no shards to finalize"."""
+
+    NOT_FOR_USERS = ("Resource module is not available", "No shards found to finalize")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Resource module is not available")
+        return not str(record.msg).startswith(self.NOT_FOR_USERS)
 
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropBeamMemoryProbeWarning())
+        handler.addFilter(_DropBeamChatter())
     # Our progress lines at INFO, the libraries' chatter only from WARNING.
     logging.getLogger().setLevel(logging.WARNING)
     for name in ("latentpress", "pipelines", "transforms", "models"):

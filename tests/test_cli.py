@@ -243,6 +243,30 @@ def test_one_vocabulary_of_flags_and_defaults_in_every_help():
     assert "(default: None)" not in shown.stdout and "(default: False)" not in shown.stdout
 
 
+def test_long_runs_show_their_progress_while_they_go(tmp_path):
+    """Counts done of matched, failures and a rate in the log as the work happens (here after
+    every image: --progress-every=0); the result line still goes to stdout.  An unreadable
+    file never reaches the models: it is in the final counts, not the progress."""
+    copy_samples(tmp_path / "photos", 0, 3)
+    (tmp_path / "photos" / "notes.png").write_text("not an image")
+    done = latentpress(
+        "apply",
+        "--input",
+        f"{tmp_path}/photos/*",
+        "-o",
+        str(tmp_path / "out"),
+        "--mode=compress",
+        "--progress-every=0",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "/s (worker" in line]
+    assert [line.split("INFO ")[1].split(",")[0] for line in lines] == [
+        f"apply: {n} of 4 images done" for n in (1, 2, 3)
+    ]
+    assert "3 of 4 images done, 0 failed" in lines[-1]
+    assert done.stdout.startswith("apply: 4 matched, 3 written, 1 failed")
+
+
 def test_verbose_shows_what_the_default_keeps_quiet():
     done = latentpress("compress", "--help", "--verbose")
     assert done.returncode == 0 and "usage: latentpress compress" in done.stdout
