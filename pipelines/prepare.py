@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from pipelines.options import (
     add_corpus_args,
     configure_logging,
+    expected_inputs,
     is_dataflow,
     run_pipeline,
     split_args,
@@ -42,6 +43,7 @@ from transforms import features, records, statistics
 from transforms.noise import parse_spec
 from transforms.noisy_patches import AddNoise, ExtractPatches
 from transforms.patches import EVAL, TRAIN
+from transforms.progress import ReportProgress
 from transforms.read_images import ReadImages
 from transforms.tfrecord_shards import WriteShards
 
@@ -184,6 +186,15 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     with tft_beam.Context(temp_dir=_tft_temp_dir(args, options)):
         read = pipeline | "ReadImages" >> ReadImages(
             args.input, max_pixels=args.max_pixels, min_side=args.patch_size
+        )
+        _ = read["images"] | "ReportProgress" >> beam.ParDo(
+            ReportProgress(
+                "prepare",
+                expected_inputs(args.input, options),
+                lambda _: False,  # unreadable files are dead letters, counted at the end
+                args.progress_every,
+                unit="images read",
+            )
         )
         patches = (
             read["images"]
