@@ -47,12 +47,19 @@ def bjontegaard(curves: dict[str, list[dict]]) -> dict[str, dict]:
             psnr_t = [(p["bpp"], p["psnr_db"]) for p in curves[test]]
             ssim_a = [(p["bpp"], p["ms_ssim_db"]) for p in curves[anchor]]
             ssim_t = [(p["bpp"], p["ms_ssim_db"]) for p in curves[test]]
-            deltas[f"{test} vs {anchor}"] = {
+            delta = {
                 "bd_rate_psnr_pct": rate_distortion.bd_rate(psnr_a, psnr_t),
                 "bd_psnr_db": rate_distortion.bd_quality(psnr_a, psnr_t),
                 "bd_rate_msssim_pct": rate_distortion.bd_rate(ssim_a, ssim_t),
                 "bd_msssim_db": rate_distortion.bd_quality(ssim_a, ssim_t),
             }
+            why = {
+                "psnr": rate_distortion.why_no_delta(psnr_a, psnr_t),
+                "ms_ssim": rate_distortion.why_no_delta(ssim_a, ssim_t),
+            }
+            if any(why.values()):  # a null figure always comes with its reason
+                delta["not_available"] = {k: v for k, v in why.items() if v}
+            deltas[f"{test} vs {anchor}"] = delta
     return deltas
 
 
@@ -193,6 +200,13 @@ def _markdown(results: dict) -> str:
             f"| {name} | {_fmt(d['bd_rate_psnr_pct'], 1, '%')} | {_fmt(d['bd_psnr_db'], 2, ' dB')}"
             f" | {_fmt(d['bd_rate_msssim_pct'], 1, '%')} | {_fmt(d['bd_msssim_db'], 2, ' dB')} |"
         )
+    missing = {
+        n: d["not_available"] for n, d in results["bjontegaard"].items() if "not_available" in d
+    }
+    if missing:
+        lines.append("")
+    for name, why in missing.items():
+        lines.append(f"n/a for {name}: " + "; ".join(f"{k}: {v}" for k, v in why.items()))
     lines += [
         "",
         "Our points and speed of every codec (mean over images; encode/decode ms per megapixel "
@@ -257,5 +271,11 @@ def write_report(points: list[dict], out: str, config: dict, sample_path: str | 
     if sample_path:
         _grid(sample_path, curves, config, records.join(out, "grid.png"))
     records.write_atomically(records.join(out, "report.md"), _markdown(results).encode())
-    headline = {k: v["bd_rate_psnr_pct"] for k, v in results["bjontegaard"].items() if OURS in k}
+    headline = {
+        k: v["bd_rate_psnr_pct"]
+        if v["bd_rate_psnr_pct"] is not None
+        else f"n/a: {v['not_available']['psnr']}"
+        for k, v in results["bjontegaard"].items()
+        if OURS in k
+    }
     return f"report {records.join(out, 'report.md')}; BD-rate (PSNR) {json.dumps(headline)}"

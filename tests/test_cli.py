@@ -114,6 +114,7 @@ def test_one_naming_rule_keeps_a_jpg_and_a_png_apart_through_every_stage(tmp_pat
     jpg = png.with_suffix(".jpg")
     done = latentpress("compress", str(png), str(jpg), "-o", str(tmp_path / "codes"))
     assert done.returncode == 0, done.stderr
+    assert_quiet(done)
     codes = sorted(p.name for p in (tmp_path / "codes").iterdir())
     assert codes == ["chelsea.jpg.lpc", "chelsea.png.lpc"]
     done = latentpress(
@@ -271,6 +272,18 @@ def test_verbose_shows_what_the_default_keeps_quiet():
     done = latentpress("compress", "--help", "--verbose")
     assert done.returncode == 0 and "usage: latentpress compress" in done.stdout
     assert "absl" in done.stderr or "I0000" in done.stderr
+
+
+def test_a_bare_pytest_from_the_root_collects_the_tests_only():
+    """The Airflow DAG's tests need Airflow's own venv (`make test` runs them there)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "tests/test_cli.py::" in done.stdout and "schedules/" not in done.stdout
 
 
 def test_version():

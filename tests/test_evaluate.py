@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import evaluate
+from pipelines import evaluate, evaluate_report
 from tests.conftest import copy_samples, export_untrained_codec, shared_dataset
 from transforms import rate_distortion
 
@@ -34,8 +34,21 @@ def test_bd_rate_of_a_curve_needing_a_known_fraction_of_the_bits():
 def test_bd_figures_need_two_points_and_an_overlap():
     anchor = [(r, quality_at(r)) for r in RATES]
     assert rate_distortion.bd_rate(anchor, [(0.3, 25.0)]) is None
+    assert "fewer than two" in rate_distortion.why_no_delta(anchor, [(0.3, 25.0)])
+    assert rate_distortion.why_no_delta(anchor, anchor) == ""
     far_better = [(r, quality_at(r) + 100) for r in RATES]
     assert rate_distortion.bd_rate(anchor, far_better) is None
+    assert "do not overlap in quality" in rate_distortion.why_no_delta(anchor, far_better)
+
+
+def test_a_missing_bd_figure_says_why_in_the_results_and_the_headline():
+    ours = [{"bpp": r, "psnr_db": quality_at(r) + 100, "ms_ssim_db": 9.0 + r} for r in RATES]
+    jpeg = [{"bpp": r, "psnr_db": quality_at(r), "ms_ssim_db": 9.0 + r} for r in RATES]
+    deltas = evaluate_report.bjontegaard({"latentpress": ours, "jpeg": jpeg})
+    delta = deltas["latentpress vs jpeg"]
+    assert delta["bd_rate_psnr_pct"] is None and delta["bd_rate_msssim_pct"] is not None
+    assert set(delta["not_available"]) == {"psnr"}
+    assert "do not overlap" in delta["not_available"]["psnr"]
 
 
 def test_bd_rate_is_order_independent_and_uses_the_overlap_only():

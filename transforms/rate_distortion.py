@@ -128,6 +128,21 @@ def _mean_difference(curve_a, curve_b) -> float | None:
     return float((area_b - area_a) / (high - low))
 
 
+def why_no_delta(anchor, test) -> str:
+    """Why ``bd_rate``/``bd_quality`` of these (bpp, quality) curves is None ("" if it is not),
+    in words a report can print instead of a bare null."""
+    qualities = [sorted({round(float(q), 9) for _, q in curve}) for curve in (anchor, test)]
+    if min(len(q) for q in qualities) < 2:
+        return "a curve has fewer than two distinct points"
+    (a, b) = qualities
+    if min(a[-1], b[-1]) <= max(a[0], b[0]):
+        return (
+            f"the curves do not overlap in quality ({a[0]:.2f}-{a[-1]:.2f} against "
+            f"{b[0]:.2f}-{b[-1]:.2f})"
+        )
+    return ""
+
+
 def bd_rate(anchor, test) -> float | None:
     """Bjøntegaard delta rate in percent: the average rate change of ``test`` against
     ``anchor`` at equal quality (negative = fewer bits).  Curves are (bpp, quality) points;
