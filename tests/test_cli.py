@@ -256,7 +256,7 @@ def test_long_runs_show_their_progress_while_they_go(tmp_path):
         f"{tmp_path}/photos/*",
         "-o",
         str(tmp_path / "out"),
-        "--mode=compress",
+        "--mode=both",
         "--progress-every=0",
     )
     assert done.returncode == 0, done.stderr
@@ -266,6 +266,7 @@ def test_long_runs_show_their_progress_while_they_go(tmp_path):
     ]
     assert "3 of 4 images done, 0 failed" in lines[-1]
     assert done.stdout.startswith("apply: 4 matched, 3 written, 1 failed")
+    assert "dB PSNR against the cleaned images" in done.stdout  # mode both: not the inputs
 
 
 def test_verbose_shows_what_the_default_keeps_quiet():
