@@ -31,10 +31,13 @@ from apache_beam.ml.inference.base import RunInference
 
 from models import registry
 from pipelines.options import (
-    add_codec_args,
     add_corpus_args,
+    add_model_args,
     configure_logging,
     expected_inputs,
+    fingerprints,
+    make_handler,
+    rate_target,
     resolve_codec,
     run_outcome,
     run_pipeline,
@@ -46,8 +49,6 @@ from transforms.apply_models import (
     BOTH,
     COMPRESS,
     DENOISE,
-    MODES,
-    LatentpressModelHandler,
     WriteOutputs,
     safe_key,
 )
@@ -71,64 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
         "refused, so a folder always holds exactly one run's files).",
     )
     return parser
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The flags of the apply and archive stages that choose and run the models."""
-    parser.add_argument(
-        "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
-    )
-    add_codec_args(parser)
-    parser.add_argument(
-        "--denoiser",
-        default=registry.DEFAULT_DENOISER,
-        help="Denoiser: shipped model name or exported directory (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--inference-threads",
-        type=int,
-        default=0,
-        help="TensorFlow threads per worker process (0: TensorFlow's default). With one "
-        "worker per core, 1 scales best.",
-    )
-    parser.add_argument(
-        "--gpu-memory-mb",
-        type=int,
-        default=0,
-        help="GPU memory per worker process in MB (0: grow on demand). Dataflow runs one "
-        "process per vCPU, all sharing the VM's GPU.",
-    )
-
-
-def make_handler(args) -> LatentpressModelHandler:
-    return LatentpressModelHandler(
-        args.mode,
-        args.model,
-        args.denoiser,
-        args.inference_threads,
-        args.gpu_memory_mb,
-        args.quality,
-        rate_target(args),
-    )
-
-
-def rate_target(args) -> dict | None:
-    """{"target_psnr": dB} or {"target_bpp": bpp} from the flags, or None."""
-    if args.target_psnr is not None:
-        return {"target_psnr": args.target_psnr}
-    if args.target_bpp is not None:
-        return {"target_bpp": args.target_bpp}
-    return None
-
-
-def fingerprints(args) -> tuple[str, str]:
-    """The fingerprints of the models the run uses ("" for one it does not)."""
-    codec = denoiser = ""
-    if args.mode in (COMPRESS, BOTH):
-        codec = registry.card(args.model, "codec")["fingerprint"]
-    if args.mode in (DENOISE, BOTH):
-        denoiser = registry.card(args.denoiser, "denoiser")["fingerprint"]
-    return codec, denoiser
 
 
 def _dead_letter_record(letter: dict, mode: str) -> dict:

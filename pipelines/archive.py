@@ -33,10 +33,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 
 from models import registry
-from pipelines.apply import add_model_args, fingerprints, make_handler, rate_target
 from pipelines.options import (
     add_corpus_args,
+    add_model_args,
     configure_logging,
+    fingerprints,
+    make_handler,
+    rate_target,
     resolve_codec,
     run_outcome,
     run_pipeline,

@@ -24,14 +24,12 @@ pipeline); the exit code is 1 if any failed.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from PIL import Image
 
 from models import registry
 from models.codefile import CodeFile, CodeFileError
@@ -47,7 +45,7 @@ from pipelines.options import (
     stage_parser,
 )
 from transforms import records
-from transforms.apply_models import safe_key
+from transforms.apply_models import encode_png, safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
 from transforms.manifest import output_name, output_names
 from transforms.progress import ReportProgress
@@ -107,12 +105,6 @@ class ModelsByFingerprint:
 
     def decompress(self, data: bytes):
         return self.for_code(data).decompress(data)
-
-
-def encode_png(image) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class DecodeCodeFiles(beam.DoFn):

@@ -17,7 +17,6 @@ the end (``pipelines/evaluate_report``) from every part present in DIR, so a run
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import time
 
@@ -26,6 +25,15 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models import registry
+from pipelines import evaluate_report
+from pipelines.evaluate_report import (
+    NOISY,
+    OURS,
+    image_name,
+    noise_seed,
+    our_setting,
+    split_setting,
+)
 from pipelines.options import configure_logging, run_pipeline, split_args, stage_parser
 from transforms import denoise_baselines, rate_distortion, records
 from transforms.decode import decode_image
@@ -33,8 +41,6 @@ from transforms.decode import decode_image
 LOG = logging.getLogger(__name__)
 POINTS_PREFIX = "points"
 PARTS = ("codec", "denoise")  # task kinds, each with its own points file
-OURS = "latentpress"
-NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,25 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def noise_seed(image: str, sigma: float) -> int:
-    """The same noisy image for every method: seeded by image name and sigma."""
-    return int(hashlib.sha256(f"{image}:{sigma}".encode()).hexdigest()[:8], 16)
-
-
-def our_setting(model: str, quality: float | None) -> str:
-    """An evaluated point of ours: ``model`` or ``model@quality`` (variable-rate codecs)."""
-    return model if quality is None else f"{model}@{quality:g}"
-
-
-def split_setting(setting: str) -> tuple[str, float | None]:
-    model, at, quality = setting.rpartition("@")
-    return (model, float(quality)) if at else (setting, None)
-
-
-def image_name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
 
 
 def make_tasks(paths: list[str], args) -> list[dict]:
@@ -237,8 +224,6 @@ class Evaluate(beam.DoFn):
 
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
-    from pipelines import evaluate_report
-
     args, options = split_args(build_parser(), argv, save_main_session)
     shipped = [
         name for name in registry.ONE_RATE_QUALITIES.values() if name in registry.available()

@@ -5,14 +5,38 @@ speeds, denoising tables -> ``results.json``, ``rd_psnr.png``, ``rd_msssim.png``
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections import defaultdict
 
 import numpy as np
 
-from pipelines.evaluate import OURS, image_name, noise_seed, split_setting
 from transforms import rate_distortion, records
+
+# The vocabulary of evaluated points (results.json), shared with the evaluate stage.
+OURS = "latentpress"
+NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
+
+
+def noise_seed(image: str, sigma: float) -> int:
+    """The same noisy image for every method: seeded by image name and sigma."""
+    return int(hashlib.sha256(f"{image}:{sigma}".encode()).hexdigest()[:8], 16)
+
+
+def our_setting(model: str, quality: float | None) -> str:
+    """An evaluated point of ours: ``model`` or ``model@quality`` (variable-rate codecs)."""
+    return model if quality is None else f"{model}@{quality:g}"
+
+
+def split_setting(setting: str) -> tuple[str, float | None]:
+    model, at, quality = setting.rpartition("@")
+    return (model, float(quality)) if at else (setting, None)
+
+
+def image_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
 
 CURVE_FIELDS = ("bpp", "psnr_db", "ms_ssim", "ms_ssim_db", "encode_ms_per_mp", "decode_ms_per_mp")
 

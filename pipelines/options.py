@@ -9,6 +9,8 @@ import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from models import registry
+
 
 class _HelpWithDefaults(argparse.HelpFormatter):
     """Shows each flag's default in --help, except where there is none to show (None, a
@@ -154,8 +156,6 @@ def resolve_codec(args: argparse.Namespace) -> tuple[str, float | None]:
     then picks the shipped one-rate codec of that rate, if the release has one.  Raises
     ValueError (a one-line message) for a quality the codec cannot give.
     """
-    from models import registry
-
     model = args.model or registry.DEFAULT_CODEC
     registry.card(model, "codec")  # `--model denoiser` is a one-line error here
     text = args.quality
@@ -170,6 +170,71 @@ def resolve_codec(args: argparse.Namespace) -> tuple[str, float | None]:
     if not args.model and text in registry.ONE_RATE_QUALITIES:
         return registry.ONE_RATE_QUALITIES[text], None
     raise ValueError(f"--quality {text}: codec {model!r} has a single rate")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of the apply and archive stages that choose and run the models."""
+    from transforms.apply_models import BOTH, MODES
+
+    parser.add_argument(
+        "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
+    )
+    add_codec_args(parser)
+    parser.add_argument(
+        "--denoiser",
+        default=registry.DEFAULT_DENOISER,
+        help="Denoiser: shipped model name or exported directory (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--inference-threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads per worker process (0: TensorFlow's default). With one "
+        "worker per core, 1 scales best.",
+    )
+    parser.add_argument(
+        "--gpu-memory-mb",
+        type=int,
+        default=0,
+        help="GPU memory per worker process in MB (0: grow on demand). Dataflow runs one "
+        "process per vCPU, all sharing the VM's GPU.",
+    )
+
+
+def make_handler(args):
+    """The RunInference handler of the apply and archive stages, from their flags."""
+    from transforms.apply_models import LatentpressModelHandler
+
+    return LatentpressModelHandler(
+        args.mode,
+        args.model,
+        args.denoiser,
+        args.inference_threads,
+        args.gpu_memory_mb,
+        args.quality,
+        rate_target(args),
+    )
+
+
+def rate_target(args) -> dict | None:
+    """{"target_psnr": dB} or {"target_bpp": bpp} from the flags, or None."""
+    if args.target_psnr is not None:
+        return {"target_psnr": args.target_psnr}
+    if args.target_bpp is not None:
+        return {"target_bpp": args.target_bpp}
+    return None
+
+
+def fingerprints(args) -> tuple[str, str]:
+    """The fingerprints of the models the run uses ("" for one it does not)."""
+    from transforms.apply_models import BOTH, COMPRESS, DENOISE
+
+    codec = denoiser = ""
+    if args.mode in (COMPRESS, BOTH):
+        codec = registry.card(args.model, "codec")["fingerprint"]
+    if args.mode in (DENOISE, BOTH):
+        denoiser = registry.card(args.denoiser, "denoiser")["fingerprint"]
+    return codec, denoiser
 
 
 def split_args(

@@ -1,0 +1,44 @@
+"""The tree's layering: pipelines -> transforms -> models, and no stage imports another."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from latentpress.cli import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each layer imports only the ones after it; latentpress/ (version, embedded samples) is the
+# bottom, apart from latentpress/cli.py, the command on top of every stage.
+LAYERS = ("pipelines", "transforms", "models", "latentpress")
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_stage_imports_another_stage():
+    stages = {module for module, _ in STAGES.values()}
+    for module in stages:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        others = imported_modules(path) & (stages - {module})
+        assert not others, f"{module} imports the stage(s) {sorted(others)}"
+
+
+def test_lower_layers_never_import_higher_ones():
+    for index, layer in enumerate(LAYERS[1:], start=1):
+        higher = LAYERS[:index]
+        for path in sorted((ROOT / layer).glob("*.py")):
+            offending = {
+                m
+                for m in imported_modules(path)
+                if m.split(".")[0] in higher and m != "latentpress"
+            }
+            assert not offending, f"{path.relative_to(ROOT)} imports {sorted(offending)}"
