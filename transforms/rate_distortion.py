@@ -112,44 +112,52 @@ def _monotone(points):
     return xs, np.array([np.mean(by_x[x]) for x in xs])
 
 
+def _overlap(curve_a, curve_b):
+    """(curve_a, curve_b, low, high) as monotone arrays with their common x range, or the
+    reason there is none: the one place both the deltas and their "n/a" reasons come from."""
+    xa, ya = _monotone(curve_a)
+    xb, yb = _monotone(curve_b)
+    if len(xa) < 2 or len(xb) < 2:
+        return "a curve has fewer than two distinct points"
+    low, high = max(xa[0], xb[0]), min(xa[-1], xb[-1])
+    if high <= low:
+        return (
+            f"the curves do not overlap in quality ({xa[0]:.2f}-{xa[-1]:.2f} against "
+            f"{xb[0]:.2f}-{xb[-1]:.2f})"
+        )
+    return (xa, ya), (xb, yb), low, high
+
+
 def _mean_difference(curve_a, curve_b) -> float | None:
     """Mean of curve_b - curve_a over the overlap of their x ranges (PCHIP interpolation)."""
     from scipy.interpolate import PchipInterpolator
 
-    xa, ya = _monotone(curve_a)
-    xb, yb = _monotone(curve_b)
-    if len(xa) < 2 or len(xb) < 2:
+    overlap = _overlap(curve_a, curve_b)
+    if isinstance(overlap, str):
         return None
-    low, high = max(xa[0], xb[0]), min(xa[-1], xb[-1])
-    if high <= low:
-        return None
+    (xa, ya), (xb, yb), low, high = overlap
     area_a = PchipInterpolator(xa, ya).integrate(low, high)
     area_b = PchipInterpolator(xb, yb).integrate(low, high)
     return float((area_b - area_a) / (high - low))
 
 
+def _by_quality(curve):
+    """(bpp, quality) points as (quality, log rate): how the deltas integrate them."""
+    return [(q, math.log(r)) for r, q in curve]
+
+
 def why_no_delta(anchor, test) -> str:
     """Why ``bd_rate``/``bd_quality`` of these (bpp, quality) curves is None ("" if it is not),
     in words a report can print instead of a bare null."""
-    qualities = [sorted({round(float(q), 9) for _, q in curve}) for curve in (anchor, test)]
-    if min(len(q) for q in qualities) < 2:
-        return "a curve has fewer than two distinct points"
-    (a, b) = qualities
-    if min(a[-1], b[-1]) <= max(a[0], b[0]):
-        return (
-            f"the curves do not overlap in quality ({a[0]:.2f}-{a[-1]:.2f} against "
-            f"{b[0]:.2f}-{b[-1]:.2f})"
-        )
-    return ""
+    overlap = _overlap(_by_quality(anchor), _by_quality(test))
+    return overlap if isinstance(overlap, str) else ""
 
 
 def bd_rate(anchor, test) -> float | None:
     """Bjøntegaard delta rate in percent: the average rate change of ``test`` against
     ``anchor`` at equal quality (negative = fewer bits).  Curves are (bpp, quality) points;
     None when they have fewer than two points or their quality ranges do not overlap."""
-    difference = _mean_difference(
-        [(q, math.log(r)) for r, q in anchor], [(q, math.log(r)) for r, q in test]
-    )
+    difference = _mean_difference(_by_quality(anchor), _by_quality(test))
     return None if difference is None else 100.0 * (math.exp(difference) - 1.0)
 
 
