@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "patches remain the eval set.  Default: train on the stored noisy patches.",
     )
     parser.add_argument(
+        "--train-float-noise",
+        type=float,
+        default=0.0,
+        help="Denoiser, with --train-noise: the share (0-1) of training patches whose noise is "
+        "left unrounded and unclipped, the float noise published results use (evaluate "
+        "--float-noise); the rest is rounded to 8 bits, as saved photographs are.",
+    )
+    parser.add_argument(
         "--synthesis-quantizer",
         choices=["straight-through", "noise"],
         default="straight-through",
@@ -172,19 +180,23 @@ def _augment(pair: tuple[tf.Tensor, tf.Tensor], crop: int) -> tuple[tf.Tensor, t
     return both[..., : features.CHANNELS], both[..., features.CHANNELS :]
 
 
-def fresh_noise(spec_text: str, seed: int):
-    """A tf.data map (index, clean uint8) -> noisy uint8 drawing from the noise SPEC.
+def fresh_noise(spec_text: str, seed: int, float_share: float = 0.0):
+    """A tf.data map (index, clean uint8) -> noisy float32 (0-255 scale) from the noise SPEC.
 
     Each example's noise is seeded from (seed, index), so a run is reproducible and a resumed
     run (which starts counting at the examples already used) does not repeat earlier draws.
+    A ``float_share`` of the examples keep their noise unrounded and unclipped.
     """
     spec = noise.parse_spec(spec_text)
 
     def draw(index, clean):
-        return spec.apply(clean, np.random.default_rng([seed, int(index)]))[0]
+        rng = np.random.default_rng([seed, int(index)])
+        # no extra draw when every patch is rounded: such runs keep their noise stream
+        rounded = float_share <= 0 or rng.random() >= float_share
+        return spec.apply(clean, rng, rounded=rounded)[0].astype(np.float32)
 
     def add_noise(index, clean):
-        noisy = tf.numpy_function(draw, [index, clean], tf.uint8, stateful=False)
+        noisy = tf.numpy_function(draw, [index, clean], tf.float32, stateful=False)
         return tf.ensure_shape(noisy, clean.shape)
 
     return add_noise
@@ -199,6 +211,7 @@ def make_dataset(
     seed: int = 0,
     train_noise: str | None = None,
     first_example: int = 0,
+    float_noise_share: float = 0.0,
 ) -> tf.data.Dataset:
     """(noisy, clean) float [0, 1] batches: interleaved reads, shuffle, parallel map, prefetch.
 
@@ -226,7 +239,7 @@ def make_dataset(
     if training:
         dataset = dataset.map(lambda n, c: _augment((n, c), crop), tf.data.AUTOTUNE)
         if train_noise:
-            add_noise = fresh_noise(train_noise, seed)
+            add_noise = fresh_noise(train_noise, seed, float_noise_share)
             dataset = dataset.enumerate(first_example).map(
                 lambda i, pair: (add_noise(i, pair[1]), pair[1]), tf.data.AUTOTUNE
             )
@@ -583,9 +596,14 @@ def _record_command(args: argparse.Namespace, command: str, step: int) -> list[s
 
 def run(argv=None) -> dict:
     """Trains to ``--steps`` (resuming if checkpoints exist), exports, returns the model card."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.train_noise:
         noise.parse_spec(args.train_noise)  # a bad SPEC fails here, not inside tf.data
+    if not 0.0 <= args.train_float_noise <= 1.0:
+        parser.error("--train-float-noise must be a share in [0, 1]")
+    if args.train_float_noise and not args.train_noise:
+        parser.error("--train-float-noise needs --train-noise")
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -617,6 +635,7 @@ def run(argv=None) -> dict:
         args.seed + start,
         args.train_noise if args.task == "denoise" else None,
         first_example=start * args.batch_size,
+        float_noise_share=args.train_float_noise,
     )
     try:
         eval_data = make_dataset(data_dir, features.EVAL_DIR, args.batch_size, False)
@@ -689,6 +708,7 @@ def run(argv=None) -> dict:
         "eval": {k: round(v, 4) for k, v in eval_metrics.items()},
         "learning_rate": float(trainer.learning_rate.numpy()),
         "train_noise": args.train_noise if args.task == "denoise" else None,
+        "train_float_noise": args.train_float_noise if args.task == "denoise" else None,
         "command": commands[-1],
         "commands": [c for c in lineage["commands"] if c] + commands,
     }

@@ -89,6 +89,16 @@ def test_chain_applies_models_in_order(rng):
     assert noisy.dtype == np.uint8
 
 
+def test_float_noise_is_the_same_draw_unrounded_and_unclipped():
+    x = np.full((32, 32, 3), 250, np.uint8)
+    spec = noise.parse_spec("chain:jpeg:50+gaussian:20")
+    rounded, _ = spec.apply(x, np.random.default_rng(3))
+    unrounded, _ = spec.apply(x, np.random.default_rng(3), rounded=False)
+    assert rounded.dtype == np.uint8 and unrounded.dtype == np.float64
+    assert unrounded.max() > 255 and not np.array_equal(unrounded, np.rint(unrounded))
+    np.testing.assert_array_equal(rounded, np.clip(np.rint(unrounded), 0, 255))
+
+
 def test_same_seed_same_noise_other_seed_other_noise():
     spec = noise.parse_spec("gaussian:0-55")
     a, _ = spec.apply(MID_GRAY, np.random.default_rng(7))

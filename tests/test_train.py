@@ -18,7 +18,7 @@ from models import export
 from models.codec import pad_to_multiple
 from pipelines import prepare, train
 from tests.conftest import copy_samples
-from transforms import features, statistics
+from transforms import features, noise, statistics
 
 TINY_CODEC = ["--task=codec", "--num-filters=16", "--latent-filters=24", "--lmbda=0.01"]
 TINY_DENOISER = ["--task=denoise", "--depth=3", "--filters=16"]
@@ -276,6 +276,38 @@ def test_fresh_noise_follows_the_spec_and_is_seeded_by_example(prepared):
     assert not np.array_equal(
         first, train.fresh_noise("gaussian:25", seed=1)(tf.constant(7, tf.int64), patch).numpy()
     )
+
+
+def test_float_noise_share_leaves_that_share_of_patches_unrounded_and_unclipped():
+    patch = tf.constant(np.full((16, 16, 3), 250, np.uint8))  # near white: noise clips
+    draws = [
+        train.fresh_noise("gaussian:25", seed=0, float_share=0.5)(tf.constant(i, tf.int64), patch)
+        for i in range(40)
+    ]
+    floats = [d.numpy() for d in draws if not np.array_equal(d, np.rint(d))]
+    assert 10 <= len(floats) <= 30  # about half
+    assert all(f.max() > 255 for f in floats)  # not clipped
+    rounded = [d.numpy() for d in draws if np.array_equal(d, np.rint(d))]
+    assert all(r.max() <= 255 for r in rounded)
+    # share 0 keeps the noise stream of runs that never asked for float noise
+    np.testing.assert_array_equal(
+        train.fresh_noise("gaussian:25", seed=0)(tf.constant(3, tf.int64), patch).numpy(),
+        noise.parse_spec("gaussian:25").apply(patch.numpy(), np.random.default_rng([0, 3]))[0],
+    )
+
+
+def test_float_noise_share_is_checked_up_front(prepared, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        train.run(
+            [
+                f"--data={prepared}",
+                f"--model-dir={tmp_path}",
+                "--task=denoise",
+                "--train-float-noise=0.5",
+            ]
+        )
+    assert exited.value.code == 2
+    assert "--train-float-noise needs --train-noise" in capsys.readouterr().err
 
 
 def test_init_from_copies_the_weights_and_adds_up_steps_and_commands(prepared, tmp_path):

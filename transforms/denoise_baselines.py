@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from transforms import noise
+
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
@@ -78,6 +80,6 @@ BASELINES = {
 def add_noise(clean: np.ndarray, sigma: float, seed: int, rounded: bool = True) -> np.ndarray:
     """Additive white Gaussian noise, rounded and clipped to 8 bits like a saved photo; with
     ``rounded=False`` left as float (the setting of the published benchmark tables)."""
-    rng = np.random.default_rng(seed)
-    noisy = clean + rng.normal(0.0, sigma, clean.shape)
-    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8) if rounded else noisy.astype(np.float32)
+    spec = noise.NoiseSpec("single", (noise.Term("gaussian", sigma, sigma),), f"gaussian:{sigma}")
+    noisy, _ = spec.apply(clean, np.random.default_rng(seed), rounded=rounded)
+    return noisy if rounded else noisy.astype(np.float32)

@@ -17,7 +17,8 @@ then compression).  Parameters are in these units:
     jpeg:QUALITY        JPEG compression artefacts at Pillow quality 1-95 (integer)
 
 Every function takes a ``numpy.random.Generator`` so the caller owns the seed; the output is
-clipped to [0, 255] and rounded to uint8.
+clipped to [0, 255] and rounded to uint8, as saved photographs are, unless the caller asks for
+the literature's float noise (``rounded=False``: the last model's output is left as it is).
 """
 
 from __future__ import annotations
@@ -97,18 +98,27 @@ class NoiseSpec:
     terms: tuple[Term, ...]
     text: str
 
-    def apply(self, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-        """Returns the noisy uint8 patch and what was applied, one dict per model used."""
+    def apply(
+        self, x: np.ndarray, rng: np.random.Generator, rounded: bool = True
+    ) -> tuple[np.ndarray, list[dict]]:
+        """Returns the noisy patch and what was applied, one dict per model used.
+
+        The patch is uint8, or with ``rounded=False`` float64 on the 0-255 scale, unclipped
+        (models before the last in a chain still see uint8, as JPEG needs)."""
         if self.combine == "mix":
             terms = (self.terms[int(rng.integers(len(self.terms)))],)
         else:
             terms = self.terms
         applied = []
         out = x
-        for term in terms:
+        for position, term in enumerate(terms, 1):
             model = MODELS[term.name]
             value = term.draw(rng)
-            out = np.clip(np.rint(model.function(out, value, rng)), 0, 255).astype(np.uint8)
+            out = model.function(out, value, rng)
+            if rounded or position < len(terms):
+                out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            else:
+                out = np.asarray(out, np.float64)
             applied.append({"model": term.name, model.parameter: value})
         return out, applied
 
