@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models import entropy_coding
+from models import codefile, entropy_coding
 from models.compressor import Compressor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "CBSD68"
@@ -127,8 +127,8 @@ def main(argv=None) -> dict:
             "decode": round(decode / jpeg_decode, 1),
         },
         "bpp": {
-            "codec": round(8 * totals["bytes"] / pixels, 4),
-            "jpeg_q75": round(8 * jpeg_totals["bytes"] / pixels, 4),
+            "codec": round(codefile.bits_per_pixel(totals["bytes"], pixels), 4),
+            "jpeg_q75": round(codefile.bits_per_pixel(jpeg_totals["bytes"], pixels), 4),
         },
     }
     print(json.dumps(results, indent=2))

@@ -25,8 +25,24 @@ from models.entropy_models import (
 )
 from models.layers import GDN
 
-# g_a downsamples by 16, h_a by 4 more: padded image sides are multiples of this.
-PAD_MULTIPLE = 64
+# The codec's geometry, owned here: every stride-2 layer halves the sides.  g_a has
+# ANALYSIS_HALVINGS of them (a latent per 16x16 pixels), h_a HYPER_HALVINGS more (a side
+# element per 64x64); images are padded to a multiple of that so every shape divides.
+ANALYSIS_HALVINGS = 4
+HYPER_HALVINGS = 2
+LATENT_STRIDE = 2**ANALYSIS_HALVINGS
+SIDE_STRIDE = LATENT_STRIDE * 2**HYPER_HALVINGS
+PAD_MULTIPLE = SIDE_STRIDE
+
+
+def padded_side(size: int) -> int:
+    """An image side after pad_to_multiple."""
+    return -(-size // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def side_shape(height: int, width: int, num_filters: int) -> tuple[int, int, int]:
+    """The shape of z, the side information, for a height x width image."""
+    return padded_side(height) // SIDE_STRIDE, padded_side(width) // SIDE_STRIDE, num_filters
 
 
 @dataclass(frozen=True)
@@ -67,10 +83,10 @@ class AnalysisTransform(keras.Sequential):
 
     def __init__(self, num_filters, latent_filters):
         super().__init__(name="analysis")
-        for i in range(3):
+        for i in range(ANALYSIS_HALVINGS - 1):
             self.add(_conv(num_filters, 5, 2, name=f"layer_{i}"))
             self.add(GDN(name=f"gdn_{i}"))
-        self.add(_conv(latent_filters, 5, 2, name="layer_3"))
+        self.add(_conv(latent_filters, 5, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
 
 
 class SynthesisTransform(keras.Sequential):
@@ -78,10 +94,10 @@ class SynthesisTransform(keras.Sequential):
 
     def __init__(self, num_filters):
         super().__init__(name="synthesis")
-        for i in range(3):
+        for i in range(ANALYSIS_HALVINGS - 1):
             self.add(_deconv(num_filters, 5, 2, name=f"layer_{i}"))
             self.add(GDN(inverse=True, name=f"igdn_{i}"))
-        self.add(_deconv(3, 5, 2, name="layer_3"))
+        self.add(_deconv(3, 5, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
 
 
 class HyperAnalysisTransform(keras.Sequential):

@@ -22,7 +22,8 @@ Version 1 (latentpress 0.1, one-rate codecs only) is the same without the qualit
 is still read.
 
 The padded size and latent shapes follow from height and width (see ``models.codec``).  The
-reported rate of an image is 8 * file size / (height * width) bits per pixel, header included.
+reported rate of an image is 8 * file size / (height * width) bits per pixel, header included
+(``bits_per_pixel``, the one definition every report uses).
 """
 
 from __future__ import annotations
@@ -120,3 +121,8 @@ def index_checksum(indexes) -> int:
     import numpy as np
 
     return zlib.crc32(np.ascontiguousarray(indexes, dtype="<i4").tobytes())
+
+
+def bits_per_pixel(num_bytes: int, pixels: int) -> float:
+    """The reported rate: every byte of the file, header included, over the image's pixels."""
+    return 8.0 * num_bytes / pixels if pixels else 0.0

@@ -11,18 +11,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from models import entropy_coding, registry
-from models.codec import PAD_MULTIPLE
+from models import codefile, entropy_coding, registry
+from models.codec import side_shape
 from models.codefile import CodeFile, CodeFileError, index_checksum
 from models.export import load_saved_model
 
 DEFAULT_QUALITY = registry.NAMED_QUALITIES["medium"]  # a variable-rate codec's default
-LATENT_STRIDE = 16  # g_a downsampling
-SIDE_STRIDE = 64  # g_a then h_a
-
-
-def _padded(size: int) -> int:
-    return -(-size // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
@@ -40,7 +34,14 @@ class Compressor:
         self.scale_table = parameters["scale_table"].numpy()
         self.z_range = int(parameters["z_range"])
         self.y_range = int(parameters["y_range"])
-        self.fingerprint = parameters["fingerprint"].numpy().decode()
+        # The model card is the one source of the fingerprint (manifests, archive names and
+        # code-file headers); the SavedModel's own copy must agree, or the card is not its.
+        self.fingerprint = self.card["fingerprint"]
+        if parameters["fingerprint"].numpy().decode() != self.fingerprint:
+            raise ValueError(
+                f"{self.model_dir}: the model card's fingerprint {self.fingerprint} is not the "
+                f"exported weights' {parameters['fingerprint'].numpy().decode()}"
+            )
         # A variable-rate codec takes a quality (0-100) in analyze and synthesize.
         self.variable_rate = len(self.card.get("config", {}).get("lmbdas") or ()) > 1
 
@@ -143,7 +144,7 @@ class Compressor:
         def good_enough(quality: float) -> bool:
             if target_bpp is not None:
                 data = self.compress(pixels, source_channels, quality)
-                return bits_per_pixel(len(data), height, width) <= target_bpp
+                return codefile.bits_per_pixel(len(data), height * width) <= target_bpp
             decoded = self.reconstruct(pixels, quality)
             if source_channels == 1:
                 decoded = to_grayscale(decoded)
@@ -179,13 +180,9 @@ class Compressor:
         return code
 
     def decode_latents(self, code: CodeFile) -> np.ndarray:
-        side_shape = (
-            _padded(code.height) // SIDE_STRIDE,
-            _padded(code.width) // SIDE_STRIDE,
-            self.z_pmf.shape[0],
-        )
+        z_shape = side_shape(code.height, code.width, self.z_pmf.shape[0])
         try:
-            z_hat = entropy_coding.decode_z(code.z_stream, side_shape, self.z_pmf, self.z_range)
+            z_hat = entropy_coding.decode_z(code.z_stream, z_shape, self.z_pmf, self.z_range)
             indexes = self.scale_indexes(z_hat)
             if index_checksum(indexes) != code.index_checksum:
                 raise CodeFileError(
@@ -206,7 +203,3 @@ class Compressor:
         latents = self.decode_latents(code)
         image = self.synthesize(latents, code.height, code.width, code.quality)
         return to_grayscale(image) if code.source_channels == 1 else image
-
-
-def bits_per_pixel(code_bytes: int, height: int, width: int) -> float:
-    return 8.0 * code_bytes / (height * width)

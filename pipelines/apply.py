@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _summarize(counts: dict, totals: dict) -> dict:
+    return totals  # the manifest's totals (matched, written, bytes, mean bpp and PSNR)
+
+
 def _dead_letter_record(letter: dict, mode: str) -> dict:
     return manifest.failed(letter["path"], "", mode, letter["reason"], letter["detail"])
 
@@ -150,24 +154,6 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         args.output, manifest.MANIFEST_PREFIX
     )
 
-    unmatched = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-        records.unmatched_dead_letter
-    )
-    _ = (
-        (
-            manifest_records
-            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
-            | "ToDeadLetter"
-            >> beam.Map(
-                lambda r: records.dead_letter(r["source_path"], "apply", r["reason"], r["detail"])
-            ),
-            unmatched,
-        )
-        | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters"
-        >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
-    )
-    summary_path = records.join(args.output, records.SUMMARY_FILE)
     config = {
         "inputs": args.input,
         "mode": args.mode,
@@ -178,20 +164,19 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,
     }
-    _ = (
-        manifest_records
-        | "Summarize" >> beam.CombineGlobally(manifest.SummarizeManifest())
-        | "AddConfig"
-        >> beam.Map(
-            lambda s, unmatched: {
-                **s,
-                "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
-                "config": config,
-            },
-            beam.pvalue.AsList(read["unmatched"]),
-        )
-        | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
+    failed = manifest_records | "FailedOnly" >> beam.Filter(
+        lambda r: r["status"] == manifest.FAILED
     )
+    _ = {
+        "failures": failed
+        | "ToDeadLetter"
+        >> beam.Map(
+            lambda r: records.dead_letter(r["source_path"], "apply", r["reason"], r["detail"])
+        ),
+        "unmatched": read["unmatched"],
+        "totals": manifest_records | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),
+    } | "RunRecords" >> records.WriteRunRecords(args.output, _summarize, config)
+    summary_path = records.join(args.output, records.SUMMARY_FILE)
 
     result, finished = run_pipeline(pipeline, options)
     if not finished:

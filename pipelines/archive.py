@@ -21,8 +21,8 @@ images (the result stays consistent, but the work is done twice).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -125,10 +125,6 @@ def _reuse_listed_hash(item):
             yield beam.pvalue.TaggedOutput(TO_HASH, matched)
 
 
-def _records_of(readable_file):
-    return [json.loads(line) for line in readable_file.read_utf8().splitlines() if line]
-
-
 def _triage_content(item):
     """(sha, {"files": [...], "held": [state]}) -> what to do with this content's inputs.
 
@@ -166,9 +162,8 @@ class WriteArchiveOutputs(WriteOutputs):
         return archive.content_name(model, image.sha256) + suffix
 
 
-def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config: dict) -> dict:
-    failed = records.failed_by_reason(counts)
-    summary = {
+def _summarize(counts: dict, totals: dict, run_id: str) -> dict:
+    return {
         "run_id": run_id,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "matched": counts.get("matched", 0),
@@ -180,20 +175,15 @@ def _summarize(totals: dict, counts: dict, unmatched: list, run_id: str, config:
         "reprocessed_from_older_models": counts.get(OLDER, 0),
         # Held before without an output this mode makes (e.g. denoised only, now --mode both).
         "completed_missing_outputs": counts.get(INCOMPLETE, 0),
-        "failed": sum(failed.values()),
-        "failed_by_reason": failed,
         "bytes_in": totals["bytes_in"],
         "code_bytes": totals["code_bytes"],
         "clean_bytes": totals["clean_bytes"],
         "mean_bpp": totals["mean_bpp"],
         "mean_psnr_db": totals["mean_psnr_db"],
-        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
         # Against everything the run stored, cleaned PNGs included: negative when they
         # outweigh what the codes save (mode both or denoise store a PNG per image).
         "bytes_saved": totals["bytes_in"] - totals["code_bytes"] - totals["clean_bytes"],
-        "config": config,
     }
-    return summary
 
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
@@ -228,7 +218,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         | "ManifestPattern" >> beam.Create([archive.manifest_pattern(args.archive)])
         | "MatchManifest" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
         | "OpenManifest" >> fileio.ReadMatches()
-        | "ManifestRecords" >> beam.FlatMap(_records_of)
+        | "ManifestRecords" >> beam.FlatMap(lambda f: records.parse_json_lines(f.read_utf8()))
         # Only the fields archive_state reads go through the shuffle (a tenth of a record).
         | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], archive.held_outputs(r)))
         | "RecordsPerContent" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
@@ -256,7 +246,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         >> beam.Create([] if args.rehash else [archive.listing_pattern(args.archive)])
         | "MatchListing" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
         | "OpenListing" >> fileio.ReadMatches()
-        | "ListingRecords" >> beam.FlatMap(_records_of)
+        | "ListingRecords" >> beam.FlatMap(lambda f: records.parse_json_lines(f.read_utf8()))
         | "KeyListingByPath" >> beam.Map(lambda r: (r["path"], r))
     )
     triage_listing = (
@@ -332,31 +322,14 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             lambda r: records.dead_letter(r["source_path"], "archive", r["reason"], r["detail"])
         ),
     ) | "AllFailures" >> beam.Flatten()
-    unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-        records.unmatched_dead_letter
-    )
-    _ = (
-        (dead_letters, unmatched)
-        | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters"
-        >> records.WriteJsonLines(run_folder, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
-    )
-
-    counts = (
-        (
-            matched["files"] | "CountMatched" >> beam.Map(lambda _: ("matched", 1)),
-            triage_listing[TO_HASH] | "CountRead" >> beam.Map(lambda _: ("hashed", 1)),
-            triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: (ARCHIVED, 1)),
-            triaged[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: (DUPLICATE, 1)),
-            triaged[OLDER] | "CountOlder" >> beam.Map(lambda _: (OLDER, 1)),
-            triaged[INCOMPLETE] | "CountIncomplete" >> beam.Map(lambda _: (INCOMPLETE, 1)),
-            dead_letters
-            | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
-        )
-        | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountsToDict" >> beam.combiners.ToDict()
-    )
+    counted = (
+        matched["files"] | "CountMatched" >> beam.Map(lambda _: "matched"),
+        triage_listing[TO_HASH] | "CountRead" >> beam.Map(lambda _: "hashed"),
+        triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: ARCHIVED),
+        triaged[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: DUPLICATE),
+        triaged[OLDER] | "CountOlder" >> beam.Map(lambda _: OLDER),
+        triaged[INCOMPLETE] | "CountIncomplete" >> beam.Map(lambda _: INCOMPLETE),
+    ) | "AllCounted" >> beam.Flatten()
     config = {
         "inputs": args.input,
         "archive": args.archive,
@@ -369,20 +342,15 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "reprocess_older_models": args.reprocess_older_models,
         "rehash": args.rehash,
     }
-    summary_path = records.join(run_folder, records.SUMMARY_FILE)
-    _ = (
-        ok
-        | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest())
-        | "Summarize"
-        >> beam.Map(
-            _summarize,
-            beam.pvalue.AsSingleton(counts),
-            beam.pvalue.AsList(matched["unmatched"]),
-            run_id,
-            config,
-        )
-        | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
+    _ = {
+        "failures": dead_letters,
+        "unmatched": matched["unmatched"],
+        "counted": counted,
+        "totals": ok | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),
+    } | "RunRecords" >> records.WriteRunRecords(
+        run_folder, functools.partial(_summarize, run_id=run_id), config
     )
+    summary_path = records.join(run_folder, records.SUMMARY_FILE)
 
     result, finished = run_pipeline(pipeline, options)
     if not finished:

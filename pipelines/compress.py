@@ -14,8 +14,8 @@ import argparse
 import os
 import sys
 
-from models.codefile import SUFFIX
-from models.compressor import Compressor, bits_per_pixel
+from models.codefile import SUFFIX, bits_per_pixel
+from models.compressor import Compressor
 from pipelines.options import add_codec_args, add_max_pixels_arg, resolve_codec, stage_parser
 from transforms.decode import GRAYSCALE_MODES, DecodeError, decode_with_mode
 from transforms.manifest import output_names
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             note = f", quality {quality:g}"
         data = compressor.compress(pixels, channels, quality)
         write_atomically(target, data)
-        bpp = bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])
+        bpp = bits_per_pixel(len(data), pixels.shape[0] * pixels.shape[1])
         print(f"{target}: {len(data)} bytes, {bpp:.4f} bpp{note}")
     return 1 if failed else 0
 

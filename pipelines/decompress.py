@@ -171,30 +171,20 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             unit="files written",
         )
     )
-    unmatched = matched["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-        records.unmatched_dead_letter
-    )
-    _ = (
-        (decoded[DEAD_LETTER], unmatched)
-        | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters"
-        >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
+    counted = (
+        matched["files"] | "CountMatched" >> beam.Map(lambda _: "matched"),
+        decoded.written | "CountWritten" >> beam.Map(lambda _: "written"),
+    ) | "AllCounted" >> beam.Flatten()
+    _ = {
+        "failures": decoded[DEAD_LETTER],
+        "unmatched": matched["unmatched"],
+        "counted": counted,
+    } | "RunRecords" >> records.WriteRunRecords(
+        args.output,
+        _summarize,
+        {"inputs": args.input, "model": args.model, "models_dir": args.models_dir},
     )
     summary_path = records.join(args.output, records.SUMMARY_FILE)
-    counts = (
-        matched["files"] | "CountMatched" >> beam.Map(lambda _: ("matched", 1)),
-        decoded.written | "CountWritten" >> beam.Map(lambda _: ("written", 1)),
-        decoded[DEAD_LETTER]
-        | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
-    )
-    _ = (
-        counts
-        | "AllCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombinePerKey(sum)
-        | "CountsToDict" >> beam.combiners.ToDict()
-        | "Summarize" >> beam.Map(_summarize, beam.pvalue.AsList(matched["unmatched"]))
-        | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
-    )
     result, finished = run_pipeline(pipeline, options)
     if not finished:
         return result
@@ -206,15 +196,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     return result
 
 
-def _summarize(counts: dict, unmatched: list) -> dict:
-    failed = records.failed_by_reason(counts)
-    return {
-        "matched": counts.get("matched", 0),
-        "written": counts.get("written", 0),
-        "failed": sum(failed.values()),
-        "failed_by_reason": failed,
-        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
-    }
+def _summarize(counts: dict, totals: None) -> dict:
+    return {"matched": counts.get("matched", 0), "written": counts.get("written", 0)}
 
 
 def main(argv=None) -> int:

@@ -30,13 +30,13 @@ from pipelines.evaluate_report import (
     NOISY,
     OURS,
     image_name,
-    noise_seed,
     our_setting,
     split_setting,
 )
 from pipelines.options import configure_logging, run_pipeline, split_args, stage_parser
 from transforms import denoise_baselines, rate_distortion, records
 from transforms.decode import decode_image
+from transforms.patches import noise_seed
 
 LOG = logging.getLogger(__name__)
 POINTS_PREFIX = "points"

@@ -5,7 +5,6 @@ speeds, denoising tables -> ``results.json``, ``rd_psnr.png``, ``rd_msssim.png``
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections import defaultdict
@@ -13,15 +12,11 @@ from collections import defaultdict
 import numpy as np
 
 from transforms import rate_distortion, records
+from transforms.patches import noise_seed
 
 # The vocabulary of evaluated points (results.json), shared with the evaluate stage.
 OURS = "latentpress"
 NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
-
-
-def noise_seed(image: str, sigma: float) -> int:
-    """The same noisy image for every method: seeded by image name and sigma."""
-    return int(hashlib.sha256(f"{image}:{sigma}".encode()).hexdigest()[:8], 16)
 
 
 def our_setting(model: str, quality: float | None) -> str:

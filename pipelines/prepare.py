@@ -101,17 +101,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--num-shards must be at least 1")
 
 
-def _summarize(counts: dict, unmatched: list, config: dict) -> dict:
-    failed = records.failed_by_reason(counts)
+def _summarize(counts: dict, totals: None) -> dict:
     return {
         "files_matched": counts.get("files_matched", 0),
         "files_decoded": counts.get("files_decoded", 0),
-        "files_failed": sum(failed.values()),
-        "failed_by_reason": failed,
         "images": {split: counts.get(f"images_{split}", 0) for split in (TRAIN, EVAL)},
         "patches": {split: counts.get(f"patches_{split}", 0) for split in (TRAIN, EVAL)},
-        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
-        "config": config,
     }
 
 
@@ -233,35 +228,22 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         ) | "AnalyzeCleanPatches" >> tft_beam.AnalyzeDataset(statistics.preprocessing_fn)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
 
-        unmatched_letters = read["unmatched"] | "UnmatchedToDeadLetter" >> beam.Map(
-            records.unmatched_dead_letter
-        )
-        _ = (
-            (read["dead_letter"], unmatched_letters)
-            | "AllDeadLetters" >> beam.Flatten()
-            | "WriteDeadLetters"
-            >> records.WriteJsonLines(args.output, records.DEAD_LETTER_PREFIX, skip_if_empty=True)
-        )
-
-        counts = (
-            read["matched"] | "CountMatched" >> beam.Map(lambda _: ("files_matched", 1)),
-            read["images"] | "CountDecoded" >> beam.Map(lambda _: ("files_decoded", 1)),
-            read["dead_letter"]
-            | "CountFailed" >> beam.Map(lambda r: (records.FAILED_PREFIX + r["reason"], 1)),
-            patches | "CountPatches" >> beam.Map(lambda p: (f"patches_{p.split}", 1)),
+        counted = (
+            read["matched"] | "CountMatched" >> beam.Map(lambda _: "files_matched"),
+            read["images"] | "CountDecoded" >> beam.Map(lambda _: "files_decoded"),
+            patches | "CountPatches" >> beam.Map(lambda p: f"patches_{p.split}"),
             patches
             | "CountImagesPerSplit"
-            >> beam.FlatMap(lambda p: [(f"images_{p.split}", 1)] if p.index == 0 else []),
+            >> beam.FlatMap(lambda p: [f"images_{p.split}"] if p.index == 0 else []),
+        ) | "AllCounted" >> beam.Flatten()
+        _ = {
+            "failures": read["dead_letter"],
+            "unmatched": read["unmatched"],
+            "counted": counted,
+        } | "RunRecords" >> records.WriteRunRecords(
+            args.output, _summarize, config, failed_field="files_failed"
         )
         summary_path = records.join(args.output, records.SUMMARY_FILE)
-        _ = (
-            counts
-            | "AllCounts" >> beam.Flatten()
-            | "SumCounts" >> beam.CombinePerKey(sum)
-            | "CountsToDict" >> beam.combiners.ToDict()
-            | "Summarize" >> beam.Map(_summarize, beam.pvalue.AsList(read["unmatched"]), config)
-            | "WriteSummary" >> beam.Map(lambda s: records.write_json(summary_path, s))
-        )
 
         result, finished = run_pipeline(pipeline, options)
     if not finished:

@@ -25,6 +25,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import tensorflow as tf
@@ -305,9 +306,58 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     The exported tf.Module holds the Keras model as ``model``, so its variables read straight
     into a checkpoint of the same structure.  Every weight of ``model`` must be found, except
     the gains of a variable-rate codec started from a one-rate codec (they keep their
-    initialization, which makes the middle level the source model).
+    initialization, which makes the middle level the source model).  A codec with more latent
+    channels (``--latent-filters``) than the source starts as the source widened
+    (``widen_latents``).
     """
     model_dir = registry.resolve(name_or_path)
+    card = load_model_card(model_dir)
+    source = model
+    source_latents = card.get("config", {}).get("latent_filters")
+    if isinstance(model, ScaleHyperprior) and source_latents and (
+        source_latents < model.config.latent_filters
+    ):
+        source = ScaleHyperprior(replace(model.config, latent_filters=source_latents))
+        source.build_for_images()
+    _read_exported_weights(source, model_dir, name_or_path)
+    if source is not model:
+        widen_latents(source, model)
+        LOG.info(
+            "widened the latents from %d to %d channels",
+            source_latents,
+            model.config.latent_filters,
+        )
+    return card
+
+
+def widen_latents(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
+    """Copies ``source`` into ``wider`` (more latent channels M), so ``wider`` decodes the
+    same image: the new channels of y keep their fresh initialization (features to learn)
+    while the synthesis and the hyper-analysis start blind to them (their weights from the new
+    channels are zero); the new channels' gains start at each level's mean gain."""
+    input_axis = {}
+    for layer in wider.submodules:
+        if isinstance(layer, keras.layers.Conv2D):
+            # kernels are [k, k, in, out]; a transposed convolution's [k, k, out, in]
+            transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+            input_axis[id(layer.kernel)] = 3 if transposed else 2
+    for old, new in zip(source.weights, wider.weights, strict=True):
+        if old.shape == new.shape:
+            new.assign(old)
+            continue
+        values = new.numpy()
+        values[tuple(slice(0, size) for size in old.shape)] = old.numpy()
+        axis = input_axis.get(id(new))
+        if axis is not None and new.shape[axis] > old.shape[axis]:
+            added = [slice(None)] * len(new.shape)
+            added[axis] = slice(old.shape[axis], None)
+            values[tuple(added)] = 0.0
+        if "gain" in new.name:
+            values[:, old.shape[1] :] = old.numpy().mean(axis=1, keepdims=True)
+        new.assign(values)
+
+
+def _read_exported_weights(model, model_dir: str, name_or_path: str) -> None:
     variables = os.path.join(model_dir, "saved_model", "variables", "variables")
     initial = {id(w): w.numpy() for w in model.weights}
     for weight in model.weights:  # whatever the source lacks stays NaN and is caught below
@@ -331,7 +381,6 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             f"--init-from {name_or_path}: weights not found there: {', '.join(missing[:5])} "
             "(is it the same architecture and size?)"
         )
-    return load_model_card(model_dir)
 
 
 class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,8 +17,8 @@ import tensorflow as tf
 from PIL import Image
 
 from latentpress.samples import sample_paths
-from models.codefile import MAGIC, CodeFile, CodeFileError
-from models.compressor import Compressor, bits_per_pixel
+from models.codefile import MAGIC, CodeFile, CodeFileError, bits_per_pixel
+from models.compressor import Compressor
 from models.inference import psnr
 from tests.conftest import export_untrained_codec
 
@@ -88,7 +90,7 @@ def test_cli_round_trip_reports_the_file_size_as_bpp(images, tmp_path):
         with Image.open(images[Path(path).stem]) as source:
             width, height = source.size
         assert rest.startswith(f"{size} bytes")
-        assert f"{bits_per_pixel(size, height, width):.4f} bpp" in rest
+        assert f"{bits_per_pixel(size, height * width):.4f} bpp" in rest
     codes = sorted(str(p) for p in (tmp_path / "codes").glob("*.lpc"))
     assert len(codes) == len(sources)
     done = latentpress("decompress", *codes, "-o", str(tmp_path / "decoded"))
@@ -175,6 +177,17 @@ def test_other_models_file_decodes_with_its_own_model(other_model, tmp_path):
     x = sample_crop("coffee.png", 64, 80)
     other = Compressor(other_model)
     assert other.decompress(other.compress(x)).shape == x.shape
+
+
+def test_the_model_card_is_the_one_source_of_the_fingerprint(compressor, tmp_path):
+    copy = tmp_path / "codec"
+    shutil.copytree(compressor.model_dir, copy)
+    card = json.loads((copy / "model_card.json").read_text())
+    assert Compressor(str(copy)).fingerprint == card["fingerprint"] == compressor.fingerprint
+    card["fingerprint"] = "0123456789abcdef"  # a card that is not these weights'
+    (copy / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="is not the exported weights'"):
+        Compressor(str(copy))
 
 
 def test_unknown_model_is_a_one_line_error(tmp_path):
@@ -328,7 +341,7 @@ def test_a_bpp_target_gets_the_highest_quality_within_it(variable_rate_codec):
     x = sample_crop("chelsea.png", 96, 128)
 
     def bpp_at(quality):
-        return bits_per_pixel(len(compressor.compress(x, quality=quality)), 96, 128)
+        return bits_per_pixel(len(compressor.compress(x, quality=quality)), 96 * 128)
 
     target = (bpp_at(0.0) + bpp_at(100.0)) / 2
     quality, met = compressor.choose_quality(x, target_bpp=target)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from latentpress.cli import STAGES
 
@@ -42,3 +45,24 @@ def test_lower_layers_never_import_higher_ones():
                 if m.split(".")[0] in higher and m != "latentpress"
             }
             assert not offending, f"{path.relative_to(ROOT)} imports {sorted(offending)}"
+
+
+def _tracked_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the tracked tree is unknown")
+    return listed.stdout.splitlines()
+
+
+def test_the_readme_layout_lists_every_folder_and_only_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    described = {row.split("`")[1].rstrip("/"): row for row in rows}
+    folders = {path.split("/")[0] for path in _tracked_files() if "/" in path}
+    folders = {f for f in folders if not f.startswith(".")}
+    assert set(described) == folders, "README layout vs tracked folders"
+    for folder, row in described.items():
+        for name in row.split("|", 2)[2].split("`")[1::2]:
+            if name.endswith(".py"):
+                assert (ROOT / folder / name).exists(), f"README names {folder}/{name}"

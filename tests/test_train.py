@@ -345,6 +345,33 @@ def test_init_from_refuses_another_architecture(prepared, tmp_path):
         train.load_exported_weights(trainer.model, str(source / "export"))
 
 
+def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_path):
+    """More --latent-filters than the source: the source's weights, new channels unseen."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", "--steps=3", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", *TINY_CODEC, *variable])
+    _, narrow = make_trainer(prepared, tmp_path / "n", ["--lmbdas=0.005,0.02", *TINY_CODEC])
+    train.load_exported_weights(narrow.model, str(source / "export"))
+    wide_flags = [f if f != "--latent-filters=24" else "--latent-filters=40" for f in TINY_CODEC]
+    _, wide = make_trainer(prepared, tmp_path / "w", ["--lmbdas=0.005,0.02", *wide_flags])
+    train.load_exported_weights(wide.model, str(source / "export"))
+
+    x = tf.constant(np.random.default_rng(0).random((1, 64, 128, 3)), tf.float32)
+    for quality in (0.0, 60.0, 100.0):
+        q = tf.constant([quality])
+        y_narrow, y_wide = narrow.model.analyze(x, q), wide.model.analyze(x, q)
+        assert y_wide.shape[-1] == 40
+        np.testing.assert_allclose(y_wide[..., :24], y_narrow, rtol=1e-5, atol=1e-5)
+        assert float(tf.reduce_max(tf.abs(y_wide[..., 24:]))) > 0  # new features, to learn
+        decoded = [
+            m.model.synthesize(m.model.quantize_y(y), q).numpy()
+            for m, y in ((narrow, y_narrow), (wide, y_wide))
+        ]
+        np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
+        z = [m.model.hyper_analysis_transform(y) for m, y in ((narrow, y_narrow), (wide, y_wide))]
+        np.testing.assert_allclose(z[1], z[0], atol=1e-5)
+
+
 def test_the_codec_trains_on_crops_of_any_size(prepared, tmp_path):
     """40 is no multiple of the codec's 64: the scales and the output are cropped to fit."""
     card = train.run(

@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 from PIL import Image
 
+from models import codefile
 from transforms import decode, manifest
 from transforms.read_images import DecodedImage
 from transforms.records import join, write_atomically
@@ -264,7 +265,7 @@ class WriteOutputs(beam.DoFn):
             clean_path=clean_path,
             code_bytes=code_bytes,
             clean_bytes=clean_bytes,
-            bpp=8 * code_bytes / pixels if code_bytes else 0.0,
+            bpp=codefile.bits_per_pixel(code_bytes, pixels),
             psnr_db=result.psnr_db,
             psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
             quality=result.quality,

@@ -43,6 +43,11 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Sample values on the 0-255 scale -> 8-bit samples, rounded to nearest and clipped."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode == "P":
@@ -51,10 +56,10 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         wide = np.asarray(image, dtype=np.float64)
-        gray = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        gray = to_uint8(wide / 257.0)
         return np.repeat(gray[..., None], 3, axis=-1)
     if mode == "F":
-        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        gray = to_uint8(np.asarray(image, dtype=np.float64))
         return np.repeat(gray[..., None], 3, axis=-1)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")

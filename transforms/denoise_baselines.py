@@ -10,17 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from transforms import noise
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+from transforms.decode import to_uint8
 
 
 def bm3d_color(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """CBM3D (``bm3d`` package: YCbCr-opponent transform, both stages)."""
     import bm3d
 
-    return _to_uint8(bm3d.bm3d_rgb(noisy / 255.0, sigma / 255.0))
+    return to_uint8(255.0 * bm3d.bm3d_rgb(noisy / 255.0, sigma / 255.0))
 
 
 def non_local_means(noisy: np.ndarray, sigma: float) -> np.ndarray:
@@ -28,8 +25,9 @@ def non_local_means(noisy: np.ndarray, sigma: float) -> np.ndarray:
     from skimage.restoration import denoise_nl_means
 
     s = sigma / 255.0
-    return _to_uint8(
-        denoise_nl_means(
+    return to_uint8(
+        255.0
+        * denoise_nl_means(
             noisy / 255.0,
             h=0.8 * s,
             sigma=s,
@@ -45,8 +43,9 @@ def wavelet(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """scikit-image BayesShrink wavelet denoising in YCbCr."""
     from skimage.restoration import denoise_wavelet
 
-    return _to_uint8(
-        denoise_wavelet(
+    return to_uint8(
+        255.0
+        * denoise_wavelet(
             noisy / 255.0,
             sigma=sigma / 255.0,
             method="BayesShrink",
@@ -62,7 +61,7 @@ def opencv_nlm(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """OpenCV fastNlMeansDenoisingColored (works in Lab), filter strength tied to sigma."""
     import cv2
 
-    noisy = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)  # OpenCV takes 8-bit input only
+    noisy = to_uint8(noisy)  # OpenCV takes 8-bit input only
     bgr = np.ascontiguousarray(noisy[..., ::-1])
     strength = float(max(3.0, 0.8 * sigma))
     out = cv2.fastNlMeansDenoisingColored(bgr, None, strength, strength, 7, 21)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from models import codefile
 from models.codefile import SUFFIX as CODE_FILE_SUFFIX
 
 OK = "ok"
@@ -148,7 +149,7 @@ def _finish(totals: dict) -> dict:
     out["failed_by_reason"] = dict(sorted(totals.get("failed_by_reason", {}).items()))
     coded_pixels, coded_images = out.pop("coded_pixels"), out.pop("coded_images")
     psnr_sum = out.pop("psnr_sum")
-    out["mean_bpp"] = round(8 * out["code_bytes"] / coded_pixels, 4) if coded_pixels else 0.0
+    out["mean_bpp"] = round(codefile.bits_per_pixel(out["code_bytes"], coded_pixels), 4)
     out["mean_psnr_db"] = round(psnr_sum / coded_images, 3) if coded_images else 0.0
     return out
 

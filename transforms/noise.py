@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from transforms.decode import to_uint8
+
 
 def gaussian(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float64) + rng.normal(0.0, sigma, size=x.shape)
@@ -116,7 +118,7 @@ class NoiseSpec:
             value = term.draw(rng)
             out = model.function(out, value, rng)
             if rounded or position < len(terms):
-                out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+                out = to_uint8(out)
             else:
                 out = np.asarray(out, np.float64)
             applied.append({"model": term.name, model.parameter: value})

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from PIL import Image, features
 
+from models import codefile
+
 # codec -> (Pillow format, settings swept, save options for a setting).  Settings run from
 # low to high rate.  JPEG 2000's setting is its compression ratio (rate = 24 / ratio bpp).
 CLASSICAL = {
@@ -53,7 +55,8 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def bits_per_pixel(num_bytes: int, pixels: np.ndarray) -> float:
-    return 8.0 * num_bytes / (pixels.shape[0] * pixels.shape[1])
+    """Of any codec's file for the image ``pixels``, by the code-file format's definition."""
+    return codefile.bits_per_pixel(num_bytes, pixels.shape[0] * pixels.shape[1])
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:

@@ -66,6 +66,71 @@ class WriteJsonLines(beam.PTransform):
         )
 
 
+def _run_summary(counts, unmatched, totals, summarize, config, failed_field) -> dict:
+    failed = failed_by_reason(counts)
+    return {
+        **summarize(counts, totals),
+        failed_field: sum(failed.values()),
+        "failed_by_reason": failed,
+        "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
+        "config": config,
+    }
+
+
+class WriteRunRecords(beam.PTransform):
+    """The records every stage's run ends with: ``DIR/dead_letter*.jsonl`` and ``DIR/summary.json``.
+
+    Input, a dict of PCollections:
+
+    - ``failures``: dead-letter records (``dead_letter``) of the inputs that failed;
+    - ``unmatched``: ``{"pattern", "detail"}`` of the input patterns that matched no file;
+    - ``counted`` (optional): counter names, one element per event (``"matched"`` per file);
+    - ``totals`` (optional): one dict, e.g. ``manifest.SummarizeManifest``'s.
+
+    ``summarize(counts, totals)`` gives the stage's own fields (``counts`` maps each counter
+    name to its count); every summary then gets the failures (``failed_field`` and
+    ``failed_by_reason``), the ``patterns_unmatched`` and the run's ``config``.  Returns the
+    summary PCollection (one dict).
+    """
+
+    def __init__(self, directory: str, summarize, config: dict, failed_field: str = "failed"):
+        super().__init__()
+        self._directory = directory
+        self._summarize = summarize
+        self._config = config
+        self._failed_field = failed_field
+
+    def expand(self, inputs):
+        failures, unmatched = inputs["failures"], inputs["unmatched"]
+        _ = (
+            (failures, unmatched | "UnmatchedToDeadLetter" >> beam.Map(unmatched_dead_letter))
+            | "AllDeadLetters" >> beam.Flatten()
+            | "WriteDeadLetters"
+            >> WriteJsonLines(self._directory, DEAD_LETTER_PREFIX, skip_if_empty=True)
+        )
+        counted = [failures | "CountFailed" >> beam.Map(lambda r: FAILED_PREFIX + r["reason"])]
+        if "counted" in inputs:
+            counted.append(inputs["counted"])
+        counts = (
+            counted
+            | "AllCounted" >> beam.Flatten()
+            | "Count" >> beam.combiners.Count.PerElement()
+            | "CountsToDict" >> beam.combiners.ToDict()
+        )
+        totals = beam.pvalue.AsSingleton(inputs["totals"]) if "totals" in inputs else None
+        summary = counts | "Summarize" >> beam.Map(
+            _run_summary,
+            beam.pvalue.AsList(unmatched),
+            totals,
+            self._summarize,
+            self._config,
+            self._failed_field,
+        )
+        path = join(self._directory, SUMMARY_FILE)
+        _ = summary | "WriteSummary" >> beam.Map(lambda s: write_json(path, s))
+        return summary
+
+
 def join(directory: str, *names: str) -> str:
     return FileSystems.join(directory.rstrip("/"), *names)
 
@@ -92,12 +157,17 @@ def read_json(path: str) -> object:
         return json.loads(handle.read())
 
 
+def parse_json_lines(text: str | bytes) -> list[dict]:
+    """The records of one JSON-lines file's text (blank lines skipped)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def read_json_lines(pattern: str) -> list[dict]:
     """All JSON-lines records in the files matching ``pattern`` (e.g. ``DIR/dead_letter*``)."""
     records = []
     for match in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(match.path) as handle:
-            records.extend(json.loads(line) for line in handle.read().splitlines() if line)
+            records.extend(parse_json_lines(handle.read()))
     return records
 
 

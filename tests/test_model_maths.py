@@ -1,0 +1,138 @@
+"""The codec's maths, tested as tensorflow/compression tests its own layers: GDN, the bounds'
+gradients, the entropy models' probabilities, the geometry, and the code-file bytes of the
+shipped model pinned per fingerprint (as CompressAI pins bitstream checksums)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import codec, entropy_models
+from models.codec import CodecConfig, ScaleHyperprior
+from models.compressor import Compressor
+from models.layers import GDN
+
+GOLDEN = Path(__file__).parent / "golden" / "code_files.json"
+GOLDEN_QUALITIES = (0.0, 50.0, 100.0)
+
+
+def _gdn(inverse: bool, channels: int = 4) -> GDN:
+    layer = GDN(inverse=inverse)
+    layer.build([None, None, None, channels])
+    return layer
+
+
+def test_gdn_is_the_documented_formula_and_igdn_its_approximate_inverse():
+    rng = np.random.default_rng(0)
+    gdn, igdn = _gdn(False), _gdn(True)
+    gamma_raw = rng.normal(-4.0, 1.0, (4, 4)).astype(np.float32)
+    for layer in (gdn, igdn):
+        layer.gamma_raw.assign(gamma_raw)
+    x = rng.normal(0.0, 0.5, (2, 3, 5, 4)).astype(np.float32)
+    beta = np.log1p(np.exp(gdn.beta_raw.numpy())) + gdn.beta_min
+    gamma = np.log1p(np.exp(gamma_raw))
+    expected = x / np.sqrt(beta + np.tensordot(x**2, gamma, [[3], [0]]))
+    np.testing.assert_allclose(gdn(x).numpy(), expected, rtol=1e-5)
+    # Normalisation with small gamma is nearly undone by the inverse with the same parameters.
+    np.testing.assert_allclose(igdn(gdn(x)).numpy(), x, atol=0.02)
+
+
+def test_gdn_parameters_stay_positive_whatever_the_raw_weights():
+    layer = _gdn(False)
+    layer.beta_raw.assign(tf.fill([4], -50.0))
+    layer.gamma_raw.assign(tf.fill([4, 4], -50.0))
+    y = layer(tf.ones([1, 2, 2, 4])).numpy()
+    assert np.all(np.isfinite(y))
+    assert np.all(y > 0)  # beta >= beta_min > 0: no division by zero, no sign flip
+
+
+def test_lower_bound_passes_the_gradient_only_towards_the_bound():
+    x = tf.constant([-2.0, -2.0, 3.0, 3.0])
+    direction = tf.constant([1.0, -1.0, 1.0, -1.0])  # d loss / d output
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = entropy_models.lower_bound(x, 0.0)
+        loss = tf.reduce_sum(direction * y)
+    np.testing.assert_array_equal(y.numpy(), [0.0, 0.0, 3.0, 3.0])
+    # Below the bound, a step that would lower x further is stopped; one that raises it passes.
+    np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), [0.0, -1.0, 1.0, -1.0])
+
+
+def test_gaussian_conditional_probabilities_sum_to_one_over_the_coded_range():
+    support = tf.range(-entropy_models.Y_RANGE, entropy_models.Y_RANGE + 1, dtype=tf.float32)
+    for scale in entropy_models.scale_table()[:: len(entropy_models.scale_table()) // 8]:
+        likelihood = entropy_models.GaussianConditional()(support, tf.fill(support.shape, scale))
+        assert float(tf.reduce_sum(likelihood)) == pytest.approx(1.0, abs=1e-3), scale
+
+
+def test_factorized_prior_probabilities_sum_to_one_untrained_and_shipped():
+    # a density of spread ~2 has next to no mass beyond the coded +-Z_RANGE (spread 10 has 0.3%)
+    prior = entropy_models.FactorizedPrior(init_scale=2.0)
+    prior.build([None, None, None, 8])
+    np.testing.assert_allclose(prior.pmf_table().numpy().sum(axis=1), 1.0, atol=1e-3)
+    shipped = Compressor().z_pmf  # the trained density of the shipped codec
+    np.testing.assert_allclose(shipped.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_latent_and_side_shapes_follow_the_models_strides():
+    model = ScaleHyperprior(CodecConfig(num_filters=8, latent_filters=12))
+    height, width = 100, 130  # padded to 128 x 192
+    x = codec.pad_to_multiple(tf.zeros([1, height, width, 3]))
+    y = model.analysis_transform(x)
+    z = model.hyper_analysis_transform(y)
+    assert x.shape[1:3] == (codec.padded_side(height), codec.padded_side(width)) == (128, 192)
+    assert y.shape[1:] == (128 // codec.LATENT_STRIDE, 192 // codec.LATENT_STRIDE, 12)
+    assert tuple(z.shape[1:]) == codec.side_shape(height, width, 8) == (2, 3, 8)
+    assert model.synthesis_transform(y).shape == x.shape
+
+
+def _golden_image() -> np.ndarray:
+    """A fixed 48 x 80 RGB image (smooth ramps, an edge and seeded texture)."""
+    rows, cols = np.mgrid[0:48, 0:80]
+    texture = np.random.default_rng(2026).integers(0, 40, (48, 80, 3))
+    image = np.stack([rows * 5, cols * 3, (rows + cols) * 2], axis=-1) + texture
+    image[:, 40:] = 255 - image[:, 40:]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _code_file_digests(compressor: Compressor) -> dict[str, str]:
+    image = _golden_image()
+    qualities = GOLDEN_QUALITIES if compressor.variable_rate else (None,)
+    return {
+        f"q{quality:g}" if quality is not None else "one-rate": hashlib.sha256(
+            compressor.compress(image, quality=quality)
+        ).hexdigest()
+        for quality in qualities
+    }
+
+
+def test_code_file_bytes_of_the_shipped_codec_are_pinned():
+    """A changed coder, dependency or model maths that changes the bytes is caught here.
+
+    After shipping a new codec, record its bytes with ``python -m tests.test_model_maths``."""
+    compressor = Compressor()
+    pinned = json.loads(GOLDEN.read_text())
+    assert compressor.fingerprint in pinned, (
+        f"no pinned code-file bytes for the shipped codec {compressor.fingerprint}: "
+        "run python -m tests.test_model_maths and commit tests/golden/code_files.json"
+    )
+    assert _code_file_digests(compressor) == pinned[compressor.fingerprint]
+    image = _golden_image()
+    decoded = compressor.decompress(compressor.compress(image, quality=50.0))
+    assert decoded.shape == image.shape
+
+
+if __name__ == "__main__":
+    # Records the shipped codec's golden bytes (kept for earlier fingerprints too).
+    shipped = Compressor()
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    golden[shipped.fingerprint] = _code_file_digests(shipped)
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
+    print(f"pinned {shipped.fingerprint}: {golden[shipped.fingerprint]}", file=sys.stderr)
