@@ -149,15 +149,98 @@ def _triage_content(item):
     yield first
 
 
+class ArchiveHoldings(beam.PTransform):
+    """PBegin -> (content sha256, archive_state) for every content the archive's manifest holds.
+
+    Read by the workers and joined by key with the run's inputs: no worker holds the whole
+    manifest (100M records would not fit as a side input; see benchmarks/archive_scale.py).
+    """
+
+    def __init__(self, archive_dir, mode, codec_identity, denoiser_fingerprint, reprocess_older):
+        super().__init__()
+        self._pattern = archive.manifest_pattern(archive_dir)
+        self._state = (mode, codec_identity, denoiser_fingerprint, reprocess_older)
+
+    def expand(self, pbegin):
+        mode, codec_identity, denoiser_fingerprint, reprocess_older = self._state
+        return (
+            pbegin
+            | "ManifestPattern" >> beam.Create([self._pattern])
+            | "MatchManifest" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            | "OpenManifest" >> fileio.ReadMatches()
+            | "ManifestRecords" >> beam.FlatMap(lambda f: records.parse_json_lines(f.read_utf8()))
+            # Only the fields archive_state reads go through the shuffle (a tenth of a record).
+            | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], archive.held_outputs(r)))
+            | "RecordsPerContent" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
+            | "Classify"
+            >> beam.MapTuple(
+                lambda sha, held: (
+                    sha,
+                    archive.archive_state(
+                        held, mode, codec_identity, denoiser_fingerprint, reprocess_older
+                    ),
+                )
+            )
+        )
+
+
+class HashInputs(beam.PTransform):
+    """MatchedFile -> {"hashed": (sha256, file), TO_HASH: files read to hash, DEAD_LETTER}.
+
+    Change detection from the listing: a path whose size and modification time are as when a
+    run last read it keeps its content hash; only new or changed paths are read (all of them
+    with ``rehash``), and their hashes are appended to the listing.  A keyed join on the path,
+    so no worker holds the whole listing.
+    """
+
+    def __init__(self, archive_dir: str, run_id: str, rehash: bool):
+        super().__init__()
+        self._archive_dir = archive_dir
+        self._run_id = run_id
+        self._rehash = rehash
+
+    def expand(self, files):
+        run_id = self._run_id
+        listed = (
+            files.pipeline
+            | "ListingPattern"
+            >> beam.Create([] if self._rehash else [archive.listing_pattern(self._archive_dir)])
+            | "MatchListing" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            | "OpenListing" >> fileio.ReadMatches()
+            | "ListingRecords" >> beam.FlatMap(lambda f: records.parse_json_lines(f.read_utf8()))
+            | "KeyListingByPath" >> beam.Map(lambda r: (r["path"], r))
+        )
+        triage_listing = (
+            {"file": files | "KeyFileByPath" >> beam.Map(lambda f: (f.path, f)), "listed": listed}
+            | "JoinListing" >> beam.CoGroupByKey()
+            | "ReuseListedHashes"
+            >> beam.ParDo(_reuse_listed_hash).with_outputs(TO_HASH, main="listed")
+        )
+        hashed = triage_listing[TO_HASH] | "Hash" >> beam.ParDo(HashFiles()).with_outputs(
+            DEAD_LETTER, main="hashed"
+        )
+        _ = (
+            hashed.hashed
+            | "ToListing" >> beam.MapTuple(lambda sha, f: archive.listing_record(sha, f, run_id))
+            | "AppendToListing"
+            >> records.WriteJsonLines(records.join(self._archive_dir, archive.LISTING_DIR), run_id)
+        )
+        return {
+            "hashed": (triage_listing.listed, hashed.hashed) | "AllHashes" >> beam.Flatten(),
+            TO_HASH: triage_listing[TO_HASH],
+            DEAD_LETTER: hashed[DEAD_LETTER],
+        }
+
+
 class WriteArchiveOutputs(WriteOutputs):
     """Names outputs by model and content instead of by input path."""
 
     def output_name(self, image, directory: str, suffix: str) -> str:
         codes = directory == manifest.CODES_DIR
         model = (
-            registry.codec_identity(self._codec_fingerprint, self._codec_setting)
+            registry.codec_identity(self.codec_fingerprint, self.codec_setting)
             if codes
-            else self._denoiser_fingerprint
+            else self.denoiser_fingerprint
         )
         return archive.content_name(model, image.sha256) + suffix
 
@@ -210,65 +293,17 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             archive.store_model(args.archive, registry.resolve(name), fingerprint)
     LOG.info("archive run %s into %s", run_id, args.archive)
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    # What the archive holds per content hash, read by the workers and joined by key with
-    # this run's inputs: no worker holds the whole manifest (100M records would not fit as a
-    # side input; see benchmarks/archive_scale.py).
-    known = (
-        pipeline
-        | "ManifestPattern" >> beam.Create([archive.manifest_pattern(args.archive)])
-        | "MatchManifest" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-        | "OpenManifest" >> fileio.ReadMatches()
-        | "ManifestRecords" >> beam.FlatMap(lambda f: records.parse_json_lines(f.read_utf8()))
-        # Only the fields archive_state reads go through the shuffle (a tenth of a record).
-        | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], archive.held_outputs(r)))
-        | "RecordsPerContent" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-        | "Classify"
-        >> beam.MapTuple(
-            lambda sha, held: (
-                sha,
-                archive.archive_state(
-                    held,
-                    args.mode,
-                    registry.codec_identity(codec_fingerprint, codec_setting),
-                    denoiser_fingerprint,
-                    args.reprocess_older_models,
-                ),
-            )
-        )
+    known = pipeline | "ReadHoldings" >> ArchiveHoldings(
+        args.archive,
+        args.mode,
+        registry.codec_identity(codec_fingerprint, codec_setting),
+        denoiser_fingerprint,
+        args.reprocess_older_models,
     )
     matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
-    # Change detection from the listing: a path whose size and modification time are as
-    # when a run last read it keeps its content hash; only new or changed paths are read.
-    # A keyed join on the path, so no worker holds the whole listing.
-    listed = (
-        pipeline
-        | "ListingPattern"
-        >> beam.Create([] if args.rehash else [archive.listing_pattern(args.archive)])
-        | "MatchListing" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-        | "OpenListing" >> fileio.ReadMatches()
-        | "ListingRecords" >> beam.FlatMap(lambda f: records.parse_json_lines(f.read_utf8()))
-        | "KeyListingByPath" >> beam.Map(lambda r: (r["path"], r))
-    )
-    triage_listing = (
-        {
-            "file": matched["files"] | "KeyFileByPath" >> beam.Map(lambda f: (f.path, f)),
-            "listed": listed,
-        }
-        | "JoinListing" >> beam.CoGroupByKey()
-        | "ReuseListedHashes" >> beam.ParDo(_reuse_listed_hash).with_outputs(TO_HASH, main="listed")
-    )
-    hashed = triage_listing[TO_HASH] | "Hash" >> beam.ParDo(HashFiles()).with_outputs(
-        DEAD_LETTER, main="hashed"
-    )
-    _ = (
-        hashed.hashed
-        | "ToListing" >> beam.MapTuple(lambda sha, f: archive.listing_record(sha, f, run_id))
-        | "AppendToListing"
-        >> records.WriteJsonLines(records.join(args.archive, archive.LISTING_DIR), run_id)
-    )
-    all_hashed = (triage_listing.listed, hashed.hashed) | "AllHashes" >> beam.Flatten()
+    hashed = matched["files"] | "HashInputs" >> HashInputs(args.archive, run_id, args.rehash)
     triaged = (
-        {"files": all_hashed, "held": known}
+        {"files": hashed["hashed"], "held": known}
         | "JoinWithArchive" >> beam.CoGroupByKey()
         | "TriageByContent"
         >> beam.ParDo(_triage_content).with_outputs(
@@ -324,7 +359,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     ) | "AllFailures" >> beam.Flatten()
     counted = (
         matched["files"] | "CountMatched" >> beam.Map(lambda _: "matched"),
-        triage_listing[TO_HASH] | "CountRead" >> beam.Map(lambda _: "hashed"),
+        hashed[TO_HASH] | "CountRead" >> beam.Map(lambda _: "hashed"),
         triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: ARCHIVED),
         triaged[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: DUPLICATE),
         triaged[OLDER] | "CountOlder" >> beam.Map(lambda _: OLDER),

@@ -314,8 +314,10 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     card = load_model_card(model_dir)
     source = model
     source_latents = card.get("config", {}).get("latent_filters")
-    if isinstance(model, ScaleHyperprior) and source_latents and (
-        source_latents < model.config.latent_filters
+    if (
+        isinstance(model, ScaleHyperprior)
+        and source_latents
+        and (source_latents < model.config.latent_filters)
     ):
         source = ScaleHyperprior(replace(model.config, latent_filters=source_latents))
         source.build_for_images()

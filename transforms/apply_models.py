@@ -200,10 +200,10 @@ class WriteOutputs(beam.DoFn):
         codec_setting: str = "",
     ):
         self._output = output
-        self._codec_setting = codec_setting
+        self.codec_setting = codec_setting
         self._mode = mode
-        self._codec_fingerprint = codec_fingerprint
-        self._denoiser_fingerprint = denoiser_fingerprint
+        self.codec_fingerprint = codec_fingerprint
+        self.denoiser_fingerprint = denoiser_fingerprint
         self._run_id = run_id
         self._images = Metrics.counter("apply", "images")
         self._pixels = Metrics.counter("apply", "pixels")
@@ -230,8 +230,8 @@ class WriteOutputs(beam.DoFn):
             "bytes_in": image.size_bytes,
             "width": int(image.pixels.shape[1]),
             "height": int(image.pixels.shape[0]),
-            "model_fingerprint": self._codec_fingerprint if result.code is not None else "",
-            "denoiser_fingerprint": self._denoiser_fingerprint
+            "model_fingerprint": self.codec_fingerprint if result.code is not None else "",
+            "denoiser_fingerprint": self.denoiser_fingerprint
             if result.clean_png is not None
             else "",
             "run_id": self._run_id,
@@ -269,7 +269,7 @@ class WriteOutputs(beam.DoFn):
             psnr_db=result.psnr_db,
             psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
             quality=result.quality,
-            codec_setting=self._codec_setting if code_bytes else "",
+            codec_setting=self.codec_setting if code_bytes else "",
             target_met=result.target_met,
             **common,
         )
