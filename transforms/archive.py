@@ -26,7 +26,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.manifest import CLEAN_DIR, CODES_DIR
-from transforms.records import join, read_json_lines, write_atomically
+from transforms.records import join, write_atomically
 
 LOG = logging.getLogger(__name__)
 MODELS_DIR = "models"
@@ -48,10 +48,6 @@ def content_name(fingerprint: str, sha256: str) -> str:
 
 def run_dir(archive: str, run_id: str) -> str:
     return join(archive, RUNS_DIR, run_id)
-
-
-def manifest_prefix(archive: str, run_id: str) -> str:
-    return join(archive, MANIFEST_DIR, run_id)
 
 
 def _match(pattern: str) -> list:
@@ -91,19 +87,6 @@ def unchanged_since_listed(record: dict | None, matched) -> bool:
 def manifest_pattern(archive: str) -> str:
     """The committed manifest files (not a running job's temporary ones)."""
     return join(archive, MANIFEST_DIR, "*.jsonl")
-
-
-def newest(records_of_one_content) -> dict:
-    """The record that counts for a content hash: the one from the latest run."""
-    return max(records_of_one_content, key=lambda record: record["run_id"])
-
-
-def archived_records(archive: str) -> dict[str, dict]:
-    """content sha256 -> the newest record for it; the archive's current state."""
-    by_content: dict[str, list[dict]] = {}
-    for record in read_json_lines(manifest_pattern(archive)):
-        by_content.setdefault(record["content_sha256"], []).append(record)
-    return {sha: newest(records) for sha, records in by_content.items()}
 
 
 ARCHIVED = "archived"  # holds every output this run would make
