@@ -151,8 +151,6 @@ def _copy_tree(local_dir: str, remote_dir: str) -> None:
 def run(argv=None, save_main_session=True, test_pipeline=None):
     """Builds and runs the prepare pipeline; returns the PipelineResult."""
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import schema_utils
-    from tfx_bsl.public import tfxio
 
     args, options = split_args(build_parser(), argv, save_main_session)
     _check_args(args)
@@ -215,18 +213,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             )
 
         # tf.Transform reads the very examples written to the train shards.
-        example_source = tfxio.TFExampleBeamRecord(
-            physical_format="inmem",
-            telemetry_descriptors=["latentpress", "prepare"],
-            schema=schema_utils.schema_from_feature_spec(features.ANALYSIS_FEATURE_SPEC),
-        )
-        transform_fn = (
+        _ = (
             serialized[TRAIN]
             | "DropSortKeys" >> beam.Values()
-            | "ToRecordBatches" >> example_source.BeamSource(),
-            example_source.TensorAdapterConfig(),
-        ) | "AnalyzeCleanPatches" >> tft_beam.AnalyzeDataset(statistics.preprocessing_fn)
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+            | "Analyze" >> statistics.AnalyzeExamples(transform_dir)
+        )
 
         counted = (
             read["matched"] | "CountMatched" >> beam.Map(lambda _: "files_matched"),

@@ -11,6 +11,7 @@ the mean of per-patch channel means is the mean over all pixels (likewise for sq
 
 from __future__ import annotations
 
+import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
@@ -40,6 +41,31 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         CHANNEL_STD: tf.tile(std[tf.newaxis], [batch, 1]),
         PATCH_COUNT: tf.fill([batch], count),
     }
+
+
+class AnalyzeExamples(beam.PTransform):
+    """Serialized train examples -> the tf.Transform graph of ``preprocessing_fn``, written to
+    ``transform_dir``.  Runs inside the caller's ``tft_beam.Context`` (its temp dir)."""
+
+    def __init__(self, transform_dir: str):
+        super().__init__()
+        self._transform_dir = transform_dir
+
+    def expand(self, examples):
+        import tensorflow_transform.beam as tft_beam
+        from tensorflow_transform.tf_metadata import schema_utils
+        from tfx_bsl.public import tfxio
+
+        source = tfxio.TFExampleBeamRecord(
+            physical_format="inmem",
+            telemetry_descriptors=["latentpress", "prepare"],
+            schema=schema_utils.schema_from_feature_spec(features.ANALYSIS_FEATURE_SPEC),
+        )
+        transform_fn = (
+            examples | "ToRecordBatches" >> source.BeamSource(),
+            source.TensorAdapterConfig(),
+        ) | "AnalyzeCleanPatches" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        return transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._transform_dir)
 
 
 def read_stats(transform_dir: str) -> dict[str, object]:
