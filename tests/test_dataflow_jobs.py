@@ -74,7 +74,7 @@ def test_apply_job_has_its_steps_and_container(bucket):
         + dataflow_args(bucket, *GPU_WORKERS)
     )
     steps = step_names(result)
-    for step in ("ReadImages", "CheckRelativePaths", "RunModels", "WriteOutputs", "Summarize"):
+    for step in ("ReadImages", "CheckRelativePaths", "RunModels", "WriteOutputs", "RunRecords"):
         assert step in steps, step
     assert container_images(result) == {IMAGE}
 
@@ -105,7 +105,7 @@ def test_prepare_and_decompress_jobs_build_offline(bucket, tmp_path):
         + dataflow_args(bucket)
     )
     steps = step_names(result)
-    assert {"ReadImages", "AddNoise", "WriteTrainShards", "AnalyzeCleanPatches"} <= steps
+    assert {"ReadImages", "AddNoise", "WriteTrainShards", "Analyze"} <= steps
     result = decompress.run(
         [f"--input=gs://{bucket}/applied/codes/**", f"--output=gs://{bucket}/decoded"]
         + dataflow_args(bucket)
@@ -146,14 +146,14 @@ def test_archive_job_builds_offline_and_keeps_its_models_in_the_archive(bucket):
     )
     steps = step_names(result)
     for step in (
-        "MatchManifest",
-        "Hash",
+        "ReadHoldings",
+        "HashInputs",
         "JoinWithArchive",
         "TriageByContent",
         "RunModels",
         "WriteOutputs",
         "AppendToManifest",
-        "WriteSummary",
+        "RunRecords",
     ):
         assert step in steps, step
     assert container_images(result) == {IMAGE}
