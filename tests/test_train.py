@@ -99,7 +99,13 @@ def test_killed_run_resumes_with_its_optimizer_state(prepared, tmp_path):
     )
     checkpoints = model_dir / "checkpoints"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(checkpoints.glob("ckpt-*.index"))[1:]:
+
+    def pointed_step() -> int:
+        # the "checkpoint" pointer file, written after a checkpoint's files: what a resume reads
+        latest = tf.train.latest_checkpoint(str(checkpoints))
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+    while time.monotonic() < deadline and pointed_step() == 0:
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)  # no chance to save on the way out
     process.wait()
