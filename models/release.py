@@ -69,12 +69,16 @@ def release(
     licence: str,
     notes: str = "",
     work_dir: str = "",
-    evaluation: str = "",
+    evaluations: tuple[str, ...] = (),
 ) -> dict:
+    """Copies the export under models/pretrained/NAME; ``measured`` on its card lists what
+    each evaluation folder measured (e.g. a denoiser on 8-bit and on float noise)."""
     card = without_machine_paths(load_model_card(export_dir), work_dir)
-    if evaluation:
-        with open(os.path.join(evaluation, "results.json")) as handle:
-            card["measured"] = measured(json.load(handle), card)
+    if evaluations:
+        card["measured"] = []
+        for evaluation in evaluations:
+            with open(os.path.join(evaluation, "results.json")) as handle:
+                card["measured"].append(measured(json.load(handle), card))
     target = os.path.join(PRETRAINED_DIR, name)
     if os.path.exists(target):
         shutil.rmtree(target)
@@ -104,8 +108,10 @@ def main(argv=None):
     )
     parser.add_argument(
         "--evaluation",
-        default="",
-        help="A `latentpress evaluate` output folder of this model: its figures go on the card.",
+        action="append",
+        default=[],
+        help="A `latentpress evaluate` output folder of this model: its figures go on the card "
+        "(repeatable).",
     )
     args = parser.parse_args(argv)
     card = release(
@@ -115,7 +121,7 @@ def main(argv=None):
         args.licence,
         args.notes,
         args.work_dir,
-        args.evaluation,
+        tuple(args.evaluation),
     )
     print(json.dumps(card, indent=2, sort_keys=True))
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from models import release
 from models.release import measured, without_machine_paths
 
 
@@ -59,3 +62,28 @@ def test_the_card_carries_what_the_evaluation_measured_of_this_model_only():
         measured(results, {"task": "codec", "fingerprint": "bbbb"})
     with pytest.raises(ValueError, match="did not measure denoiser eeee"):
         measured(results, {"task": "denoiser", "fingerprint": "eeee"})
+
+
+def test_release_puts_every_evaluation_on_the_card(tmp_path, monkeypatch):
+    export_dir = tmp_path / "export"
+    (export_dir / "saved_model").mkdir(parents=True)
+    (export_dir / "saved_model" / "saved_model.pb").write_bytes(b"weights")
+    card = {"task": "denoiser", "fingerprint": "dddd", "command": "latentpress train"}
+    (export_dir / "model_card.json").write_text(json.dumps(card))
+    evaluations = []
+    for float_noise, psnr in ((False, 30.73), (True, 30.71)):
+        folder = tmp_path / f"eval-{float_noise}"
+        folder.mkdir()
+        results = {
+            "config": {"images": ["x/*.png"], "image_count": 2, "float_noise": float_noise},
+            "denoising": {"25": {"latentpress": {"psnr_db": psnr}}},
+        }
+        (folder / "results.json").write_text(json.dumps(results))
+        evaluations.append(str(folder))
+    monkeypatch.setattr(release, "PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    shipped = release.release(
+        str(export_dir), "denoiser", "interim", "research only", evaluations=tuple(evaluations)
+    )
+    assert [m["psnr_db"]["25"] for m in shipped["measured"]] == [30.73, 30.71]
+    assert [m["noise"] for m in shipped["measured"]] == ["gaussian, rounded to 8 bits", "float"]
+    assert (tmp_path / "pretrained" / "denoiser" / "saved_model" / "saved_model.pb").exists()
