@@ -13,6 +13,20 @@ from models.export import load_saved_model
 TILE = 1024
 DEFAULT_OVERLAP = 32  # for cards that do not describe their network
 PSNR_CAP = 100.0  # identical images; keeps the manifest valid JSON
+# Geometric self-ensemble: the denoiser runs on these (quarter turns, mirrored) views of the
+# image and averages the results turned back. Ordered so that every prefix of length 2 or 4
+# mixes mirrored and turned views; ENSEMBLE_SIZES are the prefixes offered.
+ENSEMBLE_VIEWS = (
+    (0, False),
+    (0, True),
+    (2, False),
+    (2, True),
+    (1, False),
+    (1, True),
+    (3, False),
+    (3, True),
+)
+ENSEMBLE_SIZES = (1, 2, 4, 8)
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -40,8 +54,23 @@ def tile_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple
     return [(start, min(start + tile, size)) for start in starts[:-1]] + [(last, size)]
 
 
+def view(pixels: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
+    pixels = np.rot90(pixels, quarter_turns)
+    return np.flip(pixels, 1) if mirrored else pixels
+
+
+def unview(pixels: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
+    """The inverse of ``view``."""
+    if mirrored:
+        pixels = np.flip(pixels, 1)
+    return np.rot90(pixels, -quarter_turns)
+
+
 class Denoiser:
-    def __init__(self, model: str = registry.DEFAULT_DENOISER, tile: int = TILE):
+    def __init__(self, model: str = registry.DEFAULT_DENOISER, tile: int = TILE, ensemble: int = 1):
+        if ensemble not in ENSEMBLE_SIZES:
+            raise ValueError(f"denoiser ensemble {ensemble}: choose one of {ENSEMBLE_SIZES}")
+        self.ensemble = ensemble
         self.model_dir = registry.resolve(model)
         self.card = registry.card(self.model_dir, "denoiser")
         self.module = load_saved_model(self.model_dir)
@@ -67,7 +96,17 @@ class Denoiser:
     def denoise(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8, or float on the 0-255 scale (noise never rounded) -> uint8 (H, W, 3).
 
-        Tiled when a side exceeds the tile size."""
+        Tiled when a side exceeds the tile size; with ``ensemble`` > 1, the mean over that many
+        turned and mirrored views (each view costs one pass)."""
+        if self.ensemble == 1:
+            return self._denoise_tiled(pixels)
+        total = np.zeros(pixels.shape, np.float32)
+        for quarter_turns, mirrored in ENSEMBLE_VIEWS[: self.ensemble]:
+            seen = np.ascontiguousarray(view(pixels, quarter_turns, mirrored))
+            total += unview(self._denoise_tiled(seen), quarter_turns, mirrored)
+        return np.clip(np.rint(total / self.ensemble), 0, 255).astype(np.uint8)
+
+    def _denoise_tiled(self, pixels: np.ndarray) -> np.ndarray:
         height, width = pixels.shape[:2]
         if height <= self.tile and width <= self.tile:
             return self._run(pixels)

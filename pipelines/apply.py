@@ -32,6 +32,7 @@ from apache_beam.ml.inference.base import RunInference
 from models import registry
 from pipelines.options import (
     add_corpus_args,
+    add_ensemble_arg,
     add_model_args,
     configure_logging,
     expected_inputs,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_corpus_args(parser)
     add_model_args(parser)
+    add_ensemble_arg(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -161,6 +163,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "quality": args.quality,
         "target": rate_target(args),
         "denoiser": args.denoiser,
+        "denoise_ensemble": args.denoise_ensemble,
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,
     }

@@ -33,7 +33,13 @@ from pipelines.evaluate_report import (
     our_setting,
     split_setting,
 )
-from pipelines.options import configure_logging, run_pipeline, split_args, stage_parser
+from pipelines.options import (
+    add_ensemble_arg,
+    configure_logging,
+    run_pipeline,
+    split_args,
+    stage_parser,
+)
 from transforms import denoise_baselines, rate_distortion, records
 from transforms.decode import decode_image
 from transforms.patches import noise_seed
@@ -72,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Qualities at which a variable-rate codec is measured, comma-separated.",
     )
     parser.add_argument("--denoiser", default=registry.DEFAULT_DENOISER)
+    add_ensemble_arg(parser)
     parser.add_argument(
         "--sigma", default="15,25,50", help="Gaussian noise levels (8-bit scale), comma-separated."
     )
@@ -126,8 +133,11 @@ def make_tasks(paths: list[str], args) -> list[dict]:
 class Evaluate(beam.DoFn):
     """One task -> one measured point (or the point with an ``error``)."""
 
-    def __init__(self, denoiser: str, total: int, float_noise: bool = False):
+    def __init__(
+        self, denoiser: str, total: int, float_noise: bool = False, denoise_ensemble: int = 1
+    ):
         self._denoiser_name = denoiser
+        self._denoise_ensemble = denoise_ensemble
         self._float_noise = float_noise
         self._total = total
 
@@ -209,7 +219,7 @@ class Evaluate(beam.DoFn):
             if self._denoiser is None:
                 from models.inference import Denoiser
 
-                self._denoiser = Denoiser(self._denoiser_name)
+                self._denoiser = Denoiser(self._denoiser_name, ensemble=self._denoise_ensemble)
                 self._denoiser.denoise(noisy)  # warm-up, not timed
                 start = time.perf_counter()
             result = self._denoiser.denoise(noisy)
@@ -250,7 +260,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         pipeline
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
-        | "Evaluate" >> beam.ParDo(Evaluate(args.denoiser, len(tasks), args.float_noise))
+        | "Evaluate"
+        >> beam.ParDo(Evaluate(args.denoiser, len(tasks), args.float_noise, args.denoise_ensemble))
     )
     for part in PARTS:
         if part in {task["kind"] for task in tasks}:
@@ -276,6 +287,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "denoiser_fingerprint": registry.card(args.denoiser)["fingerprint"],
         "sigmas": [float(s) for s in _names(args.sigma)],
         "float_noise": args.float_noise,
+        "denoise_ensemble": args.denoise_ensemble,
     }
     measured = sorted({p["path"] for p in points if "error" not in p})
     sample = measured[0] if measured else None  # the example grid needs a readable image

@@ -146,7 +146,9 @@ def _grid(sample_path: str, curves, config: dict, path: str) -> None:
     panels = [("original", clean)]
     sigma = config["sigmas"][len(config["sigmas"]) // 2] if config["sigmas"] else 25.0
     noisy = denoise_baselines.add_noise(clean, sigma, noise_seed(image_name(sample_path), sigma))
-    denoised = Denoiser(config["denoiser"]).denoise(noisy)
+    denoised = Denoiser(config["denoiser"], ensemble=config.get("denoise_ensemble", 1)).denoise(
+        noisy
+    )
     panels.append((f"noisy σ={sigma:g}, {rate_distortion.psnr(clean, noisy):.2f} dB", noisy))
     panels.append((f"denoised, {rate_distortion.psnr(clean, denoised):.2f} dB", denoised))
     ours = curves.get(OURS, [])
@@ -202,7 +204,12 @@ def _markdown(results: dict) -> str:
         "",
         f"{config['image_count']} images ({', '.join(config['images'])}); codecs: "
         + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items())
-        + f"; denoiser `{config['denoiser']}`.",
+        + f"; denoiser `{config['denoiser']}`"
+        + (
+            f" (mean of {config['denoise_ensemble']} turned/mirrored views)."
+            if config.get("denoise_ensemble", 1) > 1
+            else "."
+        ),
         "",
         "## Rate-distortion",
         "",

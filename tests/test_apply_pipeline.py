@@ -225,3 +225,35 @@ def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):
         code = CodeFile.from_bytes(Path(record["code_path"]).read_bytes())
         assert code.quality == record["quality"]
     assert any(r["target_met"] and 0 < r["quality"] < 100 for r in written)
+
+
+def test_a_denoise_ensemble_writes_the_mean_of_its_views(tmp_path):
+    """--denoise-ensemble reaches the worker's denoiser: the cleaned image is the 2-view mean
+    (not the single pass), and the summary says which ensemble made it."""
+    from models.inference import Denoiser
+    from transforms.decode import decode_image
+
+    photo = tmp_path / "photos" / "noisy.png"
+    photo.parent.mkdir()
+    with Image.open(copy_samples(tmp_path / "samples", 0, 1)[0]) as image:
+        pixels = np.asarray(image.convert("RGB").crop((0, 0, 150, 100)))
+    noisy = np.clip(pixels + np.random.default_rng(1).normal(0, 25, pixels.shape), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(photo)
+    output = tmp_path / "out"
+    apply.run(
+        [
+            f"--input={photo}",
+            f"--output={output}",
+            "--mode=denoise",
+            "--denoise-ensemble=2",
+            "--inference-threads=1",
+            *IN_PROCESS,
+        ]
+    )
+    (row,) = read_manifest(output)
+    cleaned = np.asarray(Image.open(row["clean_path"]))
+    source = decode_image(photo.read_bytes())
+    np.testing.assert_array_equal(cleaned, Denoiser(ensemble=2).denoise(source))
+    assert not np.array_equal(cleaned, Denoiser().denoise(source))
+    summary = records.read_json(str(output / records.SUMMARY_FILE))
+    assert summary["config"]["denoise_ensemble"] == 2

@@ -140,8 +140,10 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         gpu_memory_mb: int = 0,
         quality: float | None = None,
         target: dict | None = None,
+        denoise_ensemble: int = 1,
     ):
         super().__init__()
+        self._denoise_ensemble = denoise_ensemble
         self._mode = mode
         self._quality = quality
         self._target = target
@@ -158,7 +160,9 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
 
         return Models(
             Compressor(self._codec) if self._mode in (COMPRESS, BOTH) else None,
-            Denoiser(self._denoiser) if self._mode in (DENOISE, BOTH) else None,
+            Denoiser(self._denoiser, ensemble=self._denoise_ensemble)
+            if self._mode in (DENOISE, BOTH)
+            else None,
         )
 
     def run_inference(
