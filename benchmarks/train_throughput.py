@@ -1,6 +1,6 @@
 """Training throughput for the default configurations, against the input pipeline alone.
 
-    python -m benchmarks.train_throughput [--data DIR] [--steps N]
+    python -m benchmarks.train_throughput [--data DIR] [--steps N] [--precisions float32,bfloat16]
 
 Without --data it first prepares patches from the embedded sample photographs.
 
@@ -8,11 +8,16 @@ For each task: steps/s and images/s of real training (tf.data from the shards), 
 one cached in-memory batch (pure compute), and batches/s of the input pipeline alone.  The
 input pipeline is not the bottleneck when input/train is well above 1 and real training runs
 at the in-memory rate.
+
+With ``--precisions``, each task's in-memory step is also timed under each ``--precision`` in
+this process, in CPU seconds (``time.process_time``, so other load on a shared machine does
+not skew it), with its ratio to the first one.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -34,6 +39,34 @@ def rate(step, count: int) -> float:
     for _ in range(count):
         step()
     return count / (time.perf_counter() - start)
+
+
+def cpu_rate(step, count: int) -> float:
+    """Steps per CPU-second of this process (the first call traces and is not timed)."""
+    step()
+    start = time.process_time()
+    for _ in range(count):
+        step()
+    return count / (time.process_time() - start)
+
+
+def precision_rates(flags: list[str], data: str, stats: dict, steps: int, precisions) -> dict:
+    rates = {}
+    for precision in precisions:
+        with tempfile.TemporaryDirectory() as model_dir:
+            train_args = train.build_parser().parse_args(
+                [f"--data={data}", f"--model-dir={model_dir}", f"--precision={precision}", *flags]
+            )
+            trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
+            dataset = train.make_dataset(
+                data, features.TRAIN_DIR, train_args.batch_size, True, train_args.crop
+            )
+            fixed = next(iter(dataset))
+            rates[precision] = cpu_rate(functools.partial(trainer.train_step, fixed), steps)
+    first = rates[precisions[0]]
+    return {
+        f"{precision}_steps_per_cpu_s": round(value, 3) for precision, value in rates.items()
+    } | {f"{precision}_over_{precisions[0]}": round(v / first, 2) for precision, v in rates.items()}
 
 
 def measure(flags: list[str], data: str, stats: dict, steps: int) -> dict:
@@ -65,7 +98,16 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="A prepare-stage output directory.")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument(
+        "--precisions",
+        default="",
+        help="Comma-separated --precision values to compare (e.g. float32,bfloat16).",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all).")
     args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if not args.data:
         from pipelines import prepare
 
@@ -75,6 +117,10 @@ def main(argv=None) -> dict:
     results = {
         task: measure(flags, args.data, stats, args.steps) for task, flags in DEFAULTS.items()
     }
+    precisions = [p for p in args.precisions.split(",") if p]
+    if precisions:
+        for task, flags in DEFAULTS.items():
+            results[task] |= precision_rates(flags, args.data, stats, args.steps, precisions)
     print(json.dumps(results, indent=2))
     return results
 

@@ -176,6 +176,9 @@ class ScaleHyperprior(keras.Model):
     def _interpolate(self, table: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
         """Rows of ``table`` (one per level) linearly interpolated at each quality: [B, ...]."""
         position = self.level(quality)
+        # Under mixed precision Keras hands the model's own variables over in the compute
+        # dtype; the gains work in float32 like the latents they scale.
+        table = tf.cast(table, tf.float32)
         lower = tf.minimum(tf.floor(position), len(self.config.lmbdas) - 2.0)
         weight = (position - lower)[:, tf.newaxis]
         lower = tf.cast(lower, tf.int32)

@@ -68,10 +68,10 @@ class DnCNN(keras.Model):
 
     def call(self, y):
         """y: noisy [batch, H, W, 3] in [0, 1] -> x_hat, the estimate of the clean image."""
-        y = tf.cast(y, self.compute_dtype)
-        standardized = (y - tf.cast(self.channel_mean, y.dtype)) / tf.cast(
-            self.channel_std, y.dtype
-        )
+        y = tf.cast(y, tf.float32)
+        # The network may compute in 16 bits (mixed precision); the input and the residual
+        # subtraction stay float32, so the output keeps the input's 8-bit steps exactly.
+        standardized = tf.cast((y - self.channel_mean) / self.channel_std, self.compute_dtype)
         factor = self.config.unshuffle
         if factor == 1:
             v = self.noise_estimator(standardized)
@@ -85,4 +85,4 @@ class DnCNN(keras.Model):
             )
             blocks = self.noise_estimator(tf.nn.space_to_depth(padded, factor))
             v = tf.nn.depth_to_space(blocks, factor)[:, :height, :width]
-        return tf.cast(y - v, tf.float32)
+        return y - tf.cast(v, tf.float32)

@@ -391,3 +391,39 @@ def test_the_codec_trains_on_crops_of_any_size(prepared, tmp_path):
         ]
     )
     assert card["steps"] == 2 and np.isfinite(card["eval"]["loss"])
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [TINY_CODEC + ["--lmbdas=0.005,0.02"], TINY_DENOISER],
+    ids=["variable-rate codec", "denoiser"],
+)
+def test_bfloat16_training_learns_and_exports_a_float32_model(prepared, tmp_path, flags):
+    """--precision bfloat16 (in a process of its own: the Keras policy is global) trains with
+    float32 variables and exports a model that serves float32 like any other."""
+    code = (
+        "import json, sys; from pipelines import train; "
+        "card = train.run(sys.argv[1:]); print(json.dumps(card))"
+    )
+    args = [f"--data={prepared}", f"--model-dir={tmp_path}", "--steps=40", "--batch-size=8"]
+    done = python(code, *args, "--learning-rate=1e-3", "--precision=bfloat16", *flags, *QUIET)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads(done.stdout.strip().splitlines()[-1])
+    assert card["precision"] == "mixed_bfloat16"
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [3, 4], 0, 256, tf.int32))
+    image = image.astype(np.uint8)
+    if card["task"] == export.CODEC:
+        from models.compressor import Compressor
+
+        compressor = Compressor(str(tmp_path / "export"))
+        low, high = (compressor.compress(image, quality=q) for q in (0.0, 100.0))
+        assert compressor.decompress(high).shape == image.shape
+        assert np.isfinite(card["eval"]["loss"]) and len(low) < len(high)
+    else:
+        assert card["eval"]["psnr"] > card["eval"]["noisy_psnr"], card["eval"]
+        module = export.load_saved_model(str(tmp_path / "export"))
+        assert module.denoise(tf.constant(image))["image"].dtype == tf.uint8
+    # the checkpoint resumes under float32 (the variables never were 16-bit)
+    _, trainer = make_trainer(prepared, tmp_path, ["--steps=40", *flags])
+    assert trainer.restore() == 40
+    assert all(w.dtype == tf.float32 for w in trainer.model.weights)
