@@ -342,15 +342,67 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     ):
         source = ScaleHyperprior(replace(model.config, latent_filters=source_latents))
         source.build_for_images()
+    source_config = card.get("config", {})
+    if isinstance(model, DnCNN) and (
+        source_config.get("depth", model.config.depth) < model.config.depth
+        or source_config.get("filters", model.config.filters) < model.config.filters
+    ):
+        source = DnCNN(
+            replace(
+                model.config,
+                depth=int(source_config["depth"]),
+                filters=int(source_config["filters"]),
+            )
+        )
+        source.build_for_images()
     _read_exported_weights(source, model_dir, name_or_path)
-    if source is not model:
+    if isinstance(model, ScaleHyperprior) and source is not model:
         widen_latents(source, model)
         LOG.info(
             "widened the latents from %d to %d channels",
             source_latents,
             model.config.latent_filters,
         )
+    elif source is not model:
+        grow_denoiser(source, model)
+        LOG.info(
+            "grew the denoiser from %dx%d to %dx%d",
+            source.config.depth,
+            source.config.filters,
+            model.config.depth,
+            model.config.filters,
+        )
     return card
+
+
+def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
+    """Copies ``source`` into ``bigger`` (more layers and/or channels) so that ``bigger``
+    denoises exactly as ``source`` does at first (Net2Net-style growth, Chen et al. 2016).
+
+    Wider: the new channels of each layer keep their fresh initialization (features to
+    learn) and the next layer starts blind to them (zero weights from them).  Deeper: the new
+    layers go before the residual layer as identity convolutions; their inputs come out of a
+    ReLU, so ReLU(identity(x)) = x.
+    """
+    if source.config.unshuffle != bigger.config.unshuffle:
+        raise ValueError("--init-from: a denoiser grows in depth and width, not in unshuffle")
+    old_layers = source.noise_estimator.layers
+    new_layers = bigger.noise_estimator.layers
+    inserted = len(new_layers) - len(old_layers)
+    pairs = list(zip(old_layers[:-1], new_layers[: len(old_layers) - 1], strict=True))
+    pairs.append((old_layers[-1], new_layers[-1]))  # the residual layer
+    for old, new in pairs:
+        kernel, bias = (w.numpy() for w in new.weights)
+        old_kernel, old_bias = (w.numpy() for w in old.weights)
+        in_old, out_old = old_kernel.shape[2:]
+        kernel[:, :, in_old:, :] = 0.0  # blind to the new input channels
+        kernel[:, :, :in_old, :out_old] = old_kernel
+        bias[:out_old] = old_bias
+        new.set_weights([kernel, bias])
+    for layer in new_layers[len(old_layers) - 1 : len(old_layers) - 1 + inserted]:
+        kernel, bias = (np.zeros_like(w.numpy()) for w in layer.weights)
+        kernel[1, 1] = np.eye(kernel.shape[2], kernel.shape[3])
+        layer.set_weights([kernel, bias])
 
 
 def widen_latents(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:

@@ -427,3 +427,31 @@ def test_bfloat16_training_learns_and_exports_a_float32_model(prepared, tmp_path
     _, trainer = make_trainer(prepared, tmp_path, ["--steps=40", *flags])
     assert trainer.restore() == 40
     assert all(w.dtype == tf.float32 for w in trainer.model.weights)
+
+
+def test_init_from_grows_a_denoiser_that_denoises_the_same_at_first(prepared, tmp_path):
+    """A deeper, wider denoiser warm-started from a smaller one gives the same output before
+    training (identity layers after ReLUs, zero weights from the new channels), then trains."""
+    small = train.run(
+        [f"--data={prepared}", f"--model-dir={tmp_path / 'small'}", "--steps=20"]
+        + ["--learning-rate=1e-3", *TINY_DENOISER, *QUIET]
+    )
+    source = str(tmp_path / "small" / "export")
+    bigger_flags = ["--task=denoise", "--depth=5", "--filters=24", f"--init-from={source}"]
+    _, trainer = make_trainer(prepared, tmp_path / "big", ["--steps=0", *bigger_flags])
+    train.load_exported_weights(trainer.model, source)
+    module = export.load_saved_model(source)
+    image = np.asarray(tf.random.stateless_uniform([37, 53, 3], [5, 6], 0, 256, tf.int32))
+    image = image.astype(np.uint8)
+    expected = module.denoise(tf.constant(image))["image"].numpy().astype(np.float32)
+    grown = trainer.model(tf.constant(image, tf.float32)[tf.newaxis] / 255.0)[0].numpy()
+    assert np.abs(np.clip(np.round(grown * 255), 0, 255) - expected).max() <= 1
+    assert len(trainer.model.noise_estimator.layers) == 5
+
+    card = train.run(
+        [f"--data={prepared}", f"--model-dir={tmp_path / 'big'}", "--steps=10"]
+        + [*bigger_flags, *QUIET]
+    )
+    assert card["config"]["depth"] == 5 and card["config"]["filters"] == 24
+    assert card["cumulative_steps"] == small["cumulative_steps"] + 10
+    assert np.isfinite(card["eval"]["loss"])
