@@ -32,7 +32,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import registry
-from models.codec import CodecConfig, ScaleHyperprior
+from models.codec import QUALITY_MAX, QUALITY_MIN, CodecConfig, ScaleHyperprior
 from models.denoiser import DenoiserConfig, DnCNN
 from models.export import CODEC, DENOISER, export_model, load_model_card
 from pipelines.options import stage_parser
@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1e-5,
         help="Floor for plateau cuts; a run that keeps turning non-finite below it stops.",
+    )
+    parser.add_argument(
+        "--reset-learning-rate",
+        type=float,
+        default=None,
+        help="On resuming, set the learning rate to this and forget the plateau state (best "
+        "eval loss, evaluations since): for a run whose eval changed or whose rate was cut "
+        "too early.  No effect on a fresh run (use --learning-rate).",
     )
     parser.add_argument(
         "--init-from",
@@ -474,10 +482,11 @@ class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         return {"warmup_steps": self.warmup_steps}
 
 
-def task_losses(model, noisy, clean, training: bool) -> dict[str, tf.Tensor]:
-    """The objective and the metrics of one batch (codec ignores ``noisy``)."""
+def task_losses(model, noisy, clean, training: bool, quality=None) -> dict[str, tf.Tensor]:
+    """The objective and the metrics of one batch (codec ignores ``noisy``; ``quality``, one
+    per image, is a variable-rate codec's rate)."""
     if isinstance(model, ScaleHyperprior):
-        loss, bpp, mse, _ = model(clean, training=training)
+        loss, bpp, mse, _ = model(clean, training=training, quality=quality)
         psnr = 10.0 * tf.math.log(255.0**2 / mse) / tf.math.log(10.0)
         return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
     x_hat = model(noisy)
@@ -545,6 +554,11 @@ class Trainer:
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
             LOG.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.step)
+            if self.args.reset_learning_rate:
+                self.learning_rate.assign(self.args.reset_learning_rate)
+                self.best_eval_loss.assign(np.inf)
+                self.evals_since_best.assign(0)
+                LOG.info("learning rate reset to %g", self.args.reset_learning_rate)
         return self.step
 
     def save(self) -> str:
@@ -628,14 +642,36 @@ class Trainer:
             for name, value in per_replica.items()
         }
 
+    def eval_qualities(self) -> list[float]:
+        """A variable-rate codec is evaluated at each of its levels in turn, one per batch, so
+        the eval loss (and the plateau rule) sees every rate, not only the middle one."""
+        model = self.model
+        if not (isinstance(model, ScaleHyperprior) and model.config.variable_rate):
+            return []
+        return list(np.linspace(QUALITY_MIN, QUALITY_MAX, len(model.config.lmbdas)))
+
     def evaluate(self, dataset: tf.data.Dataset, batches: int) -> dict[str, float]:
+        """Mean metrics over ``batches`` eval batches; a variable-rate codec's also per level
+        (``psnr_q0``, ``bpp_q0``, ...: its rate-distortion curve on the eval split)."""
+        qualities = self.eval_qualities()
         totals: dict[str, float] = {}
-        count = 0
-        for noisy, clean in dataset.take(batches):
-            for name, value in task_losses(self.model, noisy, clean, training=False).items():
-                totals[name] = totals.get(name, 0.0) + float(value)
-            count += 1
-        return {name: total / count for name, total in totals.items()} if count else {}
+        counts: dict[str, int] = {}
+
+        def add(name: str, value: float) -> None:
+            totals[name] = totals.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
+
+        for index, (noisy, clean) in enumerate(dataset.take(batches)):
+            quality = None
+            if qualities:
+                level = qualities[index % len(qualities)]
+                quality = tf.fill([tf.shape(clean)[0]], float(level))
+            metrics = task_losses(self.model, noisy, clean, training=False, quality=quality)
+            for name, value in metrics.items():
+                add(name, float(value))
+                if quality is not None and name in ("psnr", "bpp"):
+                    add(f"{name}_q{level:g}", float(value))
+        return {name: total / counts[name] for name, total in totals.items()}
 
 
 # --- the run -----------------------------------------------------------------------------

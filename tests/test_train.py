@@ -455,3 +455,38 @@ def test_init_from_grows_a_denoiser_that_denoises_the_same_at_first(prepared, tm
     assert card["config"]["depth"] == 5 and card["config"]["filters"] == 24
     assert card["cumulative_steps"] == small["cumulative_steps"] + 10
     assert np.isfinite(card["eval"]["loss"])
+
+
+def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
+    """Eval batches take the levels in turn: a per-level curve, ordered by rate, whose mean is
+    the eval loss's, instead of the middle rate alone."""
+    flags = ["--lmbdas=0.0025,0.01,0.04", *TINY_CODEC]
+    _, trainer = make_trainer(prepared, tmp_path, ["--steps=0", *flags])
+    data = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
+    metrics = trainer.evaluate(data, 3)
+    assert trainer.eval_qualities() == [0.0, 50.0, 100.0]
+    bpps = [metrics[f"bpp_q{q:g}"] for q in (0, 50, 100)]
+    assert bpps == sorted(bpps) and bpps[0] < bpps[-1]
+    assert metrics["bpp"] == pytest.approx(np.mean(bpps), rel=1e-6)
+    middle = trainer.evaluate(data.take(1), 1)  # one batch: the lowest level only
+    assert middle["bpp"] == pytest.approx(metrics["bpp_q0"], rel=1e-6)
+
+
+def test_reset_learning_rate_on_resume_clears_the_plateau_state(prepared, tmp_path):
+    flags = ["--steps=4", "--checkpoint-every=2", "--plateau-patience=1", *TINY_DENOISER]
+    args, trainer = make_trainer(prepared, tmp_path, flags)
+    trainer.after_evaluation(1.0)
+    trainer.after_evaluation(2.0)  # no progress: halved
+    lowered = float(trainer.learning_rate.numpy())
+    assert lowered == pytest.approx(args.learning_rate / 2)
+    trainer.save()
+
+    _, resumed = make_trainer(prepared, tmp_path, flags)
+    resumed.restore()
+    assert float(resumed.learning_rate.numpy()) == pytest.approx(lowered)  # kept by default
+    _, reset = make_trainer(prepared, tmp_path, [*flags, "--reset-learning-rate=3e-4"])
+    reset.restore()
+    assert float(reset.learning_rate.numpy()) == pytest.approx(3e-4)
+    assert float(reset.best_eval_loss.numpy()) == np.inf
+    reset.after_evaluation(1.5)  # worse than the forgotten best: now the best, no cut
+    assert float(reset.learning_rate.numpy()) == pytest.approx(3e-4)
