@@ -33,36 +33,36 @@ DEFAULTS = {
 }
 
 
-def rate(step, count: int) -> float:
+def rate(step, count: int, clock=time.perf_counter) -> float:
+    """Calls per second of ``clock`` (wall time, or ``time.process_time`` for CPU time)."""
     step()  # the first call traces and builds; not timed
-    start = time.perf_counter()
+    start = clock()
     for _ in range(count):
         step()
-    return count / (time.perf_counter() - start)
+    return count / (clock() - start)
 
 
-def cpu_rate(step, count: int) -> float:
-    """Steps per CPU-second of this process (the first call traces and is not timed)."""
-    step()
-    start = time.process_time()
-    for _ in range(count):
-        step()
-    return count / (time.process_time() - start)
+def make_trainer(flags: list[str], data: str, stats: dict, model_dir: str):
+    """A fresh trainer of ``flags`` and its shuffled training batches."""
+    train_args = train.build_parser().parse_args(
+        [f"--data={data}", f"--model-dir={model_dir}", *flags]
+    )
+    trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
+    dataset = train.make_dataset(
+        data, features.TRAIN_DIR, train_args.batch_size, True, train_args.crop
+    )
+    return train_args, trainer, iter(dataset)
 
 
 def precision_rates(flags: list[str], data: str, stats: dict, steps: int, precisions) -> dict:
     rates = {}
     for precision in precisions:
         with tempfile.TemporaryDirectory() as model_dir:
-            train_args = train.build_parser().parse_args(
-                [f"--data={data}", f"--model-dir={model_dir}", f"--precision={precision}", *flags]
+            _, trainer, batches = make_trainer(
+                [f"--precision={precision}", *flags], data, stats, model_dir
             )
-            trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
-            dataset = train.make_dataset(
-                data, features.TRAIN_DIR, train_args.batch_size, True, train_args.crop
-            )
-            fixed = next(iter(dataset))
-            rates[precision] = cpu_rate(functools.partial(trainer.train_step, fixed), steps)
+            step = functools.partial(trainer.train_step, next(batches))
+            rates[precision] = rate(step, steps, clock=time.process_time)
     first = rates[precisions[0]]
     return {
         f"{precision}_steps_per_cpu_s": round(value, 3) for precision, value in rates.items()
@@ -71,14 +71,7 @@ def precision_rates(flags: list[str], data: str, stats: dict, steps: int, precis
 
 def measure(flags: list[str], data: str, stats: dict, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as model_dir:
-        train_args = train.build_parser().parse_args(
-            [f"--data={data}", f"--model-dir={model_dir}", *flags]
-        )
-        trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
-        dataset = train.make_dataset(
-            data, features.TRAIN_DIR, train_args.batch_size, True, train_args.crop
-        )
-        batches = iter(dataset)
+        train_args, trainer, batches = make_trainer(flags, data, stats, model_dir)
         input_rate = rate(lambda: next(batches), steps * 10)
         fixed = next(batches)
         compute_rate = rate(lambda: trainer.train_step(fixed), steps)

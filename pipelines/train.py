@@ -400,13 +400,10 @@ def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
     pairs = list(zip(old_layers[:-1], new_layers[: len(old_layers) - 1], strict=True))
     pairs.append((old_layers[-1], new_layers[-1]))  # the residual layer
     for old, new in pairs:
-        kernel, bias = (w.numpy() for w in new.weights)
-        old_kernel, old_bias = (w.numpy() for w in old.weights)
-        in_old, out_old = old_kernel.shape[2:]
-        kernel[:, :, in_old:, :] = 0.0  # blind to the new input channels
-        kernel[:, :, :in_old, :out_old] = old_kernel
-        bias[:out_old] = old_bias
-        new.set_weights([kernel, bias])
+        for old_weight, new_weight, input_axis in zip(
+            old.weights, new.weights, (2, None), strict=True
+        ):
+            new_weight.assign(_embed(old_weight.numpy(), new_weight.numpy(), input_axis))
     for layer in new_layers[len(old_layers) - 1 : len(old_layers) - 1 + inserted]:
         kernel, bias = (np.zeros_like(w.numpy()) for w in layer.weights)
         kernel[1, 1] = np.eye(kernel.shape[2], kernel.shape[3])
@@ -428,16 +425,22 @@ def widen_latents(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
         if old.shape == new.shape:
             new.assign(old)
             continue
-        values = new.numpy()
-        values[tuple(slice(0, size) for size in old.shape)] = old.numpy()
-        axis = input_axis.get(id(new))
-        if axis is not None and new.shape[axis] > old.shape[axis]:
-            added = [slice(None)] * len(new.shape)
-            added[axis] = slice(old.shape[axis], None)
-            values[tuple(added)] = 0.0
+        values = _embed(old.numpy(), new.numpy(), input_axis.get(id(new)))
         if "gain" in new.name:
             values[:, old.shape[1] :] = old.numpy().mean(axis=1, keepdims=True)
         new.assign(values)
+
+
+def _embed(old: np.ndarray, new: np.ndarray, input_axis: int | None) -> np.ndarray:
+    """``new`` (a larger weight) with ``old`` in its leading corner and, along ``input_axis``,
+    zero weights from the input channels ``old`` lacks, so the layer starts blind to them."""
+    values = new.copy()
+    values[tuple(slice(0, size) for size in old.shape)] = old
+    if input_axis is not None and new.shape[input_axis] > old.shape[input_axis]:
+        added = [slice(None)] * new.ndim
+        added[input_axis] = slice(old.shape[input_axis], None)
+        values[tuple(added)] = 0.0
+    return values
 
 
 def _read_exported_weights(model, model_dir: str, name_or_path: str) -> None:
