@@ -47,15 +47,22 @@ def side_shape(height: int, width: int, num_filters: int) -> tuple[int, int, int
 
 @dataclass(frozen=True)
 class CodecConfig:
-    num_filters: int = 64  # N: channels of the transforms and of z
+    num_filters: int = 64  # N: channels of the analysis and synthesis transforms
     latent_filters: int = 96  # M: channels of y
     lmbda: float = 0.01  # distortion weight (MSE on 0..255)
     # Variable rate: the trade-offs of its rate levels, lowest rate first (empty: one rate).
     lmbdas: tuple = ()
+    # Channels of the hyper transforms and of z; 0: N (Balle et al. use one N for both, but
+    # the distortion at high rates is the main transforms', so they may grow alone).
+    hyper_filters: int = 0
 
     @property
     def variable_rate(self) -> bool:
         return len(self.lmbdas) > 1
+
+    @property
+    def side_filters(self) -> int:
+        return self.hyper_filters or self.num_filters
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -129,9 +136,9 @@ class ScaleHyperprior(keras.Model):
         self.config = config
         self.analysis_transform = AnalysisTransform(config.num_filters, config.latent_filters)
         self.synthesis_transform = SynthesisTransform(config.num_filters)
-        self.hyper_analysis_transform = HyperAnalysisTransform(config.num_filters)
+        self.hyper_analysis_transform = HyperAnalysisTransform(config.side_filters)
         self.hyper_synthesis_transform = HyperSynthesisTransform(
-            config.num_filters, config.latent_filters
+            config.side_filters, config.latent_filters
         )
         self.factorized_prior = FactorizedPrior(name="factorized_prior")
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional")

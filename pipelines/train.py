@@ -23,7 +23,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -35,11 +37,32 @@ from models import registry
 from models.codec import QUALITY_MAX, QUALITY_MIN, CodecConfig, ScaleHyperprior
 from models.denoiser import DenoiserConfig, DnCNN
 from models.export import CODEC, DENOISER, export_model, load_model_card
+from models.layers import GDN
 from pipelines.options import stage_parser
 from transforms import features, noise, records, statistics
 
 LOG = logging.getLogger(__name__)
 TASKS = {"codec": CODEC, "denoise": DENOISER}
+
+
+def _stop_on_signals():
+    """Makes SIGTERM and SIGINT stop the training loop as Ctrl-C does (a checkpoint, then the
+    exit), also where SIGINT was ignored: a shell starts background jobs (`nohup ... &`) with
+    SIGINT ignored, and schedulers and preemptible VMs stop with SIGTERM.  Returns a function
+    that puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be set from the main thread
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,8 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         "first (e.g. 0.0025,0.005,0.01,0.02,0.04); --quality 0-100 then spans them.  "
         "Training draws a quality per image.  Overrides --lmbda.",
     )
-    parser.add_argument("--num-filters", type=int, default=64, help="Codec N.")
+    parser.add_argument(
+        "--num-filters", type=int, default=64, help="Codec N (analysis and synthesis)."
+    )
     parser.add_argument("--latent-filters", type=int, default=96, help="Codec M.")
+    parser.add_argument(
+        "--hyper-filters",
+        type=int,
+        default=0,
+        help="Channels of the codec's hyper transforms and side information (default: N).",
+    )
     parser.add_argument("--depth", type=int, default=10, help="Denoiser convolution layers.")
     parser.add_argument("--filters", type=int, default=48, help="Denoiser channels.")
     parser.add_argument(
@@ -313,7 +344,9 @@ def use_precision(precision: str = "auto") -> str:
 def build_model(args: argparse.Namespace, stats: dict):
     if args.task == "codec":
         lmbdas = tuple(float(v) for v in args.lmbdas.split(",")) if args.lmbdas else ()
-        config = CodecConfig(args.num_filters, args.latent_filters, args.lmbda, lmbdas)
+        config = CodecConfig(
+            args.num_filters, args.latent_filters, args.lmbda, lmbdas, args.hyper_filters
+        )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer
     else:
@@ -335,23 +368,32 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     The exported tf.Module holds the Keras model as ``model``, so its variables read straight
     into a checkpoint of the same structure.  Every weight of ``model`` must be found, except
     the gains of a variable-rate codec started from a one-rate codec (they keep their
-    initialization, which makes the middle level the source model).  A codec with more latent
-    channels (``--latent-filters``) than the source starts as the source widened
-    (``widen_latents``).
+    initialization, which makes the middle level the source model).  A larger model than the
+    source (a codec with more N, M or hyper channels; a deeper or wider denoiser) starts as
+    the source grown (``widen_codec``, ``grow_denoiser``).
     """
     model_dir = registry.resolve(name_or_path)
     card = load_model_card(model_dir)
-    source = model
-    source_latents = card.get("config", {}).get("latent_filters")
-    if (
-        isinstance(model, ScaleHyperprior)
-        and source_latents
-        and (source_latents < model.config.latent_filters)
-    ):
-        source = ScaleHyperprior(replace(model.config, latent_filters=source_latents))
-        source.build_for_images()
     source_config = card.get("config", {})
-    if isinstance(model, DnCNN) and (
+    source = model
+    if isinstance(model, ScaleHyperprior):
+        sizes = {
+            "num_filters": int(source_config.get("num_filters", model.config.num_filters)),
+            "latent_filters": int(source_config.get("latent_filters", model.config.latent_filters)),
+        }
+        # a card without hyper_filters (older than it) had hyper transforms of N channels
+        sizes["hyper_filters"] = int(source_config.get("hyper_filters") or sizes["num_filters"])
+        target = replace(model.config, hyper_filters=model.config.side_filters)
+        if any(size > getattr(target, name) for name, size in sizes.items()):
+            raise ValueError(
+                f"--init-from {name_or_path}: not the same architecture and size, and larger "
+                f"than this codec ({sizes}); a codec can only grow"
+            )
+        smaller = replace(target, **sizes)
+        if smaller != target:
+            source = ScaleHyperprior(smaller)
+            source.build_for_images()
+    elif isinstance(model, DnCNN) and (
         source_config.get("depth", model.config.depth) < model.config.depth
         or source_config.get("filters", model.config.filters) < model.config.filters
     ):
@@ -364,14 +406,21 @@ def load_exported_weights(model, name_or_path: str) -> dict:
         )
         source.build_for_images()
     _read_exported_weights(source, model_dir, name_or_path)
-    if isinstance(model, ScaleHyperprior) and source is not model:
-        widen_latents(source, model)
+    if source is model:
+        return card
+    if isinstance(model, ScaleHyperprior):
+        widen_codec(source, model)
+        old, new = source.config, model.config
         LOG.info(
-            "widened the latents from %d to %d channels",
-            source_latents,
-            model.config.latent_filters,
+            "widened the codec from N=%d M=%d hyper=%d to N=%d M=%d hyper=%d",
+            old.num_filters,
+            old.latent_filters,
+            old.side_filters,
+            new.num_filters,
+            new.latent_filters,
+            new.side_filters,
         )
-    elif source is not model:
+    else:
         grow_denoiser(source, model)
         LOG.info(
             "grew the denoiser from %dx%d to %dx%d",
@@ -410,22 +459,50 @@ def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
         layer.set_weights([kernel, bias])
 
 
-def widen_latents(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
-    """Copies ``source`` into ``wider`` (more latent channels M), so ``wider`` decodes the
-    same image: the new channels of y keep their fresh initialization (features to learn)
-    while the synthesis and the hyper-analysis start blind to them (their weights from the new
-    channels are zero); the new channels' gains start at each level's mean gain."""
-    input_axis = {}
-    for layer in wider.submodules:
-        if isinstance(layer, keras.layers.Conv2D):
+def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
+    """Copies ``source`` into ``wider`` (more channels N, M or hyper), so ``wider`` decodes the
+    same image from the same code at first (Net2Net-style growth, Chen et al. 2016).
+
+    A new channel must not change what the old ones compute, and must still learn:
+    - new channels going into a GDN start at zero (zero kernel and bias: the GDN couples
+      channels, so a non-zero one would change the others' normalization); the layer after
+      the GDN starts with fresh weights from them, which is what gives them a gradient;
+    - every other new channel (new latents of y, ReLU features of the hyper transforms) keeps
+      its fresh initialization, and the layer reading it starts blind to it (zero weights
+      from it); the new latents' gains start at each level's mean gain.
+    Only the side information's rate moves: new channels of z are coded by a fresh prior.
+    """
+    rules = {}  # id(weight) -> (output axis to zero or None, input axis to blind or None)
+    for transform in (
+        wider.analysis_transform,
+        wider.synthesis_transform,
+        wider.hyper_analysis_transform,
+        wider.hyper_synthesis_transform,
+    ):
+        layers = transform.layers
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, keras.layers.Conv2D):
+                continue
             # kernels are [k, k, in, out]; a transposed convolution's [k, k, out, in]
             transposed = isinstance(layer, keras.layers.Conv2DTranspose)
-            input_axis[id(layer.kernel)] = 3 if transposed else 2
+            input_axis, output_axis = (3, 2) if transposed else (2, 3)
+            feeds_gdn = i + 1 < len(layers) and isinstance(layers[i + 1], GDN)
+            reads_gdn = i > 0 and isinstance(layers[i - 1], GDN)
+            rules[id(layer.kernel)] = (
+                output_axis if feeds_gdn else None,
+                None if reads_gdn else input_axis,
+            )
+            rules[id(layer.bias)] = (0 if feeds_gdn else None, None)
     for old, new in zip(source.weights, wider.weights, strict=True):
         if old.shape == new.shape:
             new.assign(old)
             continue
-        values = _embed(old.numpy(), new.numpy(), input_axis.get(id(new)))
+        zero_axis, blind_axis = rules.get(id(new), (None, None))
+        values = _embed(old.numpy(), new.numpy(), blind_axis)
+        if zero_axis is not None:
+            added = [slice(None)] * values.ndim
+            added[zero_axis] = slice(old.shape[zero_axis], None)
+            values[tuple(added)] = 0.0
         if "gain" in new.name:
             values[:, old.shape[1] :] = old.numpy().mean(axis=1, keepdims=True)
         new.assign(values)
@@ -828,6 +905,7 @@ def run(argv=None) -> dict:
         else:
             trainer.roll_back()
 
+    restore_signals = _stop_on_signals()
     try:
         while trainer.step < args.steps:
             metrics = trainer.step_or_roll_back(next(batches))
@@ -853,6 +931,7 @@ def run(argv=None) -> dict:
         LOG.warning("interrupted: saved %s", trainer.manager.latest_checkpoint)
         raise
     finally:
+        restore_signals()
         progress.close()
 
     if not eval_metrics:

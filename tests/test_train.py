@@ -345,8 +345,8 @@ def test_init_from_copies_the_weights_and_adds_up_steps_and_commands(prepared, t
 def test_init_from_refuses_another_architecture(prepared, tmp_path):
     source = tmp_path / "source"
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=2", *TINY_CODEC, *QUIET])
-    wider = [f if not f.startswith("--num-filters") else "--num-filters=24" for f in TINY_CODEC]
-    _, trainer = make_trainer(prepared, tmp_path / "w", ["--steps=1", *wider])
+    narrower = [f if not f.startswith("--num-filters") else "--num-filters=8" for f in TINY_CODEC]
+    _, trainer = make_trainer(prepared, tmp_path / "w", ["--steps=1", *narrower])
     with pytest.raises(ValueError, match="same architecture"):
         train.load_exported_weights(trainer.model, str(source / "export"))
 
@@ -376,6 +376,83 @@ def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_p
         np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
         z = [m.model.hyper_analysis_transform(y) for m, y in ((narrow, y_narrow), (wide, y_wide))]
         np.testing.assert_allclose(z[1], z[0], atol=1e-5)
+
+
+def test_init_from_widens_the_transforms_and_the_new_channels_learn(prepared, tmp_path):
+    """More --num-filters (and --hyper-filters) than the source: the same latents, scales and
+    decoded image at first although the GDNs couple channels; training then moves the new
+    channels, which started at zero."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *variable])
+    _, narrow = make_trainer(prepared, tmp_path / "n", [*TINY_CODEC, *variable])
+    train.load_exported_weights(narrow.model, str(source / "export"))
+    wide_flags = [*TINY_CODEC, "--num-filters=28", "--hyper-filters=20", *variable]
+    _, wide = make_trainer(prepared, tmp_path / "w", wide_flags)
+    train.load_exported_weights(wide.model, str(source / "export"))
+    assert wide.model.analysis_transform.layers[0].kernel.shape[-1] == 28
+
+    x = tf.constant(np.random.default_rng(1).random((1, 64, 128, 3)), tf.float32)
+    for quality in (0.0, 100.0):
+        q = tf.constant([quality])
+        y = [m.model.analyze(x, q) for m in (narrow, wide)]
+        np.testing.assert_allclose(y[1], y[0], rtol=1e-5, atol=1e-5)
+        decoded = [m.model.synthesize(m.model.quantize_y(y[0]), q) for m in (narrow, wide)]
+        np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
+        z = [m.model.hyper_analysis_transform(y[0]) for m in (narrow, wide)]
+        assert z[1].shape[-1] == 20
+        np.testing.assert_allclose(z[1][..., :16], z[0], atol=1e-5)
+        pairs = zip((narrow, wide), z, strict=True)
+        scales = [m.model.scale_indexes(m.model.quantize_z(zi)) for m, zi in pairs]
+        np.testing.assert_allclose(scales[1], scales[0], atol=1e-4)
+
+    grown = tmp_path / "grown"
+    card = train.run(
+        [
+            f"--data={prepared}",
+            f"--model-dir={grown}",
+            "--steps=3",
+            f"--init-from={source / 'export'}",
+            *wide_flags,
+        ]
+    )
+    assert card["config"]["num_filters"] == 28 and card["cumulative_steps"] == 6
+    _, trained = make_trainer(prepared, tmp_path / "t", wide_flags)
+    train.load_exported_weights(trained.model, str(grown / "export"))
+    new_kernel = trained.model.analysis_transform.layers[0].kernel.numpy()[..., 16:]
+    assert np.abs(new_kernel).max() > 0  # zero at the warm start, learned since
+
+    from models.compressor import Compressor  # z has 20 channels, not N: the code says so
+
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 6], 0, 256, tf.int32))
+    compressor = Compressor(str(grown / "export"))
+    assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_training_with_a_checkpoint(prepared, tmp_path, signal_name):
+    """`nohup latentpress train ... &` starts with SIGINT ignored, and schedulers stop with
+    SIGTERM: either signal saves the step reached, and the run resumes from it."""
+    code = (
+        "import os, signal, sys; from pipelines import train\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job\n"
+        "step = train.Trainer.step_or_roll_back\n"
+        "def step_then_signal(self, batch):\n"
+        "    metrics = step(self, batch)\n"
+        "    if self.step == 5:\n"
+        f"        os.kill(os.getpid(), signal.{signal_name})\n"
+        "    return metrics\n"
+        "train.Trainer.step_or_roll_back = step_then_signal\n"
+        "train.run(sys.argv[1:])\n"
+    )
+    flags = [f"--data={prepared}", f"--model-dir={tmp_path}", *TINY_CODEC, *QUIET]
+    stopped = python(code, *flags, "--steps=1000", "--checkpoint-every=1000")
+    assert stopped.returncode != 0 and "interrupted: saved" in stopped.stderr, stopped.stderr[
+        -2000:
+    ]
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-5")
+    card = train.run([*flags, "--steps=7"])
+    assert card["steps"] == 7
 
 
 def test_the_codec_trains_on_crops_of_any_size(prepared, tmp_path):
