@@ -55,6 +55,10 @@ class CodecConfig:
     # Channels of the hyper transforms and of z; 0: N (Balle et al. use one N for both, but
     # the distortion at high rates is the main transforms', so they may grow alone).
     hyper_filters: int = 0
+    # The hyperprior predicts each latent's mean as well as its scale (Minnen, Ballé, Toderici,
+    # NeurIPS 2018, without the context model): y is coded as round(y - mean), which the
+    # Gaussian fits better than round(y) around zero.
+    mean_scale: bool = False
 
     @property
     def variable_rate(self) -> bool:
@@ -137,8 +141,9 @@ class ScaleHyperprior(keras.Model):
         self.analysis_transform = AnalysisTransform(config.num_filters, config.latent_filters)
         self.synthesis_transform = SynthesisTransform(config.num_filters)
         self.hyper_analysis_transform = HyperAnalysisTransform(config.side_filters)
+        # h_s outputs the latents' scale positions, then (mean_scale) their means
         self.hyper_synthesis_transform = HyperSynthesisTransform(
-            config.side_filters, config.latent_filters
+            config.side_filters, config.latent_filters * (2 if config.mean_scale else 1)
         )
         self.factorized_prior = FactorizedPrior(name="factorized_prior")
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional")
@@ -232,25 +237,25 @@ class ScaleHyperprior(keras.Model):
                 quality = tf.fill([batch], 50.0)
         y = self.analyze(x, quality)
         z = self.hyper_analysis_transform(y)
-        if training:
-            z_tilde = add_uniform_noise(tf.cast(z, tf.float32))
-            index = self.hyper_synthesis_transform(z_tilde)
-            y_tilde = add_uniform_noise(tf.cast(y, tf.float32))
-        else:
-            z_tilde = self.quantize_z(z)
-            index = tf.cast(quantize_index(self.hyper_synthesis_transform(z_tilde)), tf.float32)
-            y_tilde = self.quantize_y(y)
+        z_tilde = add_uniform_noise(tf.cast(z, tf.float32)) if training else self.quantize_z(z)
+        index, mean = self.hyperprior(z_tilde)
+        if not training:
+            index = tf.cast(quantize_index(index), tf.float32)
         # Any image size trains: h_s and g_s upsample to multiples of 4 and 16, so their
         # outputs are cropped to y and x (as tensorflow/compression does).
         y_shape = tf.shape(y)
         index = index[:, : y_shape[1], : y_shape[2], :]
+        mean = mean[:, : y_shape[1], : y_shape[2], :]
+        # What is coded is y - mean: noisy in training, rounded otherwise.
+        y_hat = self.quantize_y(y - mean) + mean
+        residual = add_uniform_noise(y - mean) if training else y_hat - mean
         sigma = scale_from_index(tf.cast(index, tf.float32))
-        y_likelihood = self.gaussian_conditional(y_tilde, sigma)
+        y_likelihood = self.gaussian_conditional(residual, sigma)
         z_likelihood = self.factorized_prior(z_tilde)
         if training and self.synthesis_quantizer == "straight-through":
-            x_hat = self.synthesize(y + tf.stop_gradient(self.quantize_y(y) - y), quality)
+            x_hat = self.synthesize(y + tf.stop_gradient(y_hat - y), quality)
         else:
-            x_hat = self.synthesize(y_tilde, quality)
+            x_hat = self.synthesize(residual + mean, quality)
 
         x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.
@@ -273,9 +278,24 @@ class ScaleHyperprior(keras.Model):
     def quantize_y(y):
         return tf.clip_by_value(tf.round(tf.cast(y, tf.float32)), -Y_RANGE, Y_RANGE)
 
+    def hyperprior(self, z_hat):
+        """(scale position, mean) of each latent from z_hat; the mean is 0 unless mean_scale.
+
+        The positions are continuous here; ``scale_indexes`` rounds them for coding.
+        """
+        output = tf.cast(self.hyper_synthesis_transform(z_hat), tf.float32)
+        if not self.config.mean_scale:
+            return output, tf.zeros_like(output)
+        index, mean = tf.split(output, 2, axis=-1)
+        return index, mean
+
     def scale_indexes(self, z_hat):
         """Integer positions in the scale table for the latents, from the decoded z_hat."""
-        return quantize_index(tf.cast(self.hyper_synthesis_transform(z_hat), tf.float32))
+        return quantize_index(self.hyperprior(z_hat)[0])
+
+    def means(self, z_hat):
+        """The latents' predicted means (zeros for a scale-only hyperprior)."""
+        return self.hyperprior(z_hat)[1]
 
 
 def pad_to_multiple(x: tf.Tensor, multiple: int = PAD_MULTIPLE) -> tf.Tensor:

@@ -42,8 +42,10 @@ class Compressor:
                 f"{self.model_dir}: the model card's fingerprint {self.fingerprint} is not the "
                 f"exported weights' {parameters['fingerprint'].numpy().decode()}"
             )
-        # A variable-rate codec takes a quality (0-100) in analyze and synthesize.
+        # A variable-rate codec takes a quality (0-100) in analyze and synthesize; a
+        # mean-scale codec's synthesize takes z_hat too, for the latents' means.
         self.variable_rate = len(self.card.get("config", {}).get("lmbdas") or ()) > 1
+        self.mean_scale = bool(self.card.get("config", {}).get("mean_scale"))
 
     # --- network ---------------------------------------------------------------------
 
@@ -63,16 +65,24 @@ class Compressor:
         return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
 
     def synthesize(
-        self, y_hat: np.ndarray, height: int, width: int, quality: float | None = None
+        self,
+        y_hat: np.ndarray,
+        z_hat: np.ndarray,
+        height: int,
+        width: int,
+        quality: float | None = None,
     ) -> np.ndarray:
-        y_hat = tf.constant(y_hat, tf.int32)
-        image = self.module.synthesize(y_hat, *self.quality_args(quality), height, width)["image"]
+        """The decoded image of (y_hat, z_hat); z_hat matters to a mean-scale codec only."""
+        latents = [tf.constant(y_hat, tf.int32), *self.quality_args(quality)]
+        if self.mean_scale:
+            latents.append(tf.constant(z_hat, tf.int32))
+        image = self.module.synthesize(*latents, height, width)["image"]
         return image.numpy()
 
     def reconstruct(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
         """The model's own quantized reconstruction, without entropy coding."""
-        y_hat, _ = self.analyze(pixels, quality)
-        return self.synthesize(y_hat, pixels.shape[0], pixels.shape[1], quality)
+        y_hat, z_hat = self.analyze(pixels, quality)
+        return self.synthesize(y_hat, z_hat, pixels.shape[0], pixels.shape[1], quality)
 
     # --- bitstreams -------------------------------------------------------------------
 
@@ -179,7 +189,8 @@ class Compressor:
             )
         return code
 
-    def decode_latents(self, code: CodeFile) -> np.ndarray:
+    def decode_latents(self, code: CodeFile) -> tuple[np.ndarray, np.ndarray]:
+        """(y_hat, z_hat) from a code file's streams."""
         z_shape = side_shape(code.height, code.width, self.z_pmf.shape[0])
         try:
             z_hat = entropy_coding.decode_z(code.z_stream, z_shape, self.z_pmf, self.z_range)
@@ -189,7 +200,8 @@ class Compressor:
                     "scale indexes differ from the encoder's: this platform computes the "
                     "hyperprior differently, decoding would give a wrong image"
                 )
-            return entropy_coding.decode_y(code.y_stream, indexes, self.scale_table, self.y_range)
+            y_hat = entropy_coding.decode_y(code.y_stream, indexes, self.scale_table, self.y_range)
+            return y_hat, z_hat
         except CodeFileError:
             raise
         except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
@@ -200,6 +212,6 @@ class Compressor:
         code = self.parse(data)
         if self.variable_rate and code.quality is None:
             raise CodeFileError("code file has no quality, but its model is variable-rate")
-        latents = self.decode_latents(code)
-        image = self.synthesize(latents, code.height, code.width, code.quality)
+        y_hat, z_hat = self.decode_latents(code)
+        image = self.synthesize(y_hat, z_hat, code.height, code.width, code.quality)
         return to_grayscale(image) if code.source_channels == 1 else image

@@ -10,6 +10,9 @@ Codec signatures (one image at a time, so results never depend on batch composit
     analyze(image uint8 [H, W, 3]) -> y_hat int32 [h, w, M], z_hat int32 [hz, wz, N]
     scale_indexes(z_hat int32) -> int32 [h, w, M], positions in the scale table
     synthesize(y_hat int32, height, width) -> image uint8 [height, width, 3]
+    y_hat holds the coded integers: round(y), or round(y - mean) for a mean-scale codec
+    (``config.mean_scale`` in its card), whose ``synthesize`` takes z_hat after y_hat (and
+    after the quality) to add the means back.
     A variable-rate codec (``config.lmbdas`` in its card) takes one more argument,
     ``quality`` float32 in [0, 100], in ``analyze`` and ``synthesize`` (after the image and
     after y_hat); scale_indexes needs none (the side information carries the rate).
@@ -42,6 +45,10 @@ CODEC = "codec"
 DENOISER = "denoiser"
 
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
+Y_HAT_SPEC = tf.TensorSpec([None, None, None], tf.int32, name="y_hat")
+Z_HAT_SPEC = tf.TensorSpec([None, None, None], tf.int32, name="z_hat")
+HEIGHT_SPEC = tf.TensorSpec([], tf.int32, name="height")
+WIDTH_SPEC = tf.TensorSpec([], tf.int32, name="width")
 
 
 def fingerprint(model) -> str:
@@ -72,27 +79,29 @@ class CodecModule(tf.Module):
 
     @tf.function(input_signature=[IMAGE_SPEC])
     def analyze(self, image):
-        x = pad_to_multiple(_to_unit(image))
-        y = self.model.analysis_transform(x)
-        z = self.model.hyper_analysis_transform(y)
-        y_hat = tf.cast(self.model.quantize_y(y)[0], tf.int32)
-        z_hat = tf.cast(self.model.quantize_z(z)[0], tf.int32)
-        return {"y_hat": y_hat, "z_hat": z_hat}
+        return self._code(self.model.analysis_transform(pad_to_multiple(_to_unit(image))))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_hat")])
+    def _code(self, y):
+        """The coded integers of latents y [1, h, w, M]: y_hat (minus the means) and z_hat."""
+        z_hat = self.model.quantize_z(self.model.hyper_analysis_transform(y))
+        y_hat = self.model.quantize_y(tf.cast(y, tf.float32) - self.model.means(z_hat))
+        return {"y_hat": tf.cast(y_hat[0], tf.int32), "z_hat": tf.cast(z_hat[0], tf.int32)}
+
+    def _latents(self, y_hat, z_hat):
+        """y_hat [h, w, M] as the synthesis takes it: [1, h, w, M] float, means added back."""
+        y_hat = tf.cast(y_hat, tf.float32)[tf.newaxis]
+        if z_hat is None:  # a scale-only codec
+            return y_hat
+        return y_hat + self.model.means(tf.cast(z_hat, tf.float32)[tf.newaxis])
+
+    @tf.function(input_signature=[Z_HAT_SPEC])
     def scale_indexes(self, z_hat):
         z = tf.cast(z_hat, tf.float32)[tf.newaxis]
         return {"indexes": self.model.scale_indexes(z)[0]}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.int32, name="y_hat"),
-            tf.TensorSpec([], tf.int32, name="height"),
-            tf.TensorSpec([], tf.int32, name="width"),
-        ]
-    )
+    @tf.function(input_signature=[Y_HAT_SPEC, HEIGHT_SPEC, WIDTH_SPEC])
     def synthesize(self, y_hat, height, width):
-        x_hat = self.model.synthesis_transform(tf.cast(y_hat, tf.float32)[tf.newaxis])
+        x_hat = self.model.synthesis_transform(self._latents(y_hat, None))
         return {"image": _to_uint8(x_hat[0, :height, :width])}
 
     @tf.function(input_signature=[])
@@ -115,23 +124,29 @@ class VariableRateCodecModule(CodecModule):
     @tf.function(input_signature=[IMAGE_SPEC, QUALITY_SPEC])
     def analyze(self, image, quality):
         x = pad_to_multiple(_to_unit(image))
-        y = self.model.analyze(x, quality[tf.newaxis])
-        z = self.model.hyper_analysis_transform(y)
-        y_hat = tf.cast(self.model.quantize_y(y)[0], tf.int32)
-        z_hat = tf.cast(self.model.quantize_z(z)[0], tf.int32)
-        return {"y_hat": y_hat, "z_hat": z_hat}
+        return self._code(self.model.analyze(x, quality[tf.newaxis]))
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None, None], tf.int32, name="y_hat"),
-            QUALITY_SPEC,
-            tf.TensorSpec([], tf.int32, name="height"),
-            tf.TensorSpec([], tf.int32, name="width"),
-        ]
-    )
+    @tf.function(input_signature=[Y_HAT_SPEC, QUALITY_SPEC, HEIGHT_SPEC, WIDTH_SPEC])
     def synthesize(self, y_hat, quality, height, width):
-        y_hat = tf.cast(y_hat, tf.float32)[tf.newaxis]
-        x_hat = self.model.synthesize(y_hat, quality[tf.newaxis])
+        x_hat = self.model.synthesize(self._latents(y_hat, None), quality[tf.newaxis])
+        return {"image": _to_uint8(x_hat[0, :height, :width])}
+
+
+class MeanScaleCodecModule(CodecModule):
+    """A mean-scale codec's signatures: ``synthesize`` takes z_hat for the means."""
+
+    @tf.function(input_signature=[Y_HAT_SPEC, Z_HAT_SPEC, HEIGHT_SPEC, WIDTH_SPEC])
+    def synthesize(self, y_hat, z_hat, height, width):
+        x_hat = self.model.synthesis_transform(self._latents(y_hat, z_hat))
+        return {"image": _to_uint8(x_hat[0, :height, :width])}
+
+
+class MeanScaleVariableRateCodecModule(VariableRateCodecModule):
+    """A variable-rate mean-scale codec's signatures: quality, then z_hat, in ``synthesize``."""
+
+    @tf.function(input_signature=[Y_HAT_SPEC, QUALITY_SPEC, Z_HAT_SPEC, HEIGHT_SPEC, WIDTH_SPEC])
+    def synthesize(self, y_hat, quality, z_hat, height, width):
+        x_hat = self.model.synthesize(self._latents(y_hat, z_hat), quality[tf.newaxis])
         return {"image": _to_uint8(x_hat[0, :height, :width])}
 
 
@@ -149,12 +164,21 @@ class DenoiserModule(tf.Module):
         return {"image": _to_uint8(self.model(_to_unit(image))[0])}
 
 
+# (variable rate, mean-scale) -> the module whose signatures serve such a codec
+CODEC_MODULES = {
+    (False, False): CodecModule,
+    (True, False): VariableRateCodecModule,
+    (False, True): MeanScaleCodecModule,
+    (True, True): MeanScaleVariableRateCodecModule,
+}
+
+
 def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     """Writes ``export_dir/saved_model`` and ``export_dir/model_card.json``; returns the card."""
     model_fingerprint = fingerprint(model)
     if task == CODEC:
-        variable = model.config.variable_rate
-        module = (VariableRateCodecModule if variable else CodecModule)(model, model_fingerprint)
+        kind = (model.config.variable_rate, model.config.mean_scale)
+        module = CODEC_MODULES[kind](model, model_fingerprint)
         signatures = {
             "analyze": module.analyze,
             "scale_indexes": module.scale_indexes,

@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latent-filters", type=int, default=96, help="Codec M.")
     parser.add_argument(
+        "--mean-scale",
+        action="store_true",
+        help="The codec's hyperprior predicts the latents' means too (Minnen et al. 2018); "
+        "with --init-from a scale-only codec, the means start at zero.",
+    )
+    parser.add_argument(
         "--hyper-filters",
         type=int,
         default=0,
@@ -345,7 +351,12 @@ def build_model(args: argparse.Namespace, stats: dict):
     if args.task == "codec":
         lmbdas = tuple(float(v) for v in args.lmbdas.split(",")) if args.lmbdas else ()
         config = CodecConfig(
-            args.num_filters, args.latent_filters, args.lmbda, lmbdas, args.hyper_filters
+            args.num_filters,
+            args.latent_filters,
+            args.lmbda,
+            lmbdas,
+            args.hyper_filters,
+            args.mean_scale,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer
@@ -383,6 +394,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
         }
         # a card without hyper_filters (older than it) had hyper transforms of N channels
         sizes["hyper_filters"] = int(source_config.get("hyper_filters") or sizes["num_filters"])
+        sizes["mean_scale"] = bool(source_config.get("mean_scale", False))
         target = replace(model.config, hyper_filters=model.config.side_filters)
         if any(size > getattr(target, name) for name, size in sizes.items()):
             raise ValueError(
@@ -471,7 +483,9 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
       its fresh initialization, and the layer reading it starts blind to it (zero weights
       from it); the new latents' gains start at each level's mean gain.
     Only the side information's rate moves: new channels of z are coded by a fresh prior.
+    A scale-only source grown into a mean-scale codec predicts means of zero at first.
     """
+    hyper_output = wider.hyper_synthesis_transform.layers[-1]
     rules = {}  # id(weight) -> (output axis to zero or None, input axis to blind or None)
     for transform in (
         wider.analysis_transform,
@@ -498,6 +512,9 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
             new.assign(old)
             continue
         zero_axis, blind_axis = rules.get(id(new), (None, None))
+        if wider.config.mean_scale and any(new is w for w in hyper_output.weights):
+            new.assign(_embed_scales_and_means(source, old.numpy(), new.numpy(), blind_axis))
+            continue
         values = _embed(old.numpy(), new.numpy(), blind_axis)
         if zero_axis is not None:
             added = [slice(None)] * values.ndim
@@ -506,6 +523,18 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
         if "gain" in new.name:
             values[:, old.shape[1] :] = old.numpy().mean(axis=1, keepdims=True)
         new.assign(values)
+
+
+def _embed_scales_and_means(source, old, new, input_axis):
+    """The last layer of a mean-scale h_s (outputs: M scale positions, then M means) from
+    ``source``'s: its scales and means each go to their own half; means it lacks are 0."""
+    old_latents = source.config.latent_filters
+    new_latents = new.shape[-1] // 2
+    scales = _embed(old[..., :old_latents], new[..., :new_latents], input_axis)
+    means = np.zeros_like(new[..., new_latents:])
+    if source.config.mean_scale:
+        means = _embed(old[..., old_latents:], means, input_axis)
+    return np.concatenate([scales, means], axis=-1)
 
 
 def _embed(old: np.ndarray, new: np.ndarray, input_axis: int | None) -> np.ndarray:

@@ -347,3 +347,32 @@ def test_a_bpp_target_gets_the_highest_quality_within_it(variable_rate_codec):
     quality, met = compressor.choose_quality(x, target_bpp=target)
     assert met and bpp_at(quality) <= target < bpp_at(quality + 100 / 2**7)
     assert compressor.choose_quality(x, target_bpp=0.001) == (0.0, False)
+
+
+@pytest.mark.parametrize("lmbdas", [(), (0.0025, 0.04)], ids=["one rate", "variable rate"])
+def test_a_mean_scale_codec_codes_the_residuals_and_decodes_what_the_model_does(tmp_path, lmbdas):
+    """The code holds round(y - mean); decoding adds the means back from z_hat, so the file
+    decodes to the Keras model's own quantized reconstruction."""
+    from models.codec import CodecConfig, ScaleHyperprior, pad_to_multiple
+    from models.export import CODEC, export_model
+
+    config = CodecConfig(num_filters=16, latent_filters=24, lmbdas=lmbdas, mean_scale=True)
+    model = ScaleHyperprior(config)
+    model.build_for_images()
+    means_bias = model.hyper_synthesis_transform.layers[-1].bias  # scales, then means
+    offsets = np.random.default_rng(3).normal(0.0, 3.0, 24)
+    means_bias.assign(np.concatenate([means_bias.numpy()[:24], offsets]))
+    export_model(model, CODEC, str(tmp_path / "mean"), {"name": "mean"})
+    compressor = Compressor(str(tmp_path / "mean"))
+    x = sample_crop("chelsea.png", 61, 97)
+    quality = 100.0 if lmbdas else None
+    y_hat, z_hat = compressor.analyze(x, quality)
+    means = model.means(tf.constant(z_hat[np.newaxis], tf.float32)).numpy()[0]
+    assert np.abs(means).max() > 0.5  # an untrained h_s: means that matter
+
+    decoded = compressor.decompress(compressor.compress(x, quality=quality))
+    padded = pad_to_multiple(tf.constant(x[np.newaxis], tf.float32) / 255.0)
+    q = tf.constant([quality], tf.float32) if lmbdas else None
+    _, _, _, x_hat = model(padded, training=False, quality=q)
+    own = np.clip(np.round(x_hat.numpy()[0, :61, :97] * 255.0), 0, 255)
+    assert np.abs(decoded.astype(int) - own.astype(int)).max() <= 1

@@ -567,3 +567,33 @@ def test_reset_learning_rate_on_resume_clears_the_plateau_state(prepared, tmp_pa
     assert float(reset.best_eval_loss.numpy()) == np.inf
     reset.after_evaluation(1.5)  # worse than the forgotten best: now the best, no cut
     assert float(reset.learning_rate.numpy()) == pytest.approx(3e-4)
+
+
+def test_init_from_a_scale_only_codec_gives_a_mean_scale_codec_whose_means_learn(
+    prepared, tmp_path
+):
+    """--mean-scale from a scale-only source: means of zero, so the same code and image at
+    step 0; training then predicts means."""
+    source = tmp_path / "source"
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *QUIET])
+    _, plain = make_trainer(prepared, tmp_path / "p", TINY_CODEC)
+    train.load_exported_weights(plain.model, str(source / "export"))
+    _, mean = make_trainer(prepared, tmp_path / "m", [*TINY_CODEC, "--mean-scale"])
+    train.load_exported_weights(mean.model, str(source / "export"))
+
+    x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
+    outputs = [m.model(x, training=False) for m in (plain, mean)]
+    for before, after in zip(outputs[0], outputs[1], strict=True):
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    z_hat = mean.model.quantize_z(mean.model.hyper_analysis_transform(mean.model.analyze(x)))
+    assert float(tf.reduce_max(tf.abs(mean.model.means(z_hat)))) == 0.0
+
+    grown = tmp_path / "grown"
+    flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
+    train.run([*flags, f"--init-from={source / 'export'}", *TINY_CODEC, "--mean-scale", *QUIET])
+    _, trained = make_trainer(prepared, tmp_path / "t", [*TINY_CODEC, "--mean-scale"])
+    train.load_exported_weights(trained.model, str(grown / "export"))
+    assert float(tf.reduce_max(tf.abs(trained.model.means(z_hat)))) > 0.0
+    _, back = make_trainer(prepared, tmp_path / "b", TINY_CODEC)
+    with pytest.raises(ValueError, match="same architecture"):  # means cannot be dropped
+        train.load_exported_weights(back.model, str(grown / "export"))

@@ -123,7 +123,7 @@ def process_image(
         result.code = models.compressor.encode(y_hat, z_hat, height, width, channels, quality)
         # The decoder's output is the synthesis of these very latents; PSNR is measured on
         # what the user gets back (grayscale for a grayscale source).
-        decoded = models.compressor.synthesize(y_hat, height, width, quality)
+        decoded = models.compressor.synthesize(y_hat, z_hat, height, width, quality)
         if grayscale:
             pixels, decoded = to_grayscale(pixels), to_grayscale(decoded)
         result.psnr_db = psnr(pixels, decoded)
