@@ -422,16 +422,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
         return card
     if isinstance(model, ScaleHyperprior):
         widen_codec(source, model)
-        old, new = source.config, model.config
-        LOG.info(
-            "widened the codec from N=%d M=%d hyper=%d to N=%d M=%d hyper=%d",
-            old.num_filters,
-            old.latent_filters,
-            old.side_filters,
-            new.num_filters,
-            new.latent_filters,
-            new.side_filters,
-        )
+        LOG.info("widened the codec from %s to %s", _codec_size(source), _codec_size(model))
     else:
         grow_denoiser(source, model)
         LOG.info(
@@ -442,6 +433,12 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             model.config.filters,
         )
     return card
+
+
+def _codec_size(codec: ScaleHyperprior) -> str:
+    config = codec.config
+    size = f"N={config.num_filters} M={config.latent_filters} hyper={config.side_filters}"
+    return size + (" mean-scale" if config.mean_scale else "")
 
 
 def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
