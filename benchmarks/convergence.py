@@ -64,11 +64,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate(trainer: train.Trainer, crops: np.ndarray, noisy: np.ndarray) -> dict:
-    """Mean PSNR over the crops (and codec bpp), one image at a time as served."""
-    model = trainer.model
+    """Mean PSNR over the crops (and codec bpp), one image at a time as served (the moving
+    average of the weights for a recipe with --ema-decay)."""
+    with trainer.averaged():
+        return _evaluate(trainer.model, trainer.args.task, crops, noisy)
+
+
+def _evaluate(model, task: str, crops: np.ndarray, noisy: np.ndarray) -> dict:
     psnrs, bpps = [], []
     for clean, corrupted in zip(crops, noisy, strict=True):
-        if trainer.args.task == "codec":
+        if task == "codec":
             x = pad_to_multiple(tf.constant(clean[np.newaxis], tf.float32) / 255.0)
             _, bpp, _, x_hat = model(x, training=False)
             bpps.append(float(bpp))
@@ -91,6 +96,7 @@ def run_recipe(name: str, flags: list[str], args, stats: dict, crops, noisy) -> 
         trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
         if train_args.init_from:
             train.load_exported_weights(trainer.model, train_args.init_from)
+            trainer.restart_average()
         dataset = train.make_dataset(
             args.data,
             features.TRAIN_DIR,

@@ -19,6 +19,7 @@ which exercises the multi-device path on a machine without GPUs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         "run finds its learning rate where the curve left it.",
     )
     parser.add_argument("--plateau-factor", type=float, default=0.5, help="See above.")
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="Evaluate and export an exponential moving average of the weights with this "
+        "decay (e.g. 0.999: about the last 1,000 steps), which smooths out the noise of the "
+        "last steps; 0: the weights as trained.  May be switched on when resuming.",
+    )
     parser.add_argument(
         "--min-learning-rate",
         type=float,
@@ -639,15 +648,27 @@ class Trainer:
             # Plateau detection: best eval loss so far and evaluations since.
             self.best_eval_loss = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
             self.evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model,
-            optimizer=self.optimizer,
-            train_seconds=self.train_seconds,
-            cpu_seconds=self.cpu_seconds,
-            learning_rate=self.learning_rate,
-            best_eval_loss=self.best_eval_loss,
-            evals_since_best=self.evals_since_best,
-        )
+            # The moving average of the trainable weights (--ema-decay), float32 like them;
+            # every replica holds the same weights, so the first replica's update is the one.
+            self.averages, self.average_steps = [], None
+            if args.ema_decay:
+                first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+                self.averages = [
+                    tf.Variable(w.numpy(), trainable=False, aggregation=first)
+                    for w in self.model.trainable_variables
+                ]
+                self.average_steps = tf.Variable(0, dtype=tf.int64, aggregation=first)
+        self.state = {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "learning_rate": self.learning_rate,
+            "best_eval_loss": self.best_eval_loss,
+            "evals_since_best": self.evals_since_best,
+        }
+        average = {"averages": self.averages, "average_steps": self.average_steps}
+        self.checkpoint = tf.train.Checkpoint(**self.state, **(average if self.averages else {}))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(args.model_dir, "checkpoints"), max_to_keep=3
         )
@@ -656,9 +677,50 @@ class Trainer:
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
+    def _restore(self, path: str) -> None:
+        """Restores a checkpoint, whether or not it holds a moving average: one written
+        before --ema-decay was given starts the average at its weights; one written with it,
+        resumed without, leaves its average unused."""
+        saved_average = any(
+            name.startswith("averages/") for name, _ in tf.train.list_variables(path)
+        )
+        if saved_average == bool(self.averages):
+            self.checkpoint.restore(path).assert_consumed()
+        elif saved_average:
+            self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+        else:
+            tf.train.Checkpoint(**self.state).restore(path).assert_consumed()
+            self.restart_average()
+
+    def restart_average(self) -> None:
+        """Starts the moving average (if any) at the current weights."""
+        if not self.averages:
+            return
+        self.average_steps.assign(0)
+        for average, weight in zip(self.averages, self.model.trainable_variables, strict=True):
+            average.assign(weight)
+        LOG.info("moving average of the weights starts at step %d", self.step)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within: the model holds its moving-average weights (if --ema-decay), e.g. to
+        evaluate or export; after, the weights as trained again."""
+        if not self.averages:
+            yield
+            return
+        variables = self.model.trainable_variables
+        trained = [w.numpy() for w in variables]
+        for weight, average in zip(variables, self.averages, strict=True):
+            weight.assign(average)
+        try:
+            yield
+        finally:
+            for weight, value in zip(variables, trained, strict=True):
+                weight.assign(value)
+
     def restore(self) -> int:
         if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+            self._restore(self.manager.latest_checkpoint)
             LOG.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.step)
             if self.args.reset_learning_rate:
                 self.learning_rate.assign(self.args.reset_learning_rate)
@@ -675,7 +737,7 @@ class Trainer:
 
     def roll_back(self) -> None:
         """Back to the last checkpoint (all of it are finite) at a lower learning rate."""
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+        self._restore(self.manager.latest_checkpoint)
         lowered = float(self.learning_rate.numpy()) * self.args.plateau_factor
         if lowered < self.args.min_learning_rate:
             raise FloatingPointError(
@@ -740,6 +802,14 @@ class Trainer:
                 finite = tf.math.is_finite(norm) & tf.math.is_finite(metrics["loss"])
                 gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
             self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            if self.averages:
+                self.average_steps.assign_add(1)
+                # Warm-up as tf.train.ExponentialMovingAverage's num_updates: the first
+                # steps' weights do not linger in the average of a fresh or restarted one.
+                steps = tf.cast(self.average_steps, tf.float32)
+                decay = tf.minimum(self.args.ema_decay, (1.0 + steps) / (10.0 + steps))
+                for average, weight in zip(self.averages, variables, strict=True):
+                    average.assign(decay * average + (1.0 - decay) * tf.cast(weight, tf.float32))
             return metrics
 
         per_replica = self.strategy.run(replica_step, args=batch)
@@ -838,6 +908,7 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace) -> dict:
     lineage = {"steps": 0, "cpu_seconds": 0.0, "commands": []}
     if args.init_from and trainer.step == 0:
         source = load_exported_weights(trainer.model, args.init_from)
+        trainer.restart_average()
         lineage = {
             "init_from": args.init_from,
             "init_fingerprint": source.get("fingerprint"),
@@ -944,7 +1015,8 @@ def run(argv=None) -> dict:
                     tf.summary.scalar(f"train/{name}", value)
                 tf.summary.scalar("train/learning_rate", float(trainer.learning_rate.numpy()))
             if step % args.eval_every == 0 or step == args.steps:
-                eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
+                with trainer.averaged():
+                    eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
                 trainer.after_evaluation(eval_metrics.get("loss", np.nan))
                 with writer.as_default(step=step):
                     for name, value in eval_metrics.items():
@@ -961,7 +1033,8 @@ def run(argv=None) -> dict:
         progress.close()
 
     if not eval_metrics:
-        eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
+        with trainer.averaged():
+            eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
     cpu_seconds = lineage["cpu_seconds"] + float(trainer.cpu_seconds.numpy())
     card = {
         "name": os.path.basename(os.path.normpath(args.model_dir)),
@@ -977,6 +1050,7 @@ def run(argv=None) -> dict:
         "train_seconds": round(float(trainer.train_seconds.numpy()), 1),
         "replicas": strategy.num_replicas_in_sync,
         "precision": trainer.policy,
+        "ema_decay": args.ema_decay or None,
         "eval": {k: round(v, 4) for k, v in eval_metrics.items()},
         "learning_rate": float(trainer.learning_rate.numpy()),
         "train_noise": args.train_noise if args.task == "denoise" else None,
@@ -984,12 +1058,13 @@ def run(argv=None) -> dict:
         "command": commands[-1],
         "commands": [c for c in lineage["commands"] if c] + commands,
     }
-    model = trainer.model
-    if trainer.mixed:
-        # Serve in float32: decoding must not depend on the training device's precision.
-        keras.mixed_precision.set_global_policy("float32")
-        model = build_model(args, stats)
-        model.set_weights(trainer.model.get_weights())
+    # What is served: the moving average where there is one, always in float32 (decoding
+    # must not depend on the training device's precision).
+    with trainer.averaged():
+        weights = trainer.model.get_weights()
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_model(args, stats)
+    model.set_weights(weights)
     export_dir = os.path.join(args.model_dir, "export")
     card = export_model(model, TASKS[args.task], export_dir, card)
     LOG.info("exported %s (fingerprint %s) to %s", args.task, card["fingerprint"], export_dir)

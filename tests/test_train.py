@@ -205,12 +205,13 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(prepared, tmp_path):
         "--cpu-replicas=2",
         "--batch-size=8",
         "--learning-rate=1e-3",
+        "--ema-decay=0.9",  # the average is updated by the first replica only
         *TINY_DENOISER,
         *QUIET,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     card = json.loads(done.stdout.strip().splitlines()[-1])
-    assert card["replicas"] == 2
+    assert card["replicas"] == 2 and card["ema_decay"] == 0.9
     assert card["steps"] == 30
     noisy_psnr, psnr = card["eval"]["noisy_psnr"], card["eval"]["psnr"]
     assert psnr > noisy_psnr, card["eval"]  # it learned to denoise across both replicas
@@ -597,3 +598,52 @@ def test_init_from_a_scale_only_codec_gives_a_mean_scale_codec_whose_means_learn
     _, back = make_trainer(prepared, tmp_path / "b", TINY_CODEC)
     with pytest.raises(ValueError, match="same architecture"):  # means cannot be dropped
         train.load_exported_weights(back.model, str(grown / "export"))
+
+
+def test_the_moving_average_is_what_is_evaluated_exported_and_resumed(prepared, tmp_path):
+    """--ema-decay: the average follows its formula step by step, the export serves it (not
+    the last weights), and a resumed run continues the same average."""
+    decay = 0.6
+    flags = [*TINY_DENOISER, f"--ema-decay={decay}", "--learning-rate=1e-2"]
+    _, trainer = make_trainer(prepared, tmp_path / "manual", ["--steps=4", *flags])
+    expected = [w.numpy() for w in trainer.model.trainable_variables]
+    batches = iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
+    for step in range(1, 5):
+        trainer.train_step(next(batches))
+        rate = min(decay, (1.0 + step) / (10.0 + step))
+        weights = [w.numpy() for w in trainer.model.trainable_variables]
+        expected = [rate * a + (1.0 - rate) * w for a, w in zip(expected, weights, strict=True)]
+    for average, value in zip(trainer.averages, expected, strict=True):
+        np.testing.assert_allclose(average.numpy(), value, rtol=1e-5, atol=1e-6)
+    last = [w.numpy() for w in trainer.model.trainable_variables]
+    with trainer.averaged():
+        inside = [w.numpy() for w in trainer.model.trainable_variables]
+    np.testing.assert_allclose(inside[0], expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(trainer.model.trainable_variables[0].numpy(), last[0])
+
+    run_flags = [f"--data={prepared}", f"--model-dir={tmp_path / 'run'}", *flags, *QUIET]
+    card = train.run([*run_flags, "--steps=4"])
+    assert card["ema_decay"] == decay
+    _, resumed = make_trainer(prepared, tmp_path / "run", ["--steps=4", *flags])
+    resumed.restore()
+    assert int(resumed.average_steps.numpy()) == 4  # the checkpoint kept the average
+    _, served = make_trainer(prepared, tmp_path / "served", ["--steps=4", *TINY_DENOISER])
+    train.load_exported_weights(served.model, str(tmp_path / "run" / "export"))
+    trained = resumed.model.trainable_variables
+    exported = served.model.trainable_variables
+    for average, weight in zip(resumed.averages, exported, strict=True):
+        np.testing.assert_allclose(weight.numpy(), average.numpy(), rtol=1e-6)
+    assert not np.allclose(exported[0].numpy(), trained[0].numpy())
+    card = train.run([*run_flags, "--steps=6"])
+    assert card["steps"] == 6
+    without = [f"--data={prepared}", f"--model-dir={tmp_path / 'run'}", *TINY_DENOISER, *QUIET]
+    card = train.run([*without, "--steps=7"])  # ... or switch it off
+    assert card["steps"] == 7 and card["ema_decay"] is None
+
+    # A run checkpointed without an average may switch it on when it resumes.
+    plain = [f"--data={prepared}", f"--model-dir={tmp_path / 'plain'}", *TINY_DENOISER, *QUIET]
+    train.run([*plain, "--steps=2"])
+    card = train.run([*plain, "--steps=5", f"--ema-decay={decay}"])
+    _, switched = make_trainer(prepared, tmp_path / "plain", ["--steps=5", *flags])
+    switched.restore()
+    assert card["steps"] == 5 and int(switched.average_steps.numpy()) == 3
