@@ -61,7 +61,7 @@ def codec_times(compressor: Compressor, x: np.ndarray) -> dict[str, float]:
         compressor.scale_table,
         compressor.y_range,
     )
-    _, synthesize = timed(compressor.synthesize, y_decoded, height, width)
+    _, synthesize = timed(compressor.synthesize, y_decoded, z_decoded, height, width)
     return {
         "encode_network": analyze + hyper,
         "encode_entropy": code_z + code_y,

@@ -1,0 +1,20 @@
+"""The speed benchmarks still drive the models they measure (their figures are not tested:
+speed is measured by running them, never asserted)."""
+
+from __future__ import annotations
+
+from benchmarks import codec_speed, denoise_speed
+
+
+def test_codec_speed_measures_a_real_round_trip_of_the_shipped_codec():
+    results = codec_speed.main(["--images", "1", "--repeats", "1"])
+    times = results["ms_per_megapixel"]
+    assert times["encode_total"] > 0 and times["decode_total"] > 0
+    assert 0 < results["bpp"]["codec"] < 24  # a real code file's size, header included
+
+
+def test_denoise_speed_times_the_denoiser_and_its_ensemble():
+    results = denoise_speed.main(["--images", "1", "--ensembles", "1,2", "--no-cbm3d"])
+    times = results["cpu_seconds_per_megapixel"]
+    assert set(times) == {"denoiser x1", "denoiser x2"}
+    assert times["denoiser x2"] > times["denoiser x1"] > 0
