@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 from models import export
 from models.codec import pad_to_multiple
@@ -68,6 +69,8 @@ def make_trainer(prepared: Path, model_dir: Path, flags: list[str]):
     "flags", [TINY_CODEC + ["--learning-rate=1e-3"], TINY_DENOISER + ["--learning-rate=1e-3"]]
 )
 def test_a_short_run_on_real_patches_lowers_the_loss(prepared, tmp_path, flags):
+    # Seeded like `train.run`: otherwise the start depends on the tests that ran before.
+    keras.utils.set_random_seed(0)
     args, trainer = make_trainer(prepared, tmp_path, ["--steps=60", *flags])
     fixed = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
     before = trainer.evaluate(fixed, 4)["loss"]
@@ -141,6 +144,7 @@ def _reference_outputs(model_dir: Path, image: np.ndarray) -> dict:
 import json, sys
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 from models.export import load_saved_model
 model = load_saved_model(sys.argv[1])
 image = tf.constant(np.load(sys.argv[2]))
