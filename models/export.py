@@ -84,7 +84,10 @@ class CodecModule(tf.Module):
     def _code(self, y):
         """The coded integers of latents y [1, h, w, M]: y_hat (minus the means) and z_hat."""
         z_hat = self.model.quantize_z(self.model.hyper_analysis_transform(y))
-        y_hat = self.model.quantize_y(tf.cast(y, tf.float32) - self.model.means(z_hat))
+        y = tf.cast(y, tf.float32)
+        if self.model.config.mean_scale:  # a scale-only codec need not run h_s for zeros
+            y = y - self.model.means(z_hat)
+        y_hat = self.model.quantize_y(y)
         return {"y_hat": tf.cast(y_hat[0], tf.int32), "z_hat": tf.cast(z_hat[0], tf.int32)}
 
     def _latents(self, y_hat, z_hat):
