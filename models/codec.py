@@ -59,10 +59,30 @@ class CodecConfig:
     # NeurIPS 2018, without the context model): y is coded as round(y - mean), which the
     # Gaussian fits better than round(y) around zero.
     mean_scale: bool = False
+    # Channel context (Minnen & Singh, ICIP 2020, "Channel-wise autoregressive entropy
+    # models"): y is coded in this many equal slices of channels, each slice's means and
+    # scales refined from the slices decoded before it, and each decoded slice corrected by a
+    # latent residual prediction.  0: off.  Needs mean_scale.  Spatially parallel: decoding
+    # runs one small network per slice, not per latent.
+    slices: int = 0
+
+    def __post_init__(self):
+        if self.slices:
+            if not self.mean_scale:
+                raise ValueError("channel slices need a mean-scale hyperprior (mean_scale)")
+            if self.slices < 2 or self.latent_filters % self.slices:
+                raise ValueError(
+                    f"slices must be at least 2 and divide the {self.latent_filters} latent "
+                    f"channels (got {self.slices})"
+                )
 
     @property
     def variable_rate(self) -> bool:
         return len(self.lmbdas) > 1
+
+    @property
+    def slice_filters(self) -> int:
+        return self.latent_filters // self.slices if self.slices else self.latent_filters
 
     @property
     def side_filters(self) -> int:
@@ -132,6 +152,28 @@ class HyperSynthesisTransform(keras.Sequential):
         self.add(_conv(latent_filters, 3, 1, name="layer_2"))
 
 
+# Width of the channel-context networks (they run at the latents' resolution, 1/256 of the
+# pixels, so they add ~20% to a N=64 codec's compute).
+CONTEXT_FILTERS = 64
+# A latent residual prediction moves a decoded latent by at most this (half a step: it
+# corrects the rounding, it does not replace the code).
+LRP_BOUND = 0.5
+
+
+def _context_network(outputs: int, name: str) -> keras.Sequential:
+    """conv-relu-conv at the latents' resolution; the last layer starts at zero, so a new
+    network refines nothing at first (a codec grown from one without context is unchanged)."""
+    return keras.Sequential(
+        [
+            _conv(CONTEXT_FILTERS, 3, 1, "relu", name="layer_0"),
+            keras.layers.Conv2D(
+                outputs, 3, padding="same", kernel_initializer="zeros", name="layer_1"
+            ),
+        ],
+        name=name,
+    )
+
+
 class ScaleHyperprior(keras.Model):
     """The codec; ``call`` returns the training objective and its parts."""
 
@@ -147,6 +189,16 @@ class ScaleHyperprior(keras.Model):
         )
         self.factorized_prior = FactorizedPrior(name="factorized_prior")
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional")
+        # Channel context: slice i > 0 refines its (scale position, mean) from its hyperprior
+        # ones and the decoded slices before it; every slice gets a residual prediction from
+        # its mean and the decoded slices up to itself.
+        size = config.slice_filters
+        self.slice_entropy = [
+            _context_network(2 * size, f"slice_entropy_{i}") for i in range(1, config.slices)
+        ]
+        self.slice_residual = [
+            _context_network(size, f"slice_residual_{i}") for i in range(config.slices)
+        ]
         if config.variable_rate:
             # Gain units (Cui et al., CVPR 2021): per-level channel gains scale y before
             # quantization (finer steps at higher rates) and the inverse gains scale y_hat
@@ -239,23 +291,30 @@ class ScaleHyperprior(keras.Model):
         z = self.hyper_analysis_transform(y)
         z_tilde = add_uniform_noise(tf.cast(z, tf.float32)) if training else self.quantize_z(z)
         index, mean = self.hyperprior(z_tilde)
-        if not training:
-            index = tf.cast(quantize_index(index), tf.float32)
         # Any image size trains: h_s and g_s upsample to multiples of 4 and 16, so their
         # outputs are cropped to y and x (as tensorflow/compression does).
         y_shape = tf.shape(y)
         index = index[:, : y_shape[1], : y_shape[2], :]
         mean = mean[:, : y_shape[1], : y_shape[2], :]
-        # What is coded is y - mean: noisy in training, rounded otherwise.
-        y_hat = self.quantize_y(y - mean) + mean
-        residual = add_uniform_noise(y - mean) if training else y_hat - mean
+        straight_through = training and self.synthesis_quantizer == "straight-through"
+        if self.config.slices:
+            index, residual, _, synthesis_input = self.code_slices(
+                index, mean, y, training=training, straight_through=straight_through
+            )
+        else:
+            if not training:
+                index = tf.cast(quantize_index(index), tf.float32)
+            # What is coded is y - mean: noisy in training, rounded otherwise.
+            y_hat = self.quantize_y(y - mean) + mean
+            residual = add_uniform_noise(y - mean) if training else y_hat - mean
+            if straight_through:
+                synthesis_input = y + tf.stop_gradient(y_hat - y)
+            else:
+                synthesis_input = residual + mean
         sigma = scale_from_index(tf.cast(index, tf.float32))
         y_likelihood = self.gaussian_conditional(residual, sigma)
         z_likelihood = self.factorized_prior(z_tilde)
-        if training and self.synthesis_quantizer == "straight-through":
-            x_hat = self.synthesize(y + tf.stop_gradient(y_hat - y), quality)
-        else:
-            x_hat = self.synthesize(residual + mean, quality)
+        x_hat = self.synthesize(synthesis_input, quality)
 
         x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.
@@ -269,6 +328,65 @@ class ScaleHyperprior(keras.Model):
         lmbda = self.lmbda_at(quality) if self.config.variable_rate else self.config.lmbda
         loss = tf.reduce_mean(bpp + lmbda * mse)
         return loss, tf.reduce_mean(bpp), tf.reduce_mean(mse), x_hat
+
+    # --- channel context (config.slices) ---------------------------------------------
+
+    def slice_parameters(self, index, mean, decoded_before, i: int):
+        """(scale position, mean) of slice ``i``: its hyperprior ones, refined (slices after
+        the first) from the decoded slices before it, ``decoded_before`` [..., i * size]."""
+        size = self.config.slice_filters
+        index, mean = index[..., i * size : (i + 1) * size], mean[..., i * size : (i + 1) * size]
+        if i == 0:
+            return index, mean
+        context = tf.concat([index, mean, decoded_before], axis=-1)
+        refinement = tf.cast(self.slice_entropy[i - 1](context), tf.float32)
+        return index + refinement[..., :size], mean + refinement[..., size:]
+
+    def residual_prediction(self, mean, decoded_so_far, i: int):
+        """What slice ``i``'s rounding lost, predicted from its mean and the decoded slices up
+        to it (latent residual prediction), bounded to half a quantization step."""
+        context = tf.concat([mean, decoded_so_far], axis=-1)
+        return LRP_BOUND * tf.tanh(tf.cast(self.slice_residual[i](context), tf.float32))
+
+    def code_slices(
+        self, index, mean, y=None, symbols=None, training=False, straight_through=False
+    ):
+        """Walks the slices in order from the hyperprior's (scale positions, means).
+
+        Encoding (``y`` given) or decoding (``symbols``, the coded integers, given); returns
+        (scale positions, coded residuals, coded integers, synthesis input), each [..., M].
+        A slice's context is the slices before it as the decoder has them: rounded, with a
+        straight-through gradient in training (or noisy when the synthesis trains on noise).
+        """
+        size = self.config.slice_filters
+        decoded, indexes, residuals, codes, corrected = [], [], [], [], []
+        for i in range(self.config.slices):
+            before = tf.concat(decoded, axis=-1) if decoded else None
+            index_i, mean_i = self.slice_parameters(index, mean, before, i)
+            if not training:
+                index_i = tf.cast(quantize_index(index_i), tf.float32)
+            if y is None:
+                code = tf.cast(symbols[..., i * size : (i + 1) * size], tf.float32)
+                rounded = part = code + mean_i
+            else:
+                part = y[..., i * size : (i + 1) * size]
+                code = self.quantize_y(part - mean_i)
+                rounded = code + mean_i
+            residual = add_uniform_noise(part - mean_i) if training else code
+            if straight_through or not training:
+                decoded.append(part + tf.stop_gradient(rounded - part))
+            else:
+                decoded.append(residual + mean_i)
+            lrp = self.residual_prediction(mean_i, tf.concat(decoded, axis=-1), i)
+            corrected.append(decoded[-1] + lrp)
+            indexes.append(index_i)
+            residuals.append(residual)
+            codes.append(code)
+        return tuple(tf.concat(parts, axis=-1) for parts in (indexes, residuals, codes, corrected))
+
+    def context_weights(self) -> list:
+        """The channel-context networks' weights (a codec without them has none)."""
+        return [w for layer in self.slice_entropy + self.slice_residual for w in layer.weights]
 
     @staticmethod
     def quantize_z(z):

@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from models import codefile, entropy_coding, registry
-from models.codec import side_shape
+from models.codec import LATENT_STRIDE, SIDE_STRIDE, side_shape
 from models.codefile import CodeFile, CodeFileError, index_checksum
 from models.export import load_saved_model
 
@@ -46,6 +46,8 @@ class Compressor:
         # mean-scale codec's synthesize takes z_hat too, for the latents' means.
         self.variable_rate = len(self.card.get("config", {}).get("lmbdas") or ()) > 1
         self.mean_scale = bool(self.card.get("config", {}).get("mean_scale"))
+        # A codec with channel slices codes its latents slice after slice.
+        self.slices = int(self.card.get("config", {}).get("slices") or 0)
 
     # --- network ---------------------------------------------------------------------
 
@@ -61,8 +63,34 @@ class Compressor:
         latents = self.module.analyze(image, *self.quality_args(quality))
         return latents["y_hat"].numpy(), latents["z_hat"].numpy()
 
-    def scale_indexes(self, z_hat: np.ndarray) -> np.ndarray:
-        return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
+    def scale_indexes(self, z_hat: np.ndarray, y_hat: np.ndarray | None = None) -> np.ndarray:
+        """Every latent's position in the scale table, as the decoder computes it: from z_hat
+        (and, for a codec with channel slices, the coded integers y_hat, one slice at a time
+        through the same signature calls as ``decode_latents``)."""
+        if not self.slices:
+            return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
+        decoded = np.zeros(y_hat.shape, np.float32)
+        indexes = []
+        for i, part in enumerate(self._slice_parts()):
+            indexes_i, means_i = self.slice_parameters(z_hat, decoded, i)
+            decoded[..., part] = y_hat[..., part] + means_i
+            indexes.append(indexes_i)
+        return np.concatenate(indexes, axis=-1)
+
+    def _slice_parts(self) -> list[slice]:
+        size = self.latent_channels // self.slices
+        return [slice(i * size, (i + 1) * size) for i in range(self.slices)]
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.card["config"]["latent_filters"])
+
+    def slice_parameters(self, z_hat: np.ndarray, decoded: np.ndarray, i: int):
+        """(indexes, means) of slice ``i`` from z_hat and the decoded latents before it."""
+        out = self.module.slice_parameters(
+            tf.constant(z_hat, tf.int32), tf.constant(decoded, tf.float32), tf.constant(i)
+        )
+        return out["indexes"].numpy(), out["means"].numpy()
 
     def synthesize(
         self,
@@ -97,7 +125,7 @@ class Compressor:
     ) -> bytes:
         # The decoder recomputes the indexes from the decoded z_hat through this same
         # signature, so the encoder must use it too (not an internal shortcut).
-        indexes = self.scale_indexes(z_hat)
+        indexes = self.scale_indexes(z_hat, y_hat)
         code = CodeFile(
             fingerprint=self.fingerprint,
             height=height,
@@ -105,7 +133,9 @@ class Compressor:
             source_channels=channels,
             index_checksum=index_checksum(indexes),
             z_stream=entropy_coding.encode_z(z_hat, self.z_pmf, self.z_range),
-            y_stream=entropy_coding.encode_y(y_hat, indexes, self.scale_table, self.y_range),
+            y_stream=entropy_coding.encode_y(
+                y_hat, indexes, self.scale_table, self.y_range, max(self.slices, 1)
+            ),
             quality=quality if self.variable_rate else None,
         )
         return code.to_bytes()
@@ -194,18 +224,38 @@ class Compressor:
         z_shape = side_shape(code.height, code.width, self.z_pmf.shape[0])
         try:
             z_hat = entropy_coding.decode_z(code.z_stream, z_shape, self.z_pmf, self.z_range)
-            indexes = self.scale_indexes(z_hat)
+            if self.slices:
+                y_hat, indexes = self._decode_slices(code, z_hat)
+            else:
+                indexes = self.scale_indexes(z_hat)
+                y_hat = entropy_coding.decode_y(
+                    code.y_stream, indexes, self.scale_table, self.y_range
+                )
+            # (a slice codec can only check after decoding: its indexes need the latents)
             if index_checksum(indexes) != code.index_checksum:
                 raise CodeFileError(
                     "scale indexes differ from the encoder's: this platform computes the "
                     "hyperprior differently, decoding would give a wrong image"
                 )
-            y_hat = entropy_coding.decode_y(code.y_stream, indexes, self.scale_table, self.y_range)
             return y_hat, z_hat
         except CodeFileError:
             raise
         except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
             raise CodeFileError(f"corrupted code file (entropy decoding failed: {e})") from e
+
+    def _decode_slices(self, code: CodeFile, z_hat: np.ndarray):
+        """(y_hat, indexes) of a codec with channel slices, decoded slice after slice."""
+        height, width = (side * SIDE_STRIDE // LATENT_STRIDE for side in z_hat.shape[:2])
+        decoded = np.zeros((height, width, self.latent_channels), np.float32)
+        y_hat = np.zeros(decoded.shape, np.int32)
+        indexes = []
+        decoder = entropy_coding.LatentDecoder(code.y_stream, self.scale_table, self.y_range)
+        for i, part in enumerate(self._slice_parts()):
+            indexes_i, means_i = self.slice_parameters(z_hat, decoded, i)
+            y_hat[..., part] = decoder.decode(indexes_i)
+            decoded[..., part] = y_hat[..., part] + means_i
+            indexes.append(indexes_i)
+        return y_hat, np.concatenate(indexes, axis=-1)
 
     def decompress(self, data: bytes) -> np.ndarray:
         """uint8 (H, W, 3), or (H, W) for a grayscale source."""

@@ -5,6 +5,10 @@
 * y (latents): a zero-mean quantized Gaussian per element over -y_range..y_range, with the
   standard deviation looked up in the scale table at the element's index.
 
+A codec with channel slices codes y slice after slice in one stream (a slice's scales depend on
+the slices before it, so the decoder must have those first): ``encode_y(..., slices=S)`` and
+``LatentDecoder.decode`` once per slice, in order.
+
 Both ends compute identical models from identical inputs (the exported tables and the
 integer indexes), which is what makes the streams decodable.
 """
@@ -55,17 +59,34 @@ def _stds(indexes: np.ndarray, scale_table: np.ndarray) -> np.ndarray:
     return scale_table.astype(np.float64)[indexes.reshape(-1)]
 
 
-def encode_y(y_hat: np.ndarray, indexes: np.ndarray, scale_table, y_range: int) -> bytes:
-    """y_hat, indexes: int [h, w, channels]; y_hat in [-y_range, y_range]."""
+def encode_y(
+    y_hat: np.ndarray, indexes: np.ndarray, scale_table, y_range: int, slices: int = 1
+) -> bytes:
+    """y_hat, indexes: int [h, w, channels]; y_hat in [-y_range, y_range]; with ``slices``,
+    the channels' equal slices one after the other."""
     encoder = constriction.stream.queue.RangeEncoder()
-    stds = _stds(indexes, scale_table)
-    means = np.zeros_like(stds)
-    encoder.encode(y_hat.reshape(-1).astype(np.int32), _gaussian(y_range), means, stds)
+    for part, part_indexes in zip(
+        np.split(y_hat, slices, axis=-1), np.split(indexes, slices, axis=-1), strict=True
+    ):
+        stds = _stds(part_indexes, scale_table)
+        symbols = part.reshape(-1).astype(np.int32)
+        encoder.encode(symbols, _gaussian(y_range), np.zeros_like(stds), stds)
     return _as_bytes(encoder.get_compressed())
 
 
+class LatentDecoder:
+    """Decodes a y stream part by part: each ``decode`` call takes the next part's indexes."""
+
+    def __init__(self, data: bytes, scale_table, y_range: int):
+        self._decoder = constriction.stream.queue.RangeDecoder(_as_words(data))
+        self._scale_table = scale_table
+        self._y_range = y_range
+
+    def decode(self, indexes: np.ndarray) -> np.ndarray:
+        stds = _stds(indexes, self._scale_table)
+        values = self._decoder.decode(_gaussian(self._y_range), np.zeros_like(stds), stds)
+        return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
+
+
 def decode_y(data: bytes, indexes: np.ndarray, scale_table, y_range: int) -> np.ndarray:
-    decoder = constriction.stream.queue.RangeDecoder(_as_words(data))
-    stds = _stds(indexes, scale_table)
-    values = decoder.decode(_gaussian(y_range), np.zeros_like(stds), stds)
-    return np.asarray(values, dtype=np.int32).reshape(indexes.shape)
+    return LatentDecoder(data, scale_table, y_range).decode(indexes)

@@ -16,6 +16,13 @@ Codec signatures (one image at a time, so results never depend on batch composit
     A variable-rate codec (``config.lmbdas`` in its card) takes one more argument,
     ``quality`` float32 in [0, 100], in ``analyze`` and ``synthesize`` (after the image and
     after y_hat); scale_indexes needs none (the side information carries the rate).
+    A codec with channel slices (``config.slices``, always mean-scale) has no scale_indexes:
+    its latents are coded slice after slice, each slice's scales depending on the slices
+    decoded before it, so the coder asks for them one slice at a time:
+    slice_parameters(z_hat int32, y_hat float32 [h, w, M], slice int32) -> indexes int32
+        [h, w, M / slices], means float32 [h, w, M / slices]; y_hat holds the decoded
+        latents (coded integers plus their means) of the slices before ``slice`` (the rest
+        is ignored).  y_hat in ``analyze`` and ``synthesize`` are the coded integers as above.
     entropy_parameters() -> z_pmf float32 [N, 2*Z_RANGE+1], scale_table float32 [NUM_SCALES],
                             z_range, y_range
 Denoiser signatures:
@@ -37,7 +44,7 @@ import tensorflow as tf
 import latentpress
 from models.codec import ScaleHyperprior, pad_to_multiple
 from models.denoiser import DnCNN
-from models.entropy_models import Y_RANGE, Z_RANGE, scale_table
+from models.entropy_models import Y_RANGE, Z_RANGE, quantize_index, scale_table
 
 SAVED_MODEL_DIR = "saved_model"
 MODEL_CARD = "model_card.json"
@@ -85,9 +92,13 @@ class CodecModule(tf.Module):
         """The coded integers of latents y [1, h, w, M]: y_hat (minus the means) and z_hat."""
         z_hat = self.model.quantize_z(self.model.hyper_analysis_transform(y))
         y = tf.cast(y, tf.float32)
-        if self.model.config.mean_scale:  # a scale-only codec need not run h_s for zeros
-            y = y - self.model.means(z_hat)
-        y_hat = self.model.quantize_y(y)
+        if self.model.config.slices:
+            index, mean = self.model.hyperprior(z_hat)
+            y_hat = self.model.code_slices(index, mean, y=y)[2]
+        else:
+            if self.model.config.mean_scale:  # a scale-only codec need not run h_s for zeros
+                y = y - self.model.means(z_hat)
+            y_hat = self.model.quantize_y(y)
         return {"y_hat": tf.cast(y_hat[0], tf.int32), "z_hat": tf.cast(z_hat[0], tf.int32)}
 
     def _latents(self, y_hat, z_hat):
@@ -95,7 +106,11 @@ class CodecModule(tf.Module):
         y_hat = tf.cast(y_hat, tf.float32)[tf.newaxis]
         if z_hat is None:  # a scale-only codec
             return y_hat
-        return y_hat + self.model.means(tf.cast(z_hat, tf.float32)[tf.newaxis])
+        z_hat = tf.cast(z_hat, tf.float32)[tf.newaxis]
+        if self.model.config.slices:
+            index, mean = self.model.hyperprior(z_hat)
+            return self.model.code_slices(index, mean, symbols=y_hat)[3]
+        return y_hat + self.model.means(z_hat)
 
     @tf.function(input_signature=[Z_HAT_SPEC])
     def scale_indexes(self, z_hat):
@@ -153,6 +168,41 @@ class MeanScaleVariableRateCodecModule(VariableRateCodecModule):
         return {"image": _to_uint8(x_hat[0, :height, :width])}
 
 
+SLICE_SPEC = tf.TensorSpec([], tf.int32, name="slice")
+DECODED_SPEC = tf.TensorSpec([None, None, None], tf.float32, name="y_hat")
+
+
+class _SliceParameters:
+    """``slice_parameters`` of a codec with channel slices (see the module docstring)."""
+
+    @tf.function(input_signature=[Z_HAT_SPEC, DECODED_SPEC, SLICE_SPEC])
+    def slice_parameters(self, z_hat, y_hat, slice_index):
+        model = self.model
+        index, mean = model.hyperprior(tf.cast(z_hat, tf.float32)[tf.newaxis])
+        decoded = y_hat[tf.newaxis]
+        size = model.config.slice_filters
+
+        def branch(i):
+            def parameters():
+                before = decoded[..., : i * size] if i else None
+                index_i, mean_i = model.slice_parameters(index, mean, before, i)
+                return quantize_index(index_i)[0], mean_i[0]
+
+            return parameters
+
+        branches = [branch(i) for i in range(model.config.slices)]
+        indexes, means = tf.switch_case(slice_index, branches)
+        return {"indexes": indexes, "means": means}
+
+
+class SliceCodecModule(_SliceParameters, MeanScaleCodecModule):
+    pass
+
+
+class SliceVariableRateCodecModule(_SliceParameters, MeanScaleVariableRateCodecModule):
+    pass
+
+
 class DenoiserModule(tf.Module):
     def __init__(self, model: DnCNN):
         super().__init__(name="denoiser")
@@ -174,17 +224,26 @@ CODEC_MODULES = {
     (False, True): MeanScaleCodecModule,
     (True, True): MeanScaleVariableRateCodecModule,
 }
+# variable rate -> the module of a codec with channel slices
+SLICE_CODEC_MODULES = {False: SliceCodecModule, True: SliceVariableRateCodecModule}
 
 
 def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     """Writes ``export_dir/saved_model`` and ``export_dir/model_card.json``; returns the card."""
     model_fingerprint = fingerprint(model)
     if task == CODEC:
-        kind = (model.config.variable_rate, model.config.mean_scale)
-        module = CODEC_MODULES[kind](model, model_fingerprint)
+        config = model.config
+        if config.slices:
+            module = SLICE_CODEC_MODULES[config.variable_rate](model, model_fingerprint)
+            coder = {"slice_parameters": module.slice_parameters}
+        else:
+            module = CODEC_MODULES[(config.variable_rate, config.mean_scale)](
+                model, model_fingerprint
+            )
+            coder = {"scale_indexes": module.scale_indexes}
         signatures = {
             "analyze": module.analyze,
-            "scale_indexes": module.scale_indexes,
+            **coder,
             "synthesize": module.synthesize,
             "entropy_parameters": module.entropy_parameters,
         }

@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with --init-from a scale-only codec, the means start at zero.",
     )
     parser.add_argument(
+        "--slices",
+        type=int,
+        default=0,
+        help="Channel context (Minnen & Singh 2020): code the latents in this many slices, "
+        "each slice's means and scales refined from the slices before it, plus a latent "
+        "residual prediction.  Needs --mean-scale; 0: off.  With --init-from a codec "
+        "without slices, the context starts refining nothing (same code, same image).",
+    )
+    parser.add_argument(
         "--hyper-filters",
         type=int,
         default=0,
@@ -366,6 +375,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             lmbdas,
             args.hyper_filters,
             args.mean_scale,
+            args.slices,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer
@@ -404,6 +414,12 @@ def load_exported_weights(model, name_or_path: str) -> dict:
         # a card without hyper_filters (older than it) had hyper transforms of N channels
         sizes["hyper_filters"] = int(source_config.get("hyper_filters") or sizes["num_filters"])
         sizes["mean_scale"] = bool(source_config.get("mean_scale", False))
+        sizes["slices"] = int(source_config.get("slices") or 0)
+        if sizes["slices"] not in (0, model.config.slices):
+            raise ValueError(
+                f"--init-from {name_or_path}: its latents are coded in {sizes['slices']} "
+                f"slices, this codec's in {model.config.slices}"
+            )
         target = replace(model.config, hyper_filters=model.config.side_filters)
         if any(size > getattr(target, name) for name, size in sizes.items()):
             raise ValueError(
@@ -447,7 +463,8 @@ def load_exported_weights(model, name_or_path: str) -> dict:
 def _codec_size(codec: ScaleHyperprior) -> str:
     config = codec.config
     size = f"N={config.num_filters} M={config.latent_filters} hyper={config.side_filters}"
-    return size + (" mean-scale" if config.mean_scale else "")
+    size += " mean-scale" if config.mean_scale else ""
+    return size + (f" {config.slices} slices" if config.slices else "")
 
 
 def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
@@ -489,7 +506,8 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
       its fresh initialization, and the layer reading it starts blind to it (zero weights
       from it); the new latents' gains start at each level's mean gain.
     Only the side information's rate moves: new channels of z are coded by a fresh prior.
-    A scale-only source grown into a mean-scale codec predicts means of zero at first.
+    A scale-only source grown into a mean-scale codec predicts means of zero at first; one
+    without channel slices grown into one with them codes the same integers at first.
     """
     hyper_output = wider.hyper_synthesis_transform.layers[-1]
     rules = {}  # id(weight) -> (output axis to zero or None, input axis to blind or None)
@@ -513,7 +531,11 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
                 None if reads_gdn else input_axis,
             )
             rules[id(layer.bias)] = (0 if feeds_gdn else None, None)
-    for old, new in zip(source.weights, wider.weights, strict=True):
+    # A source without channel context leaves the new context networks as initialized (their
+    # last layers zero: they refine nothing yet).
+    context = {id(w) for w in wider.context_weights()} if not source.config.slices else set()
+    wider_weights = [w for w in wider.weights if id(w) not in context]
+    for old, new in zip(source.weights, wider_weights, strict=True):
         if old.shape == new.shape:
             new.assign(old)
             continue

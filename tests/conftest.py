@@ -52,14 +52,15 @@ def copy_samples(folder: Path, start: int = 0, stop: int | None = None) -> list[
     return copied
 
 
-def export_untrained_codec(directory: Path, name: str, lmbdas: tuple = ()) -> str:
+def export_untrained_codec(directory: Path, name: str, lmbdas: tuple = (), **config) -> str:
     """A small untrained codec exported like a trained one: "another model" for tests.
 
-    With ``lmbdas`` it is variable-rate; its initial gains already order the rates."""
+    With ``lmbdas`` it is variable-rate; its initial gains already order the rates.  Other
+    ``CodecConfig`` fields (mean_scale, slices) go in ``config``."""
     from models.codec import CodecConfig, ScaleHyperprior
     from models.export import CODEC, export_model
 
-    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24, lmbdas=lmbdas))
+    model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24, lmbdas=lmbdas, **config))
     model.build_for_images()
     export_model(model, CODEC, str(directory), {"name": name})
     return str(directory)

@@ -4,6 +4,7 @@ speed is measured by running them, never asserted)."""
 from __future__ import annotations
 
 from benchmarks import codec_speed, denoise_speed
+from tests.conftest import export_untrained_codec
 
 
 def test_codec_speed_measures_a_real_round_trip_of_the_shipped_codec():
@@ -11,6 +12,13 @@ def test_codec_speed_measures_a_real_round_trip_of_the_shipped_codec():
     times = results["ms_per_megapixel"]
     assert times["encode_total"] > 0 and times["decode_total"] > 0
     assert 0 < results["bpp"]["codec"] < 24  # a real code file's size, header included
+
+
+def test_codec_speed_times_a_codec_with_channel_slices(tmp_path):
+    model = export_untrained_codec(tmp_path / "slices", "slices", mean_scale=True, slices=3)
+    results = codec_speed.main(["--model", model, "--images", "1", "--repeats", "1"])
+    assert results["ms_per_megapixel"]["decode_total"] > 0
+    assert 0 < results["bpp"]["codec"] < 24
 
 
 def test_denoise_speed_times_the_denoiser_and_its_ensemble():

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import export
-from models.codec import pad_to_multiple
+from models.codec import CodecConfig, pad_to_multiple
 from pipelines import prepare, train
 from tests.conftest import copy_samples
 from transforms import features, noise, statistics
@@ -602,6 +602,44 @@ def test_init_from_a_scale_only_codec_gives_a_mean_scale_codec_whose_means_learn
     _, back = make_trainer(prepared, tmp_path / "b", TINY_CODEC)
     with pytest.raises(ValueError, match="same architecture"):  # means cannot be dropped
         train.load_exported_weights(back.model, str(grown / "export"))
+
+
+def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared, tmp_path):
+    """--slices from a mean-scale source without them: the context networks refine nothing
+    at first (same code, rate and image at step 0); training makes them refine."""
+    source = tmp_path / "source"
+    mean_scale = [*TINY_CODEC, "--mean-scale"]
+    sliced = [*mean_scale, "--slices=2"]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *mean_scale, *QUIET])
+    _, plain = make_trainer(prepared, tmp_path / "p", mean_scale)
+    train.load_exported_weights(plain.model, str(source / "export"))
+    _, context = make_trainer(prepared, tmp_path / "c", sliced)
+    train.load_exported_weights(context.model, str(source / "export"))
+
+    x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
+    outputs = [m.model(x, training=False) for m in (plain, context)]
+    for before, after in zip(outputs[0], outputs[1], strict=True):
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+    grown = tmp_path / "grown"
+    flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
+    train.run([*flags, f"--init-from={source / 'export'}", *sliced, *QUIET])
+    _, trained = make_trainer(prepared, tmp_path / "t", sliced)
+    train.load_exported_weights(trained.model, str(grown / "export"))
+    last_layers = [net.layers[-1].kernel for net in trained.model.slice_entropy]
+    last_layers += [net.layers[-1].kernel for net in trained.model.slice_residual]
+    assert all(float(tf.reduce_max(tf.abs(kernel))) > 0.0 for kernel in last_layers)
+    _, other = make_trainer(prepared, tmp_path / "o", [*mean_scale, "--slices=4"])
+    for model in (other.model, plain.model):  # other slices, or none: the code would differ
+        with pytest.raises(ValueError, match="coded in 2 slices"):
+            train.load_exported_weights(model, str(grown / "export"))
+
+
+def test_channel_slices_need_means_and_must_divide_the_latents():
+    with pytest.raises(ValueError, match="mean-scale"):
+        CodecConfig(latent_filters=24, slices=2)
+    with pytest.raises(ValueError, match="divide"):
+        CodecConfig(latent_filters=24, mean_scale=True, slices=5)
 
 
 def test_the_moving_average_is_what_is_evaluated_exported_and_resumed(prepared, tmp_path):
