@@ -1097,7 +1097,12 @@ def main(argv=None):
     from pipelines.options import configure_logging
 
     configure_logging()
-    run(argv)
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        # the checkpoint is saved and logged: a requested stop, not a crash (no traceback),
+        # with the shell's exit status for an interrupted command
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
