@@ -901,6 +901,32 @@ class _Progress:
             self.bar.close()
 
 
+# A codec trained on smaller crops than this sees side information maps of 2x2 (128²): its
+# hyperprior then learns mostly the crops' borders.  Measured (issue 13): from the same start
+# and at the same pixels per step, 4,500 steps on 256² crops gave 11% fewer bits at equal
+# PSNR on whole CBSD68 photographs than on 128² crops (1.2%).
+MIN_CODEC_CROP = 256
+
+
+def warn_about_small_codec_crops(args: argparse.Namespace, patch_size: int | None) -> bool:
+    """Logs a warning (and returns True) when a codec would train on crops below
+    MIN_CODEC_CROP."""
+    side = args.crop or patch_size
+    if args.task != "codec" or not side or side >= MIN_CODEC_CROP:
+        return False
+    LOG.warning(
+        "the codec trains on %dx%d crops: its hyperprior then sees %dx%d side maps, and crops "
+        "of %d or more code whole photographs with ~10%% fewer bits at equal PSNR (prepare "
+        "with --patch-size 320, train with --crop 256 --batch-size 2)",
+        side,
+        side,
+        max(1, side // 64),
+        max(1, side // 64),
+        MIN_CODEC_CROP,
+    )
+    return True
+
+
 def _training_data_summary(data_dir: str) -> dict:
     path = os.path.join(data_dir, records.SUMMARY_FILE)
     if not os.path.exists(path):
@@ -976,6 +1002,7 @@ def run(argv=None) -> dict:
     trainer = Trainer(args, strategy, stats)
     start = trainer.restore()
     lineage = _start_lineage(trainer, args)
+    warn_about_small_codec_crops(args, _training_data_summary(data_dir).get("patch_size"))
     command = "latentpress train " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.export_only:
         if not trainer.manager.latest_checkpoint:

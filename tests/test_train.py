@@ -690,3 +690,15 @@ def test_the_moving_average_is_what_is_evaluated_exported_and_resumed(prepared, 
     _, switched = make_trainer(prepared, tmp_path / "plain", ["--steps=5", *flags])
     switched.restore()
     assert card["steps"] == 5 and int(switched.average_steps.numpy()) == 3
+
+
+def test_a_codec_on_small_crops_is_warned_about_and_a_denoiser_is_not(caplog):
+    parse = train.build_parser().parse_args
+    codec = parse(["--data=d", "--model-dir=m", "--task=codec"])
+    assert train.warn_about_small_codec_crops(codec, 128)  # prepared 128² patches, no crop
+    assert "128x128 crops" in caplog.text
+    assert not train.warn_about_small_codec_crops(codec, 320)
+    cropped = parse(["--data=d", "--model-dir=m", "--task=codec", "--crop=128"])
+    assert train.warn_about_small_codec_crops(cropped, 320)
+    denoiser = parse(["--data=d", "--model-dir=m", "--task=denoise", "--crop=48"])
+    assert not train.warn_about_small_codec_crops(denoiser, 128)
