@@ -35,7 +35,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import registry
-from models.codec import QUALITY_MAX, QUALITY_MIN, CodecConfig, ScaleHyperprior
+from models.codec import QUALITY_MAX, QUALITY_MIN, CodecConfig, ScaleHyperprior, pad_to_multiple
 from models.denoiser import DenoiserConfig, DnCNN
 from models.export import CODEC, DENOISER, export_model, load_model_card
 from models.layers import GDN
@@ -176,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="The codec's hyperprior predicts the latents' means too (Minnen et al. 2018); "
         "with --init-from a scale-only codec, the means start at zero.",
+    )
+    parser.add_argument(
+        "--revive-latents",
+        action="store_true",
+        help="With --init-from a codec: latent channels that code nothing (0 on every "
+        "training patch at the top rate) start over as new channels that can learn (0 from "
+        "the encoder and no bits, so nearly the same code and image; fresh decoder weights).",
     )
     parser.add_argument(
         "--slices",
@@ -502,9 +509,14 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
     - new channels going into a GDN start at zero (zero kernel and bias: the GDN couples
       channels, so a non-zero one would change the others' normalization); the layer after
       the GDN starts with fresh weights from them, which is what gives them a gradient;
-    - every other new channel (new latents of y, ReLU features of the hyper transforms) keeps
-      its fresh initialization, and the layer reading it starts blind to it (zero weights
-      from it); the new latents' gains start at each level's mean gain.
+    - new latents of y start at zero (``start_latents_at_zero``): read by fresh synthesis
+      weights, which is their gradient, and coded at the smallest scale (no bits).  Fresh
+      latents read by a blind synthesis (the rule before) never learn: the rate drives them
+      to zero before the synthesis can use them, and a latent that is always 0 gives its
+      synthesis weights no gradient (measured: 96 latents added so stayed 0 on every image);
+    - every other new channel (ReLU features of the hyper transforms) keeps its fresh
+      initialization, and the layer reading it starts blind to it (zero weights from it);
+      the new latents' gains start at each level's mean gain.
     Only the side information's rate moves: new channels of z are coded by a fresh prior.
     A scale-only source grown into a mean-scale codec predicts means of zero at first; one
     without channel slices grown into one with them codes the same integers at first.
@@ -551,6 +563,50 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
         if "gain" in new.name:
             values[:, old.shape[1] :] = old.numpy().mean(axis=1, keepdims=True)
         new.assign(values)
+    start_latents_at_zero(wider, range(source.config.latent_filters, wider.config.latent_filters))
+
+
+def start_latents_at_zero(model: ScaleHyperprior, channels) -> None:
+    """Latent channels ``channels`` of y start as unused ones that can learn: g_a outputs 0
+    for them (so their code is 0 and the decoded image does not change), h_s gives them the
+    smallest scale and a mean of 0 (so they cost no bits), and g_s reads them with fresh
+    weights (so the distortion's gradient reaches g_a through them)."""
+    channels = np.asarray(list(channels), dtype=int)
+    if not channels.size:
+        return
+    latents = model.config.latent_filters
+    producer = model.analysis_transform.layers[-1]  # kernel [k, k, N, M]
+    _set_slices(producer.kernel, (..., channels), 0.0)
+    _set_slices(producer.bias, (channels,), 0.0)
+    reader = model.synthesis_transform.layers[0]  # transposed: kernel [k, k, N, M]
+    fresh = keras.initializers.GlorotUniform()(reader.kernel.shape).numpy()  # as Keras starts it
+    _set_slices(reader.kernel, (..., channels), fresh[..., channels])
+    outputs = [channels, channels + latents] if model.config.mean_scale else [channels]
+    hyper_output = model.hyper_synthesis_transform.layers[-1]  # scale positions, then means
+    for columns in outputs:
+        _set_slices(hyper_output.kernel, (..., columns), 0.0)
+        _set_slices(hyper_output.bias, (columns,), 0.0)
+
+
+def _set_slices(weight: tf.Variable, index: tuple, values) -> None:
+    array = weight.numpy()
+    array[index] = values
+    weight.assign(array)
+
+
+def dead_latents(model: ScaleHyperprior, batches) -> np.ndarray:
+    """Latent channels whose code is 0 on every image of ``batches`` at the top rate: they
+    carry nothing at any rate (a lower rate quantizes more coarsely)."""
+    used = np.zeros(model.config.latent_filters, bool)
+    for _, clean in batches:
+        x = pad_to_multiple(clean)
+        quality = tf.fill([tf.shape(x)[0]], QUALITY_MAX) if model.config.variable_rate else None
+        y = model.analyze(x, quality)
+        z_hat = model.quantize_z(model.hyper_analysis_transform(y))
+        mean = model.means(z_hat)[:, : tf.shape(y)[1], : tf.shape(y)[2]]
+        code = model.quantize_y(y - mean)
+        used |= np.asarray(tf.reduce_any(code != 0, axis=[0, 1, 2]))
+    return np.flatnonzero(~used)
 
 
 def _embed_scales_and_means(source, old, new, input_axis):
@@ -947,7 +1003,7 @@ LINEAGE_FILE = "lineage.json"  # under --model-dir: what a warm start began from
 COMMANDS_FILE = "commands.jsonl"  # under --model-dir: every invocation, with its start step
 
 
-def _start_lineage(trainer: Trainer, args: argparse.Namespace) -> dict:
+def _start_lineage(trainer: Trainer, args: argparse.Namespace, data_dir: str) -> dict:
     """Warm-starts a fresh run from --init-from and records where it began; a resumed run
     (or one without --init-from) reads what was recorded."""
     path = os.path.join(args.model_dir, LINEAGE_FILE)
@@ -956,6 +1012,12 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace) -> dict:
     lineage = {"steps": 0, "cpu_seconds": 0.0, "commands": []}
     if args.init_from and trainer.step == 0:
         source = load_exported_weights(trainer.model, args.init_from)
+        revived = []
+        if args.revive_latents:
+            batches = make_dataset(data_dir, features.TRAIN_DIR, 8, False).take(16)
+            revived = dead_latents(trainer.model, batches)
+            start_latents_at_zero(trainer.model, revived)
+            LOG.info("revived %d latent channels that coded nothing", len(revived))
         trainer.restart_average()
         lineage = {
             "init_from": args.init_from,
@@ -965,6 +1027,7 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace) -> dict:
             "cpu_seconds": source.get("cumulative_cpu_hours", 0.0) * 3600.0
             or source.get("train_seconds", 0.0),
             "commands": source.get("commands") or [source.get("command")],
+            **({"revived_latents": [int(c) for c in revived]} if args.revive_latents else {}),
         }
         LOG.info("warm start from %s (%s steps before)", args.init_from, lineage["steps"])
     os.makedirs(args.model_dir, exist_ok=True)
@@ -992,6 +1055,8 @@ def run(argv=None) -> dict:
         parser.error("--train-float-noise must be a share in [0, 1]")
     if args.train_float_noise and not args.train_noise:
         parser.error("--train-float-noise needs --train-noise")
+    if args.revive_latents and not (args.init_from and args.task == "codec"):
+        parser.error("--revive-latents needs --task codec and --init-from")
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -1001,7 +1066,7 @@ def run(argv=None) -> dict:
     stats = statistics.read_stats(os.path.join(data_dir, features.TRANSFORM_DIR))
     trainer = Trainer(args, strategy, stats)
     start = trainer.restore()
-    lineage = _start_lineage(trainer, args)
+    lineage = _start_lineage(trainer, args, data_dir)
     warn_about_small_codec_crops(args, _training_data_summary(data_dir).get("patch_size"))
     command = "latentpress train " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.export_only:

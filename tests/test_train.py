@@ -357,7 +357,9 @@ def test_init_from_refuses_another_architecture(prepared, tmp_path):
 
 
 def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_path):
-    """More --latent-filters than the source: the source's weights, new channels unseen."""
+    """More --latent-filters than the source: the source's weights; the new latents are 0
+    (their code is 0, at the smallest scale) and the synthesis reads them with fresh
+    weights, through which they learn."""
     source = tmp_path / "source"
     variable = ["--lmbdas=0.005,0.02", "--steps=3", *QUIET]
     train.run([f"--data={prepared}", f"--model-dir={source}", *TINY_CODEC, *variable])
@@ -373,7 +375,7 @@ def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_p
         y_narrow, y_wide = narrow.model.analyze(x, q), wide.model.analyze(x, q)
         assert y_wide.shape[-1] == 40
         np.testing.assert_allclose(y_wide[..., :24], y_narrow, rtol=1e-5, atol=1e-5)
-        assert float(tf.reduce_max(tf.abs(y_wide[..., 24:]))) > 0  # new features, to learn
+        assert float(tf.reduce_max(tf.abs(y_wide[..., 24:]))) == 0  # unused until learned
         decoded = [
             m.model.synthesize(m.model.quantize_y(y), q).numpy()
             for m, y in ((narrow, y_narrow), (wide, y_wide))
@@ -381,6 +383,60 @@ def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_p
         np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
         z = [m.model.hyper_analysis_transform(y) for m, y in ((narrow, y_narrow), (wide, y_wide))]
         np.testing.assert_allclose(z[1], z[0], atol=1e-5)
+        new_scales = wide.model.scale_indexes(wide.model.quantize_z(z[1]))[..., 24:]
+        assert int(tf.reduce_max(new_scales)) == 0  # the smallest scale: no bits for 0
+    reader = wide.model.synthesis_transform.layers[0].kernel.numpy()  # [k, k, N, M]
+    # every new latent is read: the distortion's gradient reaches the encoder through it
+    assert np.all(np.abs(reader[..., 24:]).max(axis=(0, 1, 2)) > 0)
+
+
+def test_revive_latents_restarts_channels_that_code_nothing_and_they_learn(prepared, tmp_path):
+    """--revive-latents: latents that are 0 on every training patch start over as new ones
+    (nearly the same code and image; fresh synthesis weights) and training makes the encoder
+    use them."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=2", *TINY_CODEC, *variable])
+    dead = [3, 10, 17]
+    _, killed = make_trainer(prepared, tmp_path / "k", [*TINY_CODEC, *variable])
+    train.load_exported_weights(killed.model, str(source / "export"))
+    producer = killed.model.analysis_transform.layers[-1]
+    kernel, bias = producer.kernel.numpy(), producer.bias.numpy()
+    kernel[..., dead], bias[dead] = 0.0, 0.0
+    producer.kernel.assign(kernel)
+    producer.bias.assign(bias)
+    reader = killed.model.synthesis_transform.layers[0].kernel
+    reader.assign(np.where(np.isin(np.arange(24), dead), 0.0, reader.numpy()))  # deadlocked
+    card = train.load_model_card(str(source / "export"))
+    export.export_model(killed.model, export.CODEC, str(tmp_path / "dead"), card)
+
+    batches = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, False).take(4)
+    found = train.dead_latents(killed.model, batches)  # a 2-step codec has others too
+    assert set(dead) <= set(found) and len(found) < 24
+    x = pad_to_multiple(next(iter(batches))[1][:2])  # patches the latents were dead on
+    top = tf.constant([100.0, 100.0])
+    before = killed.model(x, training=False, quality=top)
+    train.start_latents_at_zero(killed.model, found)
+    after = killed.model(x, training=False, quality=top)
+    # The decoded image stays (a scale-only codec's codes do not depend on h_a, the only
+    # part that saw the dead latents' values below rounding); the rate can only drop (their
+    # zeros are now coded at the least cost).
+    (_, bpp_before, mse_before, x_before), (_, bpp_after, mse_after, x_after) = before, after
+    np.testing.assert_allclose(x_after, x_before, atol=1e-5)
+    np.testing.assert_allclose(mse_after, mse_before, rtol=1e-3)
+    assert float(bpp_after) <= float(bpp_before) + 1e-4
+    assert np.abs(reader.numpy()[..., dead]).max() > 0
+
+    revived = tmp_path / "revived"
+    flags = [f"--data={prepared}", f"--model-dir={revived}", "--steps=5", "--learning-rate=1e-2"]
+    run = [*flags, f"--init-from={tmp_path / 'dead'}", "--revive-latents", *TINY_CODEC, *variable]
+    train.run(run)
+    lineage = json.loads((revived / train.LINEAGE_FILE).read_text())
+    assert set(dead) <= set(lineage["revived_latents"])
+    _, trained = make_trainer(prepared, tmp_path / "t", [*TINY_CODEC, *variable])
+    train.load_exported_weights(trained.model, str(revived / "export"))
+    learned = trained.model.analysis_transform.layers[-1].kernel.numpy()[..., dead]
+    assert np.abs(learned).max(axis=(0, 1, 2)).min() > 0  # each revived latent is learning
 
 
 def test_init_from_widens_the_transforms_and_the_new_channels_learn(prepared, tmp_path):
