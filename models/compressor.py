@@ -69,13 +69,22 @@ class Compressor:
         through the same signature calls as ``decode_latents``)."""
         if not self.slices:
             return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
-        decoded = np.zeros(y_hat.shape, np.float32)
+        return self._walk_slices(z_hat, lambda part, indexes_i: y_hat[..., part])[1]
+
+    def _walk_slices(self, z_hat: np.ndarray, code_of):
+        """(y_hat, indexes) slice after slice, the same signature calls at both ends:
+        ``code_of(part, indexes)`` gives a slice's coded integers (the encoder's own, or the
+        next ones the decoder reads with those indexes)."""
+        height, width = (side * SIDE_STRIDE // LATENT_STRIDE for side in z_hat.shape[:2])
+        decoded = np.zeros((height, width, self.latent_channels), np.float32)
+        y_hat = np.zeros(decoded.shape, np.int32)
         indexes = []
         for i, part in enumerate(self._slice_parts()):
             indexes_i, means_i = self.slice_parameters(z_hat, decoded, i)
+            y_hat[..., part] = code_of(part, indexes_i)
             decoded[..., part] = y_hat[..., part] + means_i
             indexes.append(indexes_i)
-        return np.concatenate(indexes, axis=-1)
+        return y_hat, np.concatenate(indexes, axis=-1)
 
     def _slice_parts(self) -> list[slice]:
         size = self.latent_channels // self.slices
@@ -245,17 +254,8 @@ class Compressor:
 
     def _decode_slices(self, code: CodeFile, z_hat: np.ndarray):
         """(y_hat, indexes) of a codec with channel slices, decoded slice after slice."""
-        height, width = (side * SIDE_STRIDE // LATENT_STRIDE for side in z_hat.shape[:2])
-        decoded = np.zeros((height, width, self.latent_channels), np.float32)
-        y_hat = np.zeros(decoded.shape, np.int32)
-        indexes = []
         decoder = entropy_coding.LatentDecoder(code.y_stream, self.scale_table, self.y_range)
-        for i, part in enumerate(self._slice_parts()):
-            indexes_i, means_i = self.slice_parameters(z_hat, decoded, i)
-            y_hat[..., part] = decoder.decode(indexes_i)
-            decoded[..., part] = y_hat[..., part] + means_i
-            indexes.append(indexes_i)
-        return y_hat, np.concatenate(indexes, axis=-1)
+        return self._walk_slices(z_hat, lambda part, indexes_i: decoder.decode(indexes_i))
 
     def decompress(self, data: bytes) -> np.ndarray:
         """uint8 (H, W, 3), or (H, W) for a grayscale source."""
