@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models import codefile, entropy_coding
+from models import codefile
 from models.compressor import Compressor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "CBSD68"
@@ -41,38 +41,22 @@ def timed(function, *args):
 
 
 def codec_times(compressor: Compressor, x: np.ndarray) -> dict[str, float]:
-    """Seconds of each part of a compress and a decompress of ``x``.  A codec with channel
-    slices interleaves its y decoding with one network call per slice; the two are timed
-    apart here (the same calls and the same symbols, in two passes)."""
+    """Seconds of each part of a compress and a decompress of ``x``: the networks (analysis
+    and hyper-analysis; synthesis), and the entropy coding with its exact model (the integer
+    hyperprior and the range coder; for a codec with channel slices its context too)."""
     height, width = x.shape[:2]
-    slices = max(compressor.slices, 1)
-    (y_hat, z_hat), analyze = timed(compressor.analyze, x)
-    indexes, hyper = timed(compressor.scale_indexes, z_hat, y_hat)
-    z_stream, code_z = timed(entropy_coding.encode_z, z_hat, compressor.z_pmf, compressor.z_range)
-    y_stream, code_y = timed(
-        entropy_coding.encode_y, y_hat, indexes, compressor.scale_table, compressor.y_range, slices
-    )
-    data = compressor.encode(y_hat, z_hat, height, width, 3)
-    code, parse = timed(compressor.parse, data)
-    z_decoded, decode_z = timed(
-        entropy_coding.decode_z, code.z_stream, z_hat.shape, compressor.z_pmf, compressor.z_range
-    )
-
-    def decode_y():
-        decoder = entropy_coding.LatentDecoder(
-            code.y_stream, compressor.scale_table, compressor.y_range
-        )
-        parts = np.split(indexes, slices, axis=-1)
-        return np.concatenate([decoder.decode(part) for part in parts], axis=-1)
-
-    y_decoded, decode_y_time = timed(decode_y)
-    _, hyper_decode = timed(compressor.scale_indexes, z_decoded, y_decoded)
-    _, synthesize = timed(compressor.synthesize, y_decoded, z_decoded, height, width)
+    y, analysis = timed(compressor.latents, x)
+    z_hat, hyper_analysis = timed(compressor.side_information, y)
+    latents, exact_encode = timed(compressor.code_latents, y, z_hat)
+    data, code = timed(compressor.encode, latents, height, width, 3)
+    parsed, parse = timed(compressor.parse, data)
+    decoded, decode = timed(compressor.decode_latents, parsed)
+    _, synthesize = timed(compressor.synthesize, decoded, height, width)
     return {
-        "encode_network": analyze + hyper,
-        "encode_entropy": code_z + code_y,
-        "decode_network": hyper_decode + synthesize,
-        "decode_entropy": parse + decode_z + decode_y_time,
+        "encode_network": analysis + hyper_analysis,
+        "encode_entropy": exact_encode + code,
+        "decode_network": synthesize,
+        "decode_entropy": parse + decode,
         "bytes": len(data),
     }
 

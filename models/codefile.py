@@ -4,7 +4,7 @@ Layout (all integers big-endian)::
 
     offset  size  field
     0       4     magic b"LPC\\x00"
-    4       1     format version (2)
+    4       1     format version (2; 3 below)
     5       8     model fingerprint (16 hex digits of the weights' SHA-256)
     13      4     image height in pixels
     17      4     image width in pixels
@@ -18,8 +18,22 @@ Layout (all integers big-endian)::
     38+Z    Y     y stream: range-coded latents
     38+Z+Y  4     CRC-32 of every byte before it
 
-Version 1 (latentpress 0.1, one-rate codecs only) is the same without the quality field; it
-is still read.
+Version 3 (written since 2026-12-04) adds, after the fingerprint, the identity of the exact
+entropy model (``models.exact``: 8 bytes, the 16 hex digits of its arrays' SHA-256) whose
+integer arithmetic chose every coding distribution, so any machine decodes the file the same,
+and after the y stream a list of tagged chunks for what a photograph carries besides its
+pixels::
+
+    38+8+Z+Y   2   number of chunks
+    then each  4   tag (ASCII, e.g. b"EXIF")
+               4   length L
+               L   data
+    ...        4   CRC-32 of every byte before it
+
+Readers skip tags they do not know.  Versions 1 and 2 chose the coding distributions in
+floating point, so they decode only where the arithmetic matches the machine that wrote them;
+they are still read.  Version 1 (latentpress 0.1, one-rate codecs only) is version 2 without
+the quality field.
 
 The padded size and latent shapes follow from height and width (see ``models.codec``).  The
 reported rate of an image is 8 * file size / (height * width) bits per pixel, header included
@@ -34,10 +48,19 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"LPC\x00"
-VERSION = 2
+VERSION = 3
 SUFFIX = ".lpc"
-_HEADERS = {1: struct.Struct(">4sB8sIIBIII"), 2: struct.Struct(">4sB8sIIBfIII")}
+_HEADERS = {
+    1: struct.Struct(">4sB8sIIBIII"),
+    2: struct.Struct(">4sB8sIIBfIII"),
+    3: struct.Struct(">4sB8s8sIIBfIII"),
+}
 _CHECKSUM = struct.Struct(">I")
+# Format 3 codes the latents in stripes of this many latent rows (each stripe's latents
+# grouped by scale index), slice after slice: coder and decoder walk the same order.
+STRIPE_ROWS = 16
+_CHUNK_COUNT = struct.Struct(">H")
+_CHUNK = struct.Struct(">4sI")
 
 
 class CodeFileError(ValueError):
@@ -54,12 +77,22 @@ class CodeFile:
     z_stream: bytes
     y_stream: bytes
     quality: float | None = None  # variable-rate codecs only
+    # version 3: the exact entropy model's identity (16 hex digits); None in older files
+    exact_identity: str | None = None
+    chunks: tuple[tuple[bytes, bytes], ...] = ()  # (4-byte tag, data), version 3
+    version: int = VERSION
+
+    def chunk(self, tag: bytes) -> bytes | None:
+        return next((data for name, data in self.chunks if name == tag), None)
 
     def to_bytes(self) -> bytes:
+        if self.version != VERSION or self.exact_identity is None:
+            raise CodeFileError(f"this latentpress writes format {VERSION} only")
         header = _HEADERS[VERSION].pack(
             MAGIC,
             VERSION,
             bytes.fromhex(self.fingerprint),
+            bytes.fromhex(self.exact_identity),
             self.height,
             self.width,
             self.source_channels,
@@ -68,7 +101,10 @@ class CodeFile:
             len(self.z_stream),
             len(self.y_stream),
         )
-        body = header + self.z_stream + self.y_stream
+        parts = [header, self.z_stream, self.y_stream, _CHUNK_COUNT.pack(len(self.chunks))]
+        for tag, data in self.chunks:
+            parts += [_CHUNK.pack(tag, len(data)), data]
+        body = b"".join(parts)
         return body + _CHECKSUM.pack(zlib.crc32(body))
 
     @classmethod
@@ -89,16 +125,20 @@ class CodeFile:
         fields = list(header.unpack_from(data))
         if version == 1:
             fields.insert(6, math.nan)
-        z_length, y_length = fields[8], fields[9]
-        expected = header.size + z_length + y_length + _CHECKSUM.size
-        if len(data) != expected:
+        if version < 3:
+            fields.insert(3, None)
+        z_length, y_length = fields[9], fields[10]
+        streams_end = header.size + z_length + y_length
+        chunks, end = _read_chunks(data, streams_end) if version >= 3 else ((), streams_end)
+        if len(data) != end + _CHECKSUM.size:
             raise CodeFileError(
-                f"truncated or padded code file ({len(data)} bytes, header says {expected})"
+                f"truncated or padded code file ({len(data)} bytes, header says "
+                f"{end + _CHECKSUM.size})"
             )
-        (stored,) = _CHECKSUM.unpack_from(data, expected - _CHECKSUM.size)
-        if zlib.crc32(data[: expected - _CHECKSUM.size]) != stored:
+        (stored,) = _CHECKSUM.unpack_from(data, end)
+        if zlib.crc32(data[:end]) != stored:
             raise CodeFileError("corrupted code file (checksum mismatch)")
-        _, _, fingerprint, height, width, channels, quality, index_checksum, _, _ = fields
+        _, _, fingerprint, identity, height, width, channels, quality, index_checksum = fields[:9]
         if channels not in (1, 3) or height == 0 or width == 0:
             raise CodeFileError(f"invalid header ({width}x{height}, {channels} channels)")
         if not (math.isnan(quality) or 0.0 <= quality <= 100.0):
@@ -113,7 +153,29 @@ class CodeFile:
             data[z_start : z_start + z_length],
             data[z_start + z_length : z_start + z_length + y_length],
             None if math.isnan(quality) else quality,
+            identity.hex() if identity else None,
+            chunks,
+            version,
         )
+
+
+def _read_chunks(data: bytes, start: int) -> tuple[tuple, int]:
+    """((tag, data), ...) of a version-3 file from ``start``, and where they end."""
+    limit = len(data) - _CHECKSUM.size
+    if start + _CHUNK_COUNT.size > limit:
+        raise CodeFileError("truncated code file (streams longer than the file)")
+    (count,) = _CHUNK_COUNT.unpack_from(data, start)
+    position, chunks = start + _CHUNK_COUNT.size, []
+    for _ in range(count):
+        if position + _CHUNK.size > limit:
+            raise CodeFileError("truncated code file (chunk header)")
+        tag, length = _CHUNK.unpack_from(data, position)
+        position += _CHUNK.size
+        if position + length > limit:
+            raise CodeFileError(f"truncated code file (chunk {tag!r})")
+        chunks.append((tag, data[position : position + length]))
+        position += length
+    return tuple(chunks), position
 
 
 def index_checksum(indexes) -> int:

@@ -1,20 +1,43 @@
 """Images to code files and back, with an exported codec (``models.export``).
 
-``Compressor.compress`` runs the analysis network, entropy-codes the latents and packs them in
-the code-file format; ``Compressor.decompress`` reverses it.  Each step is its own method so
-benchmarks can time the network and the entropy coding separately.
+Format 3 (``models.codefile``), written by every codec exported with an exact entropy model
+(``models.exact``):
+
+* the analysis runs tile by tile (``TILE`` pixels plus a ``HALO`` of context on every side,
+  cropped away), so its working set does not grow with the image; y is kept whole (3 bytes
+  a pixel, like the image itself) for the hyper-analysis;
+* the coding distributions come from the exact model, in stripes of ``STRIPE_ROWS`` latent
+  rows (and slice after slice for a codec with channel context): integers on every machine;
+* the synthesis runs tile by tile too, from the decoded latents.
+
+A tile's halo covers the transforms' receptive field, so tiling changes nothing but the
+floating-point rounding: the code is the one whole-image coding would give (checked in the
+tests).  Version 1 and 2 files decode through the floating-point signatures that wrote them.
+Each step is its own method so benchmarks can time the networks and the coding separately.
 """
 
 from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from models import codefile, entropy_coding, registry
-from models.codec import LATENT_STRIDE, SIDE_STRIDE, side_shape
-from models.codefile import CodeFile, CodeFileError, index_checksum
+from models import codefile, entropy_coding, exact, registry
+from models.codec import LATENT_STRIDE, SIDE_STRIDE, padded_side, side_shape
+from models.codefile import STRIPE_ROWS, CodeFile, CodeFileError
 from models.export import load_saved_model
+
+# Pixels of an analysis or synthesis tile, and of context around it (a multiple of
+# LATENT_STRIDE, beyond the transforms' receptive field: g_a sees 61 pixels, g_s 3 latents).
+TILE = 1024
+HALO = 64
+# z rows of context for a stripe of the exact hyperprior (h_s sees 2 z rows around a latent),
+# and latent rows for the channel context (two 3x3 layers).
+_SIDE_HALO = 2
+_CONTEXT_HALO = 2
 
 DEFAULT_QUALITY = registry.NAMED_QUALITIES["medium"]  # a variable-rate codec's default
 
@@ -22,6 +45,33 @@ DEFAULT_QUALITY = registry.NAMED_QUALITIES["medium"]  # a variable-rate codec's 
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma, as Pillow converts RGB to L."""
     return np.asarray(Image.fromarray(rgb).convert("L"))
+
+
+@dataclass
+class Latents:
+    """What the exact entropy model makes of an image's latents: the side information, the
+    coded integers, their scale indexes and their means (all [h, w, M] on the padded grid),
+    and the CRC-32 of the indexes in coding order."""
+
+    z_hat: np.ndarray  # int32 [hz, wz, N]
+    code: np.ndarray  # int16: round(y - mean)
+    indexes: np.ndarray  # uint8 positions in the scale table
+    means: np.ndarray  # float32, exact multiples of 2**-exact.ACTIVATION_BITS
+    index_crc: int = 0
+
+
+def _stripes(rows: int):
+    """(first, end) latent rows of each coding stripe."""
+    return [(top, min(top + STRIPE_ROWS, rows)) for top in range(0, rows, STRIPE_ROWS)]
+
+
+def _tiles(height: int, width: int):
+    """(top, bottom, left, right) pixel bounds of each tile of a padded image."""
+    return [
+        (top, min(top + TILE, height), left, min(left + TILE, width))
+        for top in range(0, height, TILE)
+        for left in range(0, width, TILE)
+    ]
 
 
 class Compressor:
@@ -48,122 +98,219 @@ class Compressor:
         self.mean_scale = bool(self.card.get("config", {}).get("mean_scale"))
         # A codec with channel slices codes its latents slice after slice.
         self.slices = int(self.card.get("config", {}).get("slices") or 0)
+        # Format 3 needs the exact entropy model; a codec exported before it only reads.
+        self.exact = exact.load(self.model_dir)
+        if self.exact is not None and self.exact.identity != self.card.get("exact_identity"):
+            raise ValueError(
+                f"{self.model_dir}: {exact.EXACT_FILE} is not the one its model card names"
+            )
 
-    # --- network ---------------------------------------------------------------------
+    # --- format 3: tiles and the exact entropy model ----------------------------------------
 
-    def quality_args(self, quality: float | None) -> tuple:
-        """The signatures' extra argument: (quality,) for a variable-rate codec, else ()."""
-        if not self.variable_rate:
-            return ()
-        return (tf.constant(DEFAULT_QUALITY if quality is None else quality, tf.float32),)
+    def _require_exact(self) -> exact.ExactModel:
+        if self.exact is None:
+            raise CodeFileError(
+                f"model {self.fingerprint} ({self.model_dir}) was exported before code-file "
+                f"format 3 and can only decode; upgrade it with: python -m models.export "
+                f"--upgrade {self.model_dir}"
+            )
+        return self.exact
 
-    def analyze(self, pixels: np.ndarray, quality: float | None = None):
-        """(y_hat, z_hat) of uint8 (H, W, 3) pixels."""
-        image = tf.constant(pixels, tf.uint8)
-        latents = self.module.analyze(image, *self.quality_args(quality))
-        return latents["y_hat"].numpy(), latents["z_hat"].numpy()
+    def _quality(self, quality: float | None) -> tf.Tensor:
+        return tf.constant(DEFAULT_QUALITY if quality is None else quality, tf.float32)
 
-    def scale_indexes(self, z_hat: np.ndarray, y_hat: np.ndarray | None = None) -> np.ndarray:
-        """Every latent's position in the scale table, as the decoder computes it: from z_hat
-        (and, for a codec with channel slices, the coded integers y_hat, one slice at a time
-        through the same signature calls as ``decode_latents``)."""
-        if not self.slices:
-            return self.module.scale_indexes(tf.constant(z_hat, tf.int32))["indexes"].numpy()
-        return self._walk_slices(z_hat, lambda part, indexes_i: y_hat[..., part])[1]
+    def latents(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
+        """y (float32 [h, w, M], gains applied) of uint8 (H, W, 3) pixels, tile by tile."""
+        height, width = padded_side(pixels.shape[0]), padded_side(pixels.shape[1])
+        # edge padding to the codec's multiple, as the whole-image analysis did
+        padded = np.pad(
+            pixels, ((0, height - pixels.shape[0]), (0, width - pixels.shape[1]), (0, 0)), "edge"
+        )
+        y = np.empty(
+            (height // LATENT_STRIDE, width // LATENT_STRIDE, self.latent_channels), np.float32
+        )
+        for top, bottom, left, right in _tiles(height, width):
+            context = (max(top - HALO, 0), min(bottom + HALO, height))
+            across = (max(left - HALO, 0), min(right + HALO, width))
+            tile = padded[context[0] : context[1], across[0] : across[1]]
+            out = self.module.analysis(tf.constant(tile), self._quality(quality))["y"].numpy()
+            rows = slice(
+                (top - context[0]) // LATENT_STRIDE, (bottom - context[0]) // LATENT_STRIDE
+            )
+            cols = slice((left - across[0]) // LATENT_STRIDE, (right - across[0]) // LATENT_STRIDE)
+            y[
+                top // LATENT_STRIDE : bottom // LATENT_STRIDE,
+                left // LATENT_STRIDE : right // LATENT_STRIDE,
+            ] = out[rows, cols]
+        return y
 
-    def _walk_slices(self, z_hat: np.ndarray, code_of):
-        """(y_hat, indexes) slice after slice, the same signature calls at both ends:
-        ``code_of(part, indexes)`` gives a slice's coded integers (the encoder's own, or the
-        next ones the decoder reads with those indexes)."""
-        height, width = (side * SIDE_STRIDE // LATENT_STRIDE for side in z_hat.shape[:2])
-        decoded = np.zeros((height, width, self.latent_channels), np.float32)
-        y_hat = np.zeros(decoded.shape, np.int32)
-        indexes = []
+    def side_information(self, y: np.ndarray) -> np.ndarray:
+        return self.module.hyper_analysis(tf.constant(y))["z_hat"].numpy()
+
+    def _hyperprior_rows(self, z_hat: np.ndarray, top: int, end: int):
+        """Exact (positions, means) of latent rows [top, end), from the z rows around them."""
+        first = max(top * LATENT_STRIDE // SIDE_STRIDE - _SIDE_HALO, 0)
+        last = min(-(-end * LATENT_STRIDE // SIDE_STRIDE) + _SIDE_HALO, z_hat.shape[0])
+        positions, means = self.exact.hyperprior(z_hat[first:last])
+        offset = first * SIDE_STRIDE // LATENT_STRIDE
+        return positions[top - offset : end - offset], means[top - offset : end - offset]
+
+    def _walk(self, z_hat: np.ndarray, code_of) -> Latents:
+        """The exact walk both ends make: part (slice) after part, stripe after stripe, the
+        stripe's scale indexes and means from the exact model, then ``code_of(rows, part,
+        indexes, means)`` gives its coded integers (the encoder's rounding, or the decoder's
+        reading)."""
+        model = self._require_exact()
+        rows = z_hat.shape[0] * SIDE_STRIDE // LATENT_STRIDE
+        cols = z_hat.shape[1] * SIDE_STRIDE // LATENT_STRIDE
+        shape = (rows, cols, self.latent_channels)
+        latents = Latents(
+            z_hat, np.zeros(shape, np.int16), np.zeros(shape, np.uint8), np.zeros(shape, np.float32)
+        )
+        crc = 0
         for i, part in enumerate(self._slice_parts()):
-            indexes_i, means_i = self.slice_parameters(z_hat, decoded, i)
-            y_hat[..., part] = code_of(part, indexes_i)
-            decoded[..., part] = y_hat[..., part] + means_i
-            indexes.append(indexes_i)
-        return y_hat, np.concatenate(indexes, axis=-1)
+            for top, end in _stripes(rows):
+                if self.slices:
+                    # the channel context needs the decoded slices before this one around
+                    # the stripe: fixed point, exact
+                    first, last = max(top - _CONTEXT_HALO, 0), min(end + _CONTEXT_HALO, rows)
+                    positions, means = self._hyperprior_rows(z_hat, first, last)
+                    before = slice(0, part.start)
+                    decoded = exact.ExactModel.to_fixed(
+                        latents.code[first:last, :, before].astype(np.float64)
+                        + latents.means[first:last, :, before]
+                    )
+                    positions, means = model.slice_parameters(positions, means, decoded, i)
+                    positions = positions[top - first : end - first]
+                    means = means[top - first : end - first]
+                else:
+                    positions, means = self._hyperprior_rows(z_hat, top, end)
+                indexes = model.indexes(positions)
+                means = exact.ExactModel.to_real(means).astype(np.float32)
+                latents.indexes[top:end, :, part] = indexes
+                latents.means[top:end, :, part] = means
+                latents.code[top:end, :, part] = code_of((top, end), part, indexes, means)
+                crc = zlib.crc32(np.ascontiguousarray(indexes, "<i4").tobytes(), crc)
+        latents.index_crc = crc
+        return latents
+
+    def analyze(self, pixels: np.ndarray, quality: float | None = None) -> Latents:
+        """The coded latents of uint8 (H, W, 3) pixels (format 3)."""
+        y = self.latents(pixels, quality)
+        return self.code_latents(y, self.side_information(y))
+
+    def code_latents(self, y: np.ndarray, z_hat: np.ndarray) -> Latents:
+        """The coded integers of y: round(y - mean), with the exact model's means."""
+
+        def rounded(rows, part, indexes, means):
+            values = y[rows[0] : rows[1], :, part] - means
+            return np.clip(np.round(values), -self.y_range, self.y_range)
+
+        return self._walk(z_hat, rounded)
+
+    def synthesize(
+        self, latents: Latents, height: int, width: int, quality: float | None = None
+    ) -> np.ndarray:
+        """The decoded image (uint8 [height, width, 3]) of ``latents``, tile by tile."""
+        padded_height, padded_width = padded_side(height), padded_side(width)
+        image = np.empty((height, width, 3), np.uint8)
+        halo = HALO // LATENT_STRIDE
+        for top, bottom, left, right in _tiles(padded_height, padded_width):
+            if top >= height or left >= width:
+                continue
+            rows = (
+                max(top // LATENT_STRIDE - halo, 0),
+                min(bottom // LATENT_STRIDE + halo, latents.code.shape[0]),
+            )
+            cols = (
+                max(left // LATENT_STRIDE - halo, 0),
+                min(right // LATENT_STRIDE + halo, latents.code.shape[1]),
+            )
+            window = (slice(*rows), slice(*cols))
+            means = latents.means[window]
+            y_hat = latents.code[window].astype(np.float32) + means
+            out = self.module.synthesis(
+                tf.constant(y_hat), tf.constant(means), self._quality(quality)
+            )["image"].numpy()
+            row0 = top - rows[0] * LATENT_STRIDE
+            col0 = left - cols[0] * LATENT_STRIDE
+            bottom, right = min(bottom, height), min(right, width)
+            image[top:bottom, left:right] = out[
+                row0 : row0 + bottom - top, col0 : col0 + right - left
+            ]
+        return image
+
+    def reconstruct(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
+        """The model's own quantized reconstruction, without entropy coding."""
+        return self.synthesize(self.analyze(pixels, quality), *pixels.shape[:2], quality)
 
     def _slice_parts(self) -> list[slice]:
-        size = self.latent_channels // self.slices
-        return [slice(i * size, (i + 1) * size) for i in range(self.slices)]
+        count = max(self.slices, 1)
+        size = self.latent_channels // count
+        return [slice(i * size, (i + 1) * size) for i in range(count)]
 
     @property
     def latent_channels(self) -> int:
         return int(self.card["config"]["latent_filters"])
 
-    def slice_parameters(self, z_hat: np.ndarray, decoded: np.ndarray, i: int):
-        """(indexes, means) of slice ``i`` from z_hat and the decoded latents before it."""
-        out = self.module.slice_parameters(
-            tf.constant(z_hat, tf.int32), tf.constant(decoded, tf.float32), tf.constant(i)
-        )
-        return out["indexes"].numpy(), out["means"].numpy()
-
-    def synthesize(
-        self,
-        y_hat: np.ndarray,
-        z_hat: np.ndarray,
-        height: int,
-        width: int,
-        quality: float | None = None,
-    ) -> np.ndarray:
-        """The decoded image of (y_hat, z_hat); z_hat matters to a mean-scale codec only."""
-        latents = [tf.constant(y_hat, tf.int32), *self.quality_args(quality)]
-        if self.mean_scale:
-            latents.append(tf.constant(z_hat, tf.int32))
-        image = self.module.synthesize(*latents, height, width)["image"]
-        return image.numpy()
-
-    def reconstruct(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
-        """The model's own quantized reconstruction, without entropy coding."""
-        y_hat, z_hat = self.analyze(pixels, quality)
-        return self.synthesize(y_hat, z_hat, pixels.shape[0], pixels.shape[1], quality)
-
     # --- bitstreams -------------------------------------------------------------------
 
     def encode(
         self,
-        y_hat: np.ndarray,
-        z_hat: np.ndarray,
+        latents: Latents,
         height: int,
         width: int,
         channels: int,
         quality: float | None = None,
+        chunks: tuple = (),
     ) -> bytes:
-        # The decoder recomputes the indexes from the decoded z_hat through this same
-        # signature, so the encoder must use it too (not an internal shortcut).
-        indexes = self.scale_indexes(z_hat, y_hat)
+        model = self._require_exact()
+        encoder = entropy_coding.ExactLatentEncoder(model.y_frequencies, self.y_range)
+        rows = latents.code.shape[0]
+        for part in self._slice_parts():
+            for top, end in _stripes(rows):
+                encoder.encode(latents.code[top:end, :, part], latents.indexes[top:end, :, part])
         code = CodeFile(
             fingerprint=self.fingerprint,
             height=height,
             width=width,
             source_channels=channels,
-            index_checksum=index_checksum(indexes),
-            z_stream=entropy_coding.encode_z(z_hat, self.z_pmf, self.z_range),
-            y_stream=entropy_coding.encode_y(
-                y_hat, indexes, self.scale_table, self.y_range, max(self.slices, 1)
+            index_checksum=latents.index_crc,
+            z_stream=entropy_coding.encode_z_exact(
+                latents.z_hat, model.z_frequencies, self.z_range
             ),
+            y_stream=encoder.stream(),
             quality=quality if self.variable_rate else None,
+            exact_identity=model.identity,
+            chunks=tuple(chunks),
         )
         return code.to_bytes()
 
     def compress(
-        self, pixels: np.ndarray, source_channels: int = 3, quality: float | None = None
+        self,
+        pixels: np.ndarray,
+        source_channels: int = 3,
+        quality: float | None = None,
+        chunks: tuple = (),
     ) -> bytes:
         """pixels: uint8 (H, W, 3); ``source_channels=1`` makes the decoder output grayscale.
 
         ``quality`` (0-100, default medium) sets a variable-rate codec's rate; others ignore it.
+        ``chunks``: (tag, data) pairs the file carries besides the image (``codefile``).
         """
         if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
             raise ValueError("compress expects a uint8 (height, width, 3) array")
-        if self.variable_rate:
-            quality = DEFAULT_QUALITY if quality is None else min(max(quality, 0.0), 100.0)
-            quality = float(np.float32(quality))  # as the header keeps it
-        y_hat, z_hat = self.analyze(pixels, quality)
+        quality = self.clamp_quality(quality)
+        latents = self.analyze(pixels, quality)
         height, width = pixels.shape[:2]
-        return self.encode(y_hat, z_hat, height, width, source_channels, quality)
+        return self.encode(latents, height, width, source_channels, quality, chunks)
+
+    def clamp_quality(self, quality: float | None) -> float | None:
+        """A variable-rate codec's quality as the header keeps it (float32 in [0, 100])."""
+        if not self.variable_rate:
+            return None
+        quality = DEFAULT_QUALITY if quality is None else min(max(quality, 0.0), 100.0)
+        return float(np.float32(quality))
 
     def choose_quality(
         self,
@@ -228,40 +375,47 @@ class Compressor:
             )
         return code
 
-    def decode_latents(self, code: CodeFile) -> tuple[np.ndarray, np.ndarray]:
-        """(y_hat, z_hat) from a code file's streams."""
-        z_shape = side_shape(code.height, code.width, self.z_pmf.shape[0])
+    def decode_latents(self, code: CodeFile) -> Latents:
+        """The latents of a format-3 file's streams."""
+        model = self._require_exact()
+        if code.exact_identity != model.identity:
+            raise CodeFileError(
+                f"written with exact entropy model {code.exact_identity}, but model "
+                f"{self.fingerprint} has {model.identity}; pass the model that wrote it"
+            )
+        z_shape = side_shape(code.height, code.width, model.z_frequencies.shape[0])
         try:
-            z_hat = entropy_coding.decode_z(code.z_stream, z_shape, self.z_pmf, self.z_range)
-            if self.slices:
-                y_hat, indexes = self._decode_slices(code, z_hat)
-            else:
-                indexes = self.scale_indexes(z_hat)
-                y_hat = entropy_coding.decode_y(
-                    code.y_stream, indexes, self.scale_table, self.y_range
-                )
-            # (a slice codec can only check after decoding: its indexes need the latents)
-            if index_checksum(indexes) != code.index_checksum:
-                raise CodeFileError(
-                    "scale indexes differ from the encoder's: this platform computes the "
-                    "hyperprior differently, decoding would give a wrong image"
-                )
-            return y_hat, z_hat
-        except CodeFileError:
-            raise
+            z_hat = entropy_coding.decode_z_exact(
+                code.z_stream, z_shape, model.z_frequencies, self.z_range
+            )
+            decoder = entropy_coding.ExactLatentDecoder(
+                code.y_stream, model.y_frequencies, self.y_range
+            )
+            latents = self._walk(z_hat, lambda rows, part, indexes, means: decoder.decode(indexes))
         except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
             raise CodeFileError(f"corrupted code file (entropy decoding failed: {e})") from e
-
-    def _decode_slices(self, code: CodeFile, z_hat: np.ndarray):
-        """(y_hat, indexes) of a codec with channel slices, decoded slice after slice."""
-        decoder = entropy_coding.LatentDecoder(code.y_stream, self.scale_table, self.y_range)
-        return self._walk_slices(z_hat, lambda part, indexes_i: decoder.decode(indexes_i))
+        if latents.index_crc != code.index_checksum:
+            raise CodeFileError("corrupted code file (scale indexes differ from the encoder's)")
+        return latents
 
     def decompress(self, data: bytes) -> np.ndarray:
         """uint8 (H, W, 3), or (H, W) for a grayscale source."""
+        return self.decode(data)[0]
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, CodeFile]:
+        """(image, parsed file): the image uint8 (H, W, 3), or (H, W) for a grayscale source."""
         code = self.parse(data)
         if self.variable_rate and code.quality is None:
             raise CodeFileError("code file has no quality, but its model is variable-rate")
-        y_hat, z_hat = self.decode_latents(code)
-        image = self.synthesize(y_hat, z_hat, code.height, code.width, code.quality)
-        return to_grayscale(image) if code.source_channels == 1 else image
+        if code.version < 3:
+            image = self._legacy.decompress(code)
+        else:
+            latents = self.decode_latents(code)
+            image = self.synthesize(latents, code.height, code.width, code.quality)
+        return (to_grayscale(image) if code.source_channels == 1 else image), code
+
+    @property
+    def _legacy(self):
+        from models.legacy_codefile import LegacyDecoder
+
+        return LegacyDecoder(self)

@@ -90,3 +90,79 @@ class LatentDecoder:
 
 def decode_y(data: bytes, indexes: np.ndarray, scale_table, y_range: int) -> np.ndarray:
     return LatentDecoder(data, scale_table, y_range).decode(indexes)
+
+
+# --- format 3: integer tables from the exact model (``models.exact``) -----------------------
+# Every distribution is a stored table of integer frequencies, so coder and decoder build
+# identical models on any machine.  The latents of one scale index are coded together (one
+# table), in raster order within each index, indexes in increasing order; the decoder knows
+# the indexes before it reads a latent, so it walks the same order.
+
+
+def _table(frequencies: np.ndarray):
+    return _MODELS.Categorical(frequencies.astype(np.float64), perfect=False)
+
+
+def encode_table_symbols(encoder, symbols: np.ndarray, frequencies: np.ndarray) -> None:
+    """Codes int ``symbols`` [n, channels] (already offset to 0..) with one table a channel."""
+    for channel in range(symbols.shape[-1]):
+        encoder.encode(
+            np.ascontiguousarray(symbols[:, channel], np.int32), _table(frequencies[channel])
+        )
+
+
+def encode_z_exact(z_hat: np.ndarray, frequencies: np.ndarray, z_range: int) -> bytes:
+    encoder = constriction.stream.queue.RangeEncoder()
+    symbols = (z_hat.astype(np.int32) + z_range).reshape(-1, z_hat.shape[-1])
+    encode_table_symbols(encoder, symbols, frequencies)
+    return _as_bytes(encoder.get_compressed())
+
+
+def decode_z_exact(data: bytes, shape, frequencies: np.ndarray, z_range: int) -> np.ndarray:
+    decoder = constriction.stream.queue.RangeDecoder(_as_words(data))
+    count = shape[0] * shape[1]
+    channels = [decoder.decode(_table(frequencies[c]), count) for c in range(shape[2])]
+    return (np.stack(channels, axis=-1).astype(np.int32) - z_range).reshape(shape)
+
+
+class ExactLatentEncoder:
+    """Codes y part by part (a codec with slices: one part per slice, in order)."""
+
+    def __init__(self, frequencies: np.ndarray, y_range: int):
+        self._encoder = constriction.stream.queue.RangeEncoder()
+        self._frequencies = frequencies
+        self._y_range = y_range
+
+    def encode(self, code: np.ndarray, indexes: np.ndarray) -> None:
+        code, indexes = code.reshape(-1), indexes.reshape(-1)
+        symbols = np.clip(code, -self._y_range, self._y_range).astype(np.int32) + self._y_range
+        order = np.argsort(indexes, kind="stable")
+        bounds = np.searchsorted(indexes[order], np.arange(len(self._frequencies) + 1))
+        for index in range(len(self._frequencies)):
+            group = order[bounds[index] : bounds[index + 1]]
+            if group.size:
+                self._encoder.encode(symbols[group], _table(self._frequencies[index]))
+
+    def stream(self) -> bytes:
+        return _as_bytes(self._encoder.get_compressed())
+
+
+class ExactLatentDecoder:
+    """Reads y part by part, each with its indexes (``ExactLatentEncoder``'s order)."""
+
+    def __init__(self, data: bytes, frequencies: np.ndarray, y_range: int):
+        self._decoder = constriction.stream.queue.RangeDecoder(_as_words(data))
+        self._frequencies = frequencies
+        self._y_range = y_range
+
+    def decode(self, indexes: np.ndarray) -> np.ndarray:
+        flat = indexes.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(len(self._frequencies) + 1))
+        code = np.empty(flat.size, np.int16)
+        for index in range(len(self._frequencies)):
+            group = order[bounds[index] : bounds[index + 1]]
+            if group.size:
+                values = self._decoder.decode(_table(self._frequencies[index]), group.size)
+                code[group] = np.asarray(values, np.int32) - self._y_range
+        return code.reshape(indexes.shape)

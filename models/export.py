@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import latentpress
+from models import exact
 from models.codec import ScaleHyperprior, pad_to_multiple
 from models.denoiser import DnCNN
 from models.entropy_models import Y_RANGE, Z_RANGE, quantize_index, scale_table
@@ -54,6 +55,9 @@ DENOISER = "denoiser"
 IMAGE_SPEC = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
 Y_HAT_SPEC = tf.TensorSpec([None, None, None], tf.int32, name="y_hat")
 Z_HAT_SPEC = tf.TensorSpec([None, None, None], tf.int32, name="z_hat")
+QUALITY_SPEC = tf.TensorSpec([], tf.float32, name="quality")
+LATENTS_SPEC = tf.TensorSpec([None, None, None], tf.float32, name="y")
+MEANS_SPEC = tf.TensorSpec([None, None, None], tf.float32, name="means")
 HEIGHT_SPEC = tf.TensorSpec([], tf.int32, name="height")
 WIDTH_SPEC = tf.TensorSpec([], tf.int32, name="width")
 
@@ -122,6 +126,39 @@ class CodecModule(tf.Module):
         x_hat = self.model.synthesis_transform(self._latents(y_hat, None))
         return {"image": _to_uint8(x_hat[0, :height, :width])}
 
+    # --- format 3: one signature set for every codec variant, run tile by tile -----------
+
+    @tf.function(input_signature=[IMAGE_SPEC, QUALITY_SPEC])
+    def analysis(self, image, quality):
+        """y of an image tile (sides multiples of 16), gains applied; a one-rate codec
+        ignores the quality."""
+        return {"y": self.model.analyze(_to_unit(image), quality[tf.newaxis])[0]}
+
+    @tf.function(input_signature=[LATENTS_SPEC])
+    def hyper_analysis(self, y):
+        z = self.model.hyper_analysis_transform(y[tf.newaxis])
+        return {"z_hat": tf.cast(self.model.quantize_z(z)[0], tf.int32)}
+
+    @tf.function(input_signature=[LATENTS_SPEC, MEANS_SPEC, QUALITY_SPEC])
+    def synthesis(self, y_hat, means, quality):
+        """The image tile of decoded latents ``y_hat`` (coded integers plus their means);
+        a codec with channel slices adds its latent residual prediction from the means."""
+        y_hat, means = y_hat[tf.newaxis], means[tf.newaxis]
+        if self.model.config.slices:
+            size = self.model.config.slice_filters
+            y_hat = tf.concat(
+                [
+                    y_hat[..., i * size : (i + 1) * size]
+                    + self.model.residual_prediction(
+                        means[..., i * size : (i + 1) * size], y_hat[..., : (i + 1) * size], i
+                    )
+                    for i in range(self.model.config.slices)
+                ],
+                axis=-1,
+            )
+        x_hat = self.model.synthesize(y_hat, quality[tf.newaxis])
+        return {"image": _to_uint8(x_hat[0])}
+
     @tf.function(input_signature=[])
     def entropy_parameters(self):
         return {
@@ -131,9 +168,6 @@ class CodecModule(tf.Module):
             "y_range": tf.constant(Y_RANGE),
             "fingerprint": self.fingerprint,
         }
-
-
-QUALITY_SPEC = tf.TensorSpec([], tf.float32, name="quality")
 
 
 class VariableRateCodecModule(CodecModule):
@@ -246,6 +280,9 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
             **coder,
             "synthesize": module.synthesize,
             "entropy_parameters": module.entropy_parameters,
+            "analysis": module.analysis,
+            "hyper_analysis": module.hyper_analysis,
+            "synthesis": module.synthesis,
         }
     elif task == DENOISER:
         module = DenoiserModule(model)
@@ -258,6 +295,10 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
         raise ValueError(f"unknown task {task!r}")
     os.makedirs(export_dir, exist_ok=True)
     tf.saved_model.save(module, os.path.join(export_dir, SAVED_MODEL_DIR), signatures=signatures)
+    if task == CODEC:
+        tables = model.factorized_prior.pmf_table().numpy()
+        arrays = exact.build(model, tables, scale_table(), Y_RANGE)
+        card = {**card, "exact_identity": exact.save(arrays, export_dir)}
     card = {
         **card,
         "config": model.config.as_dict(),  # readers tell a variable-rate codec by its lmbdas
@@ -296,3 +337,53 @@ def load_model_card(model_dir: str) -> dict:
 def load_saved_model(model_dir: str):
     """The exported tf.Module (works whichever Keras the process has active)."""
     return tf.saved_model.load(os.path.join(model_dir, SAVED_MODEL_DIR))
+
+
+def read_weights(model, model_dir: str) -> None:
+    """Reads an exported model's weights into ``model`` (same architecture and size)."""
+    variables = os.path.join(model_dir, SAVED_MODEL_DIR, "variables", "variables")
+    tf.train.Checkpoint(model=model).read(
+        variables
+    ).expect_partial().assert_existing_objects_matched()
+
+
+def upgrade(model_dir: str) -> dict:
+    """Re-exports a codec exported before code-file format 3 in place: the same weights (same
+    fingerprint, so its old files still decode) with the format-3 signatures and its exact
+    entropy model.  Returns the card, which gains ``exact_identity``."""
+    import shutil
+    import tempfile
+
+    from models.codec import CodecConfig
+
+    card = load_model_card(model_dir)
+    if card.get("task") != CODEC:
+        raise ValueError(f"{model_dir} is not a codec")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in card["config"].items()}
+    model = ScaleHyperprior(CodecConfig(**config))
+    model.build_for_images()
+    read_weights(model, model_dir)
+    if fingerprint(model) != card["fingerprint"]:
+        raise ValueError(f"{model_dir}: its weights are not those of its model card")
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = export_model(model, CODEC, scratch, {})
+        shutil.rmtree(os.path.join(model_dir, SAVED_MODEL_DIR))
+        shutil.move(os.path.join(scratch, SAVED_MODEL_DIR), model_dir)
+        shutil.copy(os.path.join(scratch, exact.EXACT_FILE), model_dir)
+    card = {**card, "exact_identity": fresh["exact_identity"]}
+    write_model_card(model_dir, card)
+    return card
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Upgrade an exported codec to format 3.")
+    parser.add_argument(
+        "--upgrade",
+        required=True,
+        metavar="MODEL_DIR",
+        help="A codec's export folder: re-exported in place with the format-3 signatures "
+        "and its exact entropy model (same weights, same fingerprint).",
+    )
+    print(json.dumps({"exact_identity": upgrade(parser.parse_args().upgrade)["exact_identity"]}))

@@ -422,6 +422,12 @@ def load_exported_weights(model, name_or_path: str) -> dict:
         sizes["hyper_filters"] = int(source_config.get("hyper_filters") or sizes["num_filters"])
         sizes["mean_scale"] = bool(source_config.get("mean_scale", False))
         sizes["slices"] = int(source_config.get("slices") or 0)
+        source_lmbdas = tuple(float(v) for v in source_config.get("lmbdas") or ())
+        new_levels = (
+            len(source_lmbdas) > 1
+            and model.config.variable_rate
+            and source_lmbdas != tuple(model.config.lmbdas)
+        )
         if sizes["slices"] not in (0, model.config.slices):
             raise ValueError(
                 f"--init-from {name_or_path}: its latents are coded in {sizes['slices']} "
@@ -434,6 +440,8 @@ def load_exported_weights(model, name_or_path: str) -> dict:
                 f"than this codec ({sizes}); a codec can only grow"
             )
         smaller = replace(target, **sizes)
+        if new_levels:
+            smaller = replace(smaller, lmbdas=source_lmbdas)
         if smaller != target:
             source = ScaleHyperprior(smaller)
             source.build_for_images()
@@ -455,6 +463,8 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     if isinstance(model, ScaleHyperprior):
         widen_codec(source, model)
         LOG.info("widened the codec from %s to %s", _codec_size(source), _codec_size(model))
+        if new_levels:
+            LOG.info("rate levels %s -> %s", source_lmbdas, model.config.lmbdas)
     else:
         grow_denoiser(source, model)
         LOG.info(
@@ -548,7 +558,8 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
     context = {id(w) for w in wider.context_weights()} if not source.config.slices else set()
     wider_weights = [w for w in wider.weights if id(w) not in context]
     for old, new in zip(source.weights, wider_weights, strict=True):
-        if old.shape == new.shape:
+        other_levels = "gain" in new.name and source.config.lmbdas != wider.config.lmbdas
+        if old.shape == new.shape and not other_levels:
             new.assign(old)
             continue
         zero_axis, blind_axis = rules.get(id(new), (None, None))
@@ -561,9 +572,34 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
             added[zero_axis] = slice(old.shape[zero_axis], None)
             values[tuple(added)] = 0.0
         if "gain" in new.name:
-            values[:, old.shape[1] :] = old.numpy().mean(axis=1, keepdims=True)
+            old_gains = old.numpy()
+            if other_levels:  # an inverse gain is the negative log of a gain
+                sign = -1.0 if "inverse" in new.name else 1.0
+                levels = (source.config.lmbdas, wider.config.lmbdas)
+                old_gains = sign * level_gains(sign * old_gains, *levels)
+            values = new.numpy().copy()
+            values[:, : old_gains.shape[1]] = old_gains
+            values[:, old_gains.shape[1] :] = old_gains.mean(axis=1, keepdims=True)
         new.assign(values)
     start_latents_at_zero(wider, range(source.config.latent_filters, wider.config.latent_filters))
+
+
+def level_gains(log_gains: np.ndarray, lmbdas, new_lmbdas) -> np.ndarray:
+    """Log gains [levels, M] of a codec's rate levels ``lmbdas`` carried to ``new_lmbdas``:
+    a level it had keeps its row, one between two is interpolated in log lambda, one beyond
+    the ends continues from the nearest end at the high-rate slope (quantization step
+    ~ lmbda^-1/2, so log gain + 0.5 * log-lambda distance; inverse gains take the negative)."""
+    log_lmbdas = np.log(np.asarray(lmbdas, np.float64))
+    rows = []
+    for log_lmbda in np.log(np.asarray(new_lmbdas, np.float64)):
+        if log_lmbda <= log_lmbdas[0] or log_lmbda >= log_lmbdas[-1]:
+            end = 0 if log_lmbda <= log_lmbdas[0] else -1
+            rows.append(log_gains[end] + 0.5 * (log_lmbda - log_lmbdas[end]))
+            continue
+        upper = int(np.searchsorted(log_lmbdas, log_lmbda))
+        weight = (log_lmbda - log_lmbdas[upper - 1]) / (log_lmbdas[upper] - log_lmbdas[upper - 1])
+        rows.append((1 - weight) * log_gains[upper - 1] + weight * log_gains[upper])
+    return np.stack(rows).astype(log_gains.dtype)
 
 
 def start_latents_at_zero(model: ScaleHyperprior, channels) -> None:

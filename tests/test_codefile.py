@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from models.codefile import CodeFile, CodeFileError
 
-CODE = CodeFile("0123456789abcdef", 321, 481, 3, 0xDEADBEEF, b"z" * 8, b"y" * 12)
+CODE = CodeFile(
+    "0123456789abcdef",
+    321,
+    481,
+    3,
+    0xDEADBEEF,
+    b"z" * 8,
+    b"y" * 12,
+    exact_identity="fedcba9876543210",
+)
+WITH_CHUNKS = replace(CODE, quality=42.5, chunks=((b"EXIF", b"Exif\0\0MM"), (b"ICCP", b"")))
 
 
 def test_round_trip_keeps_every_field():
     assert CodeFile.from_bytes(CODE.to_bytes()) == CODE
+    assert CodeFile.from_bytes(WITH_CHUNKS.to_bytes()) == WITH_CHUNKS
+    assert WITH_CHUNKS.chunk(b"EXIF") == b"Exif\0\0MM" and WITH_CHUNKS.chunk(b"XMP ") is None
 
 
-def test_size_is_header_streams_and_checksum():
-    assert len(CODE.to_bytes()) == 38 + 8 + 12 + 4  # format 2: 38-byte header
+def test_size_is_header_streams_chunks_and_checksum():
+    # format 3: 46-byte header, the streams, a chunk count, each chunk's tag and length
+    assert len(CODE.to_bytes()) == 46 + 8 + 12 + 2 + 4
+    assert len(WITH_CHUNKS.to_bytes()) == 46 + 8 + 12 + 2 + (8 + 8) + (8 + 0) + 4
+
+
+def test_only_format_3_is_written():
+    with pytest.raises(CodeFileError, match="writes format 3 only"):
+        replace(CODE, exact_identity=None).to_bytes()
 
 
 @pytest.mark.parametrize(
@@ -22,11 +43,11 @@ def test_size_is_header_streams_and_checksum():
     [
         (lambda b: b"", "not a latentpress code file"),
         (lambda b: b"\x89PNG\r\n\x1a\n" + b[8:], "not a latentpress code file"),
-        (lambda b: b[:4] + bytes([3]) + b[5:], "unsupported code-file format version 3"),
+        (lambda b: b[:4] + bytes([4]) + b[5:], "unsupported code-file format version 4"),
         (lambda b: b[:20], "header incomplete"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "padded"),
-        (lambda b: b[:40] + bytes([b[40] ^ 0x10]) + b[41:], "checksum mismatch"),
+        (lambda b: b[:50] + bytes([b[50] ^ 0x10]) + b[51:], "checksum mismatch"),
         (lambda b: b[:14] + bytes([b[14] ^ 0x01]) + b[15:], "checksum mismatch"),
     ],
 )
@@ -34,3 +55,9 @@ def test_bad_files_raise_one_line_errors(mangle, message):
     with pytest.raises(CodeFileError, match=message) as error:
         CodeFile.from_bytes(mangle(CODE.to_bytes()))
     assert "\n" not in str(error.value)
+
+
+def test_a_chunk_longer_than_the_file_is_truncation():
+    data = WITH_CHUNKS.to_bytes()
+    with pytest.raises(CodeFileError, match="truncated"):
+        CodeFile.from_bytes(data[:-12] + data[-4:])

@@ -18,10 +18,11 @@ import tf_keras as keras
 from PIL import Image
 
 from latentpress.samples import sample_paths
-from models.codefile import MAGIC, CodeFile, CodeFileError, bits_per_pixel
+from models.codefile import CodeFile, CodeFileError, bits_per_pixel
 from models.compressor import Compressor
 from models.inference import psnr
 from tests.conftest import export_untrained_codec
+from tests.legacy_files import legacy_code_file
 
 ODD_SIZES = [(321, 481), (375, 500), (61, 97)]  # (height, width)
 REPO = Path(__file__).resolve().parents[1]
@@ -200,10 +201,10 @@ def test_unknown_model_is_a_one_line_error(tmp_path):
 def test_exported_codec_keeps_working_after_reloading(compressor):
     """The SavedModel alone (no Python model code path) reproduces its own latents."""
     x = sample_crop("astronaut.png", 64, 64)
-    first = compressor.analyze(x, quality=50.0)
+    first = compressor.latents(x, quality=50.0)
     reloaded = tf.saved_model.load(os.path.join(compressor.model_dir, "saved_model"))
-    second = reloaded.analyze(tf.constant(x), *compressor.quality_args(50.0))
-    np.testing.assert_array_equal(first[0], second["y_hat"].numpy())
+    second = reloaded.analysis(tf.constant(x), tf.constant(50.0))
+    np.testing.assert_array_equal(first, second["y"].numpy())
 
 
 def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_model(tmp_path):
@@ -256,39 +257,46 @@ def one_rate_codec(tmp_path_factory) -> str:
     return export_untrained_codec(folder, "codec-1")
 
 
-def _as_version_1(current: bytes) -> bytes:
-    """The same code file in format version 1 (no quality field)."""
-    code = CodeFile.from_bytes(current)
-    header = struct.pack(
-        ">4sB8sIIBIII",
-        MAGIC,
-        1,
-        bytes.fromhex(code.fingerprint),
-        code.height,
-        code.width,
-        code.source_channels,
-        code.index_checksum,
-        len(code.z_stream),
-        len(code.y_stream),
-    )
-    body = header + code.z_stream + code.y_stream
-    return body + struct.pack(">I", zlib.crc32(body))
+def test_version_1_and_2_code_files_still_decode(one_rate_codec, compressor):
+    """Files written before format 3 (floating-point hyperprior) decode through the
+    signatures that wrote them, on a machine like the writer's: to the same image the
+    writer's own decoder gave (its synthesize signature)."""
+    for codec, quality, version in ((Compressor(one_rate_codec), None, 1), (compressor, 50.0, 2)):
+        x = sample_crop("astronaut.png", 64, 96)
+        old = legacy_code_file(codec, x, quality, version)
+        assert CodeFile.from_bytes(old).version == version
+        decoded = codec.decompress(old)
+        rate = (tf.constant(quality),) if codec.variable_rate else ()
+        latents = codec.module.analyze(tf.constant(x), *rate)
+        synthesize = [latents["y_hat"], *rate]
+        if codec.mean_scale:
+            synthesize.append(latents["z_hat"])
+        expected = codec.module.synthesize(*synthesize, 64, 96)["image"].numpy()
+        np.testing.assert_array_equal(decoded, expected)
 
 
-def test_version_1_code_files_still_decode(one_rate_codec):
-    """Files written before the quality field (format version 1, one-rate codecs) keep decoding."""
-    compressor = Compressor(one_rate_codec)
+def test_a_version_2_file_whose_hyperprior_differs_here_says_what_to_do(compressor):
     x = sample_crop("astronaut.png", 64, 96)
-    current = compressor.compress(x)
-    version_1 = _as_version_1(current)
-    np.testing.assert_array_equal(compressor.decompress(version_1), compressor.decompress(current))
+    data = bytearray(legacy_code_file(compressor, x, 50.0))
+    data[26:30] = struct.pack(">I", 12345)  # the index checksum another machine would get
+    data[-4:] = struct.pack(">I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(CodeFileError, match="decode it on a machine like that one"):
+        compressor.decompress(bytes(data))
 
 
-def test_a_version_1_file_given_to_a_variable_rate_codec_is_a_clear_error(compressor):
+def test_a_version_1_file_given_to_a_variable_rate_codec_is_a_clear_error(
+    compressor, one_rate_codec
+):
     assert compressor.variable_rate  # the shipped codec
-    version_1 = _as_version_1(compressor.compress(sample_crop("astronaut.png", 64, 96)))
+    version_1 = bytearray(
+        legacy_code_file(
+            Compressor(one_rate_codec), sample_crop("astronaut.png", 64, 96), version=1
+        )
+    )
+    version_1[5:13] = bytes.fromhex(compressor.fingerprint)
+    version_1[-4:] = struct.pack(">I", zlib.crc32(bytes(version_1[:-4])))
     with pytest.raises(CodeFileError, match="no quality"):
-        compressor.decompress(version_1)
+        compressor.decompress(bytes(version_1))
 
 
 def test_quality_on_the_command_line(variable_rate_codec, tmp_path):
@@ -367,9 +375,8 @@ def test_a_mean_scale_codec_codes_the_residuals_and_decodes_what_the_model_does(
     compressor = Compressor(str(tmp_path / "mean"))
     x = sample_crop("chelsea.png", 61, 97)
     quality = 100.0 if lmbdas else None
-    y_hat, z_hat = compressor.analyze(x, quality)
-    means = model.means(tf.constant(z_hat[np.newaxis], tf.float32)).numpy()[0]
-    assert np.abs(means).max() > 0.5  # an untrained h_s: means that matter
+    latents = compressor.analyze(x, quality)
+    assert np.abs(latents.means).max() > 0.5  # an untrained h_s: means that matter
 
     decoded = compressor.decompress(compressor.compress(x, quality=quality))
     padded = pad_to_multiple(tf.constant(x[np.newaxis], tf.float32) / 255.0)
@@ -409,16 +416,12 @@ def test_a_slice_codec_decodes_what_the_model_does_and_its_file_is_its_rate(slic
     model, directory = slice_codec
     compressor = Compressor(directory)
     x = sample_crop("chelsea.png", 61, 97)
-    y_hat, z_hat = compressor.analyze(x, 100.0)
+    latents = compressor.analyze(x, 100.0)
     # The context moves the slices' means and scales away from the hyperprior's alone.
-    z = tf.constant(z_hat[np.newaxis], tf.float32)
-    with_context = compressor.scale_indexes(z_hat, y_hat)
-    assert (with_context != model.scale_indexes(z).numpy()[0]).any()
-    decoded = np.zeros(y_hat.shape, np.float32)
-    decoded[..., :8] = y_hat[..., :8] + model.means(z).numpy()[0, ..., :8]
-    _, second_means = compressor.slice_parameters(z_hat, decoded, 1)
+    z = tf.constant(latents.z_hat[np.newaxis], tf.float32)
+    assert (latents.indexes != model.scale_indexes(z).numpy()[0]).any()
     hyperprior_means = model.means(z).numpy()[0, ..., 8:16]
-    assert np.abs(second_means - hyperprior_means).mean() > 0.01
+    assert np.abs(latents.means[..., 8:16] - hyperprior_means).mean() > 0.01
 
     data = compressor.compress(x, quality=100.0)
     decoded = compressor.decompress(data)

@@ -112,17 +112,23 @@ def _code_file_digests(compressor: Compressor) -> dict[str, str]:
     }
 
 
+def _golden_key(compressor: Compressor) -> str:
+    """Format-3 bytes are pinned per model and exact entropy model (earlier keys, a bare
+    fingerprint, pinned format-2 bytes)."""
+    return f"{compressor.fingerprint}/{compressor.exact.identity}"
+
+
 def test_code_file_bytes_of_the_shipped_codec_are_pinned():
     """A changed coder, dependency or model maths that changes the bytes is caught here.
 
     After shipping a new codec, record its bytes with ``python -m tests.test_model_maths``."""
     compressor = Compressor()
     pinned = json.loads(GOLDEN.read_text())
-    assert compressor.fingerprint in pinned, (
-        f"no pinned code-file bytes for the shipped codec {compressor.fingerprint}: "
+    assert _golden_key(compressor) in pinned, (
+        f"no pinned code-file bytes for the shipped codec {_golden_key(compressor)}: "
         "run python -m tests.test_model_maths and commit tests/golden/code_files.json"
     )
-    assert _code_file_digests(compressor) == pinned[compressor.fingerprint]
+    assert _code_file_digests(compressor) == pinned[_golden_key(compressor)]
     image = _golden_image()
     decoded = compressor.decompress(compressor.compress(image, quality=50.0))
     assert decoded.shape == image.shape
@@ -132,7 +138,7 @@ if __name__ == "__main__":
     # Records the shipped codec's golden bytes (kept for earlier fingerprints too).
     shipped = Compressor()
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-    golden[shipped.fingerprint] = _code_file_digests(shipped)
+    golden[_golden_key(shipped)] = _code_file_digests(shipped)
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
-    print(f"pinned {shipped.fingerprint}: {golden[shipped.fingerprint]}", file=sys.stderr)
+    print(f"pinned {_golden_key(shipped)}: {golden[_golden_key(shipped)]}", file=sys.stderr)

@@ -117,13 +117,14 @@ def process_image(
             quality, result.target_met = models.compressor.choose_quality(
                 pixels, channels, **target
             )
+        quality = models.compressor.clamp_quality(quality)
         result.quality = quality
-        y_hat, z_hat = models.compressor.analyze(pixels, quality)
+        latents = models.compressor.analyze(pixels, quality)
         height, width = pixels.shape[:2]
-        result.code = models.compressor.encode(y_hat, z_hat, height, width, channels, quality)
+        result.code = models.compressor.encode(latents, height, width, channels, quality)
         # The decoder's output is the synthesis of these very latents; PSNR is measured on
         # what the user gets back (grayscale for a grayscale source).
-        decoded = models.compressor.synthesize(y_hat, z_hat, height, width, quality)
+        decoded = models.compressor.synthesize(latents, height, width, quality)
         if grayscale:
             pixels, decoded = to_grayscale(pixels), to_grayscale(decoded)
         result.psnr_db = psnr(pixels, decoded)

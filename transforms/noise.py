@@ -4,7 +4,7 @@ SPEC grammar (documented in the README, "Noise specs")::
 
     spec   := model | "mix:" model ("+" model)* | "chain:" model ("+" model)*
     model  := name ":" value | name ":" low "-" high
-    name   := gaussian | poisson | saltpepper | speckle | jpeg
+    name   := gaussian | poisson | saltpepper | speckle | jpeg | camera
 
 A range ``low-high`` draws the parameter uniformly per patch (blind training); ``mix`` picks one
 of its models per patch, uniformly; ``chain`` applies its models in order (e.g. sensor noise
@@ -15,6 +15,8 @@ then compression).  Parameters are in these units:
     saltpepper:DENSITY  fraction of pixels (0-1) set to black or white, all channels alike
     speckle:VARIANCE    multiplicative noise x + x*n, n ~ N(0, VARIANCE), x in [0, 1]
     jpeg:QUALITY        JPEG compression artefacts at Pillow quality 1-95 (integer)
+    camera:LEVEL        camera sensor noise (unprocessed to raw, shot + read noise on a Bayer
+                        mosaic, processed back, sometimes JPEG), LEVEL 0-1 from low to high ISO
 
 Every function takes a ``numpy.random.Generator`` so the caller owns the seed; the output is
 clipped to [0, 255] and rounded to uint8, as saved photographs are, unless the caller asks for
@@ -57,6 +59,73 @@ def speckle(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndar
     return (unit + unit * rng.normal(0.0, np.sqrt(variance), size=x.shape)) * 255.0
 
 
+def _tone_curve(x: np.ndarray) -> np.ndarray:
+    """The smoothstep tone curve Brooks et al. fit to camera pipelines."""
+    return 3.0 * x**2 - 2.0 * x**3
+
+
+def _inverse_tone_curve(x: np.ndarray) -> np.ndarray:
+    return 0.5 - np.sin(np.arcsin(np.clip(1.0 - 2.0 * x, -1.0, 1.0)) / 3.0)
+
+
+def _bayer_noise(std: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Noise a sensor with an RGGB colour filter array gives after bilinear demosaicing:
+    each pixel measures one channel, the other two are averages of its neighbours', so the
+    noise is spatially correlated and coloured as in a real camera."""
+    height, width = std.shape[:2]
+    measured = np.zeros_like(std)
+    sites = np.zeros(std.shape, bool)
+    sites[0::2, 0::2, 0] = True  # R
+    sites[0::2, 1::2, 1] = sites[1::2, 0::2, 1] = True  # G
+    sites[1::2, 1::2, 2] = True  # B
+    measured[sites] = rng.normal(0.0, 1.0, int(sites.sum())) * std[sites]
+    out = np.empty_like(std)
+    kernel = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
+    for channel in range(3):
+        values = np.pad(measured[..., channel], 1, mode="reflect")
+        weights = np.pad(sites[..., channel].astype(np.float64), 1, mode="reflect")
+        total = np.zeros((height, width))
+        weight = np.zeros((height, width))
+        for dy in range(3):
+            for dx in range(3):
+                total += kernel[dy, dx] * values[dy : dy + height, dx : dx + width]
+                weight += kernel[dy, dx] * weights[dy : dy + height, dx : dx + width]
+        out[..., channel] = total / np.maximum(weight, 1e-12)
+    return out
+
+
+def camera(x: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Camera sensor noise by "unprocessing" (Brooks et al., CVPR 2019): the sRGB patch is
+    taken back to an approximate raw signal (inverse tone curve and gamma, a drawn colour
+    matrix and white balance inverted), given heteroscedastic shot + read noise on a Bayer
+    mosaic (demosaiced, so correlated across pixels and channels), and processed forward
+    again.  ``level`` in [0, 1] places the shot noise log-uniformly over the camera range of
+    Brooks et al. (1e-4 to 1.2e-2, low to high ISO); the read noise follows their fitted
+    log-linear relation with a drawn deviation.  A share of patches ends as an in-camera
+    JPEG at a drawn quality (CBDNet's point: real noise has been through the pipeline)."""
+    unit = x.astype(np.float64) / 255.0
+    linear = np.maximum(_inverse_tone_curve(unit), 1e-8) ** 2.2
+    # rgb -> camera: rows mixing in the other channels (a camera's filters overlap)
+    mixing = rng.uniform(0.0, 1.0, (3, 3))
+    np.fill_diagonal(mixing, 0.0)
+    mixing /= mixing.sum(axis=1, keepdims=True)
+    share = rng.uniform(0.1, 0.35)
+    rgb_to_camera = (1.0 - share) * np.eye(3) + share * mixing
+    white_balance = np.array([rng.uniform(1.9, 2.4), 1.0, rng.uniform(1.5, 1.9)])
+    brightness = 1.0 / np.clip(rng.normal(0.8, 0.1), 0.5, 1.2)
+    raw = linear @ rgb_to_camera.T / white_balance / brightness
+    log_shot = np.log(1e-4) + level * (np.log(1.2e-2) - np.log(1e-4))
+    log_read = 2.18 * log_shot + 1.2 + rng.normal(0.0, 0.26)
+    variance = np.exp(log_shot) * np.clip(raw, 0.0, None) + np.exp(log_read)
+    raw = raw + _bayer_noise(np.sqrt(variance), rng)
+    linear = (raw * white_balance * brightness) @ np.linalg.inv(rgb_to_camera).T
+    srgb = _tone_curve(np.clip(linear, 0.0, 1.0) ** (1.0 / 2.2))
+    out = srgb * 255.0
+    if rng.random() < 0.3:
+        return jpeg(to_uint8(out), float(rng.integers(70, 96)), rng).astype(np.float64)
+    return out
+
+
 def jpeg(x: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
     del rng  # deterministic given the quality
     buffer = io.BytesIO()
@@ -78,6 +147,7 @@ MODELS: dict[str, NoiseModel] = {
     "saltpepper": NoiseModel(saltpepper, "density", 0.0, 1.0),
     "speckle": NoiseModel(speckle, "variance", 0.0, 10.0),
     "jpeg": NoiseModel(jpeg, "quality", 1.0, 95.0),
+    "camera": NoiseModel(camera, "level", 0.0, 1.0),
 }
 
 

@@ -1,0 +1,314 @@
+"""The exact entropy model: what decides the range coder's distributions, in integers.
+
+A code file decodes only if the decoder computes the same coding distributions as the
+encoder did.  Computed in floating point (TensorFlow's h_s), they differ in the last bits
+between kernels (oneDNN or Eigen), thread counts, CPU families, GPUs and TensorFlow versions,
+and a last bit is enough to move a scale index and lose the photograph.  Here they are
+integers on every machine (Ballé, Johnston, Minnen, "Integer Networks for Data Compression
+with Latent-Variable Models", ICLR 2019):
+
+* h_s (z_hat -> scale indexes and means) and, for a codec with channel slices, the slice
+  context networks run in fixed point: weights are integers (``WEIGHT_BITS`` significant
+  bits per layer), activations integers at ``2**-ACTIVATION_BITS``, ReLU and a floor division
+  by a power of two between layers.  The arithmetic is NumPy float64 on integer values:
+  every product and partial sum is an integer below 2**53 (``_limits`` proves it from
+  the weights), so any summation order, BLAS, CPU or GPU gives the same exact result.
+* The coding tables are integers too: z's per-channel frequencies and y's per-scale
+  quantized Gaussian frequencies are computed once at export and stored; decoders only read
+  them.
+
+Everything lives in ``exact_entropy.npz`` beside the SavedModel; its ``identity`` (16 hex
+digits of SHA-256 over the arrays) goes into every version-3 code file, so a file names the
+exact model it needs.  Only the synthesis g_s stays floating point: its differences between
+machines are pixel noise (measured: see the README), not a lost file.
+
+The fixed point reproduces the float network closely (a fraction of a scale step), so a
+trained codec converts without retraining; ``tests/test_exact.py`` checks both properties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import numpy as np
+from scipy.special import ndtr
+
+# Activations carry this many fraction bits; weights this many significant bits per layer.
+ACTIVATION_BITS = 12
+WEIGHT_BITS = 16
+# Frequencies of every coding table sum to 2**TABLE_BITS (each symbol at least 1).
+TABLE_BITS = 20
+EXACT_FILE = "exact_entropy.npz"
+_EXACT_LIMIT = 2.0**52  # a safety factor of 2 below float64's exact-integer limit
+# Network inputs (z_hat, or a slice context's positions, means and decoded latents) are
+# clipped to +-2**12 in real units: beyond every coded range.
+INPUT_LIMIT = 2.0 ** (12 + ACTIVATION_BITS)
+
+
+class ExactModelError(ValueError):
+    """An exact model that cannot be built or read."""
+
+
+# --- building (at export) ------------------------------------------------------------------
+
+
+def _layer(kernel: np.ndarray, bias: np.ndarray, transposed: bool, stride: int, relu: bool):
+    """One fixed-point layer from a Keras layer's float weights: kernel as [k, k, in, out]."""
+    if transposed:  # Conv2DTranspose keeps [k, k, out, in]
+        kernel = np.transpose(kernel, (0, 1, 3, 2))
+    largest = float(np.abs(kernel).max()) or 1.0
+    # the largest weight gets WEIGHT_BITS significant bits: shift = weight fraction bits
+    shift = int(WEIGHT_BITS - 1 - np.ceil(np.log2(largest)))
+    return {
+        "kernel": np.round(kernel.astype(np.float64) * 2.0**shift),
+        "bias": np.round(bias.astype(np.float64) * 2.0 ** (shift + ACTIVATION_BITS)),
+        "shift": shift,
+        "transposed": transposed,
+        "stride": stride,
+        "relu": relu,
+    }
+
+
+def _network(keras_layers) -> list[dict]:
+    import tf_keras as keras
+
+    layers = []
+    for layer in keras_layers:
+        if not isinstance(layer, keras.layers.Conv2D):
+            raise ExactModelError(f"no exact form for layer {layer.name}")
+        activation = getattr(layer.activation, "__name__", "linear")
+        if activation not in ("relu", "linear"):
+            raise ExactModelError(f"no exact form for activation {activation}")
+        layers.append(
+            _layer(
+                layer.kernel.numpy(),
+                layer.bias.numpy(),
+                isinstance(layer, keras.layers.Conv2DTranspose),
+                int(layer.strides[0]),
+                activation == "relu",
+            )
+        )
+    return layers
+
+
+def gaussian_tables(scales: np.ndarray, y_range: int) -> np.ndarray:
+    """Integer frequencies [len(scales), 2 * y_range + 1] of a zero-mean Gaussian of each
+    scale quantized to the integers -y_range..y_range (tails folded into the end symbols)."""
+    k = np.arange(-y_range, y_range + 1, dtype=np.float64)
+    upper = ndtr((k + 0.5)[np.newaxis] / scales[:, np.newaxis])
+    lower = ndtr((k - 0.5)[np.newaxis] / scales[:, np.newaxis])
+    upper[:, -1], lower[:, 0] = 1.0, 0.0
+    return integer_frequencies(upper - lower)
+
+
+def integer_frequencies(pmf: np.ndarray) -> np.ndarray:
+    """Rows of probabilities -> integer frequencies >= 1 summing to 2**TABLE_BITS (the
+    largest symbol of each row takes the rounding remainder)."""
+    pmf = np.maximum(np.asarray(pmf, np.float64), 0.0)
+    pmf = pmf / pmf.sum(axis=-1, keepdims=True)
+    total = 2**TABLE_BITS
+    counts = np.maximum(np.floor(pmf * (total - pmf.shape[-1])), 0).astype(np.int64) + 1
+    rows = np.arange(counts.shape[0])
+    counts[rows, np.argmax(pmf, axis=-1)] += total - counts.sum(axis=-1)
+    if (counts < 1).any():
+        raise ExactModelError("a coding table has more symbols than its precision holds")
+    return counts
+
+
+def build(model, z_pmf: np.ndarray, scale_table: np.ndarray, y_range: int) -> dict:
+    """The exact model's arrays for a trained codec (``models.codec.ScaleHyperprior``)."""
+    arrays = {
+        "z_frequencies": integer_frequencies(z_pmf),
+        "y_frequencies": gaussian_tables(np.asarray(scale_table, np.float64), y_range),
+        "num_scales": np.int64(len(scale_table)),
+        "latent_filters": np.int64(model.config.latent_filters),
+        "mean_scale": np.int64(model.config.mean_scale),
+        "slices": np.int64(model.config.slices),
+    }
+    networks = {"hyper_synthesis": model.hyper_synthesis_transform.layers}
+    for i, network in enumerate(model.slice_entropy, 1):
+        networks[f"slice_entropy_{i}"] = network.layers
+    for name, keras_layers in networks.items():
+        for j, layer in enumerate(_network(keras_layers)):
+            for key, value in layer.items():
+                arrays[f"{name}/{j}/{key}"] = np.asarray(value)
+    ExactModel(arrays)  # refuses a model whose sums could leave the exact range
+    return arrays
+
+
+def save(arrays: dict, model_dir: str) -> str:
+    """Writes ``EXACT_FILE`` into ``model_dir``; returns the identity."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    with open(os.path.join(model_dir, EXACT_FILE), "wb") as handle:
+        handle.write(buffer.getvalue())
+    return identity(arrays)
+
+
+def identity(arrays: dict) -> str:
+    """16 hex digits of SHA-256 over the arrays (names, dtypes, shapes, little-endian bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.asarray(arrays[name])
+        value = value.astype(value.dtype.newbyteorder("<"))
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load(model_dir: str) -> ExactModel | None:
+    """The model directory's exact model, or None for a codec exported before it existed."""
+    path = os.path.join(model_dir, EXACT_FILE)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as data:
+        return ExactModel({name: data[name] for name in data.files})
+
+
+# --- integer arithmetic ---------------------------------------------------------------------
+
+
+def _floor_shift(x: np.ndarray, bits: int) -> np.ndarray:
+    """floor(x / 2**bits): exact in float64 for integer x (a power-of-two division)."""
+    return np.floor(x * 2.0**-bits) if bits >= 0 else x * 2.0**-bits
+
+
+def _round_shift(x: np.ndarray, bits: int) -> np.ndarray:
+    """x / 2**bits rounded half up, exactly (a floor would bias every activation down)."""
+    return _floor_shift(x + 2.0 ** (bits - 1), bits)
+
+
+def _pad_rows_cols(x: np.ndarray, before: int, after: int) -> np.ndarray:
+    return np.pad(x, ((before, after), (before, after), (0, 0)))
+
+
+def _conv(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """'same' convolution of x [H, W, C] (stride 1 only here), one matmul per kernel tap."""
+    if stride != 1:
+        raise ExactModelError("exact strided convolutions are not needed by h_s")
+    size = kernel.shape[0]
+    height, width = x.shape[:2]
+    padded = _pad_rows_cols(x, (size - 1) // 2, size // 2)
+    out = np.zeros((height, width, kernel.shape[3]))
+    for dy in range(size):
+        for dx in range(size):
+            out += padded[dy : dy + height, dx : dx + width] @ kernel[dy, dx]
+    return out
+
+
+def _deconv(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """'same' transposed convolution (as tf.nn.conv2d_transpose): the adjoint of the strided
+    'same' convolution, out[stride * i + t - before] += x[i] * w[t]."""
+    size = kernel.shape[0]
+    height, width = x.shape[:2]
+    before = (size - stride) // 2  # the forward convolution's leading pad (TF: total // 2)
+    full = np.zeros((stride * (height - 1) + size, stride * (width - 1) + size, kernel.shape[3]))
+    for dy in range(size):
+        for dx in range(size):
+            full[dy : dy + stride * height : stride, dx : dx + stride * width : stride] += (
+                x @ kernel[dy, dx]
+            )
+    return full[before : before + stride * height, before : before + stride * width]
+
+
+class ExactModel:
+    """The integer entropy model of one codec (arrays as written by ``build``)."""
+
+    def __init__(self, arrays: dict):
+        self.arrays = arrays
+        self.identity = identity(arrays)
+        self.z_frequencies = arrays["z_frequencies"]
+        self.y_frequencies = arrays["y_frequencies"]
+        self.num_scales = int(arrays["num_scales"])
+        self.latent_filters = int(arrays["latent_filters"])
+        self.mean_scale = bool(arrays["mean_scale"])
+        self.slices = int(arrays["slices"])
+        self.networks = {}
+        for name in {key.split("/")[0] for key in arrays if "/" in key}:
+            count = len({key.split("/")[1] for key in arrays if key.startswith(name + "/")})
+            self.networks[name] = [
+                {
+                    key: arrays[f"{name}/{j}/{key}"]
+                    for key in ("kernel", "bias", "shift", "transposed", "stride", "relu")
+                }
+                for j in range(count)
+            ]
+        # what each layer's output is clipped to, the input's clip first
+        self._limits = {name: _limits(layers) for name, layers in self.networks.items()}
+
+    def _run(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Fixed-point network ``name`` on x (integers at 2**-ACTIVATION_BITS, [H, W, C]);
+        returns its last layer's integer output at 2**-(ACTIVATION_BITS + shift)."""
+        layers = self.networks[name]
+        x = np.clip(x, -INPUT_LIMIT, INPUT_LIMIT)
+        for j, layer in enumerate(layers):
+            step = _deconv if bool(layer["transposed"]) else _conv
+            x = step(x, layer["kernel"], int(layer["stride"])) + layer["bias"]
+            if j + 1 < len(layers):
+                if bool(layer["relu"]):
+                    x = np.maximum(x, 0.0)
+                x = _round_shift(x, int(layer["shift"]))
+                x = np.clip(x, -self._limits[name][j], self._limits[name][j])
+        return x
+
+    def _outputs(self, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale positions, means) of a network's output, both at 2**-ACTIVATION_BITS."""
+        shift = int(self.networks[name][-1]["shift"])
+        # round half up to ACTIVATION_BITS fraction bits
+        out = _round_shift(self._run(name, x), shift)
+        size = out.shape[-1] // 2
+        if name == "hyper_synthesis" and not self.mean_scale:
+            return out, np.zeros_like(out)
+        return out[..., :size], out[..., size:]
+
+    def hyperprior(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale positions, means), integers at 2**-ACTIVATION_BITS, for z_hat [h, w, N]
+        (integers): the positions and means of every latent of the padded latent grid."""
+        return self._outputs(
+            "hyper_synthesis", np.asarray(z_hat, np.float64) * 2.0**ACTIVATION_BITS
+        )
+
+    def slice_parameters(self, positions, means, decoded_before, i: int):
+        """Slice ``i``'s (positions, means), fixed point, refined from the decoded slices
+        before it (``decoded_before``: code + mean, fixed point) as the codec's context."""
+        size = self.latent_filters // self.slices
+        positions = positions[..., i * size : (i + 1) * size]
+        means = means[..., i * size : (i + 1) * size]
+        if i == 0:
+            return positions, means
+        context = np.concatenate([positions, means, decoded_before], axis=-1)
+        refined_positions, refined_means = self._outputs(f"slice_entropy_{i}", context)
+        return positions + refined_positions, means + refined_means
+
+    def indexes(self, positions: np.ndarray) -> np.ndarray:
+        """Scale-table indexes (uint8) of fixed-point positions: round half up, clipped."""
+        rounded = _round_shift(positions, ACTIVATION_BITS)
+        return np.clip(rounded, 0, self.num_scales - 1).astype(np.uint8)
+
+    @staticmethod
+    def to_real(fixed: np.ndarray) -> np.ndarray:
+        """A fixed-point array as the real numbers it stands for (exact in float64)."""
+        return fixed * 2.0**-ACTIVATION_BITS
+
+    @staticmethod
+    def to_fixed(real: np.ndarray) -> np.ndarray:
+        """Multiples of 2**-ACTIVATION_BITS (codes plus means) as fixed point."""
+        return np.asarray(real, np.float64) * 2.0**ACTIVATION_BITS
+
+
+def _limits(layers: list[dict]) -> list[float]:
+    """The clip of each layer's output (fixed point) such that no sum of the layer reading it
+    can reach 2**52, so float64 holds every partial sum exactly; refuses weights for which
+    that clip would cut real activations (below 2**16 in real units).  The network input's
+    clip (``INPUT_LIMIT``) is checked against the first layer the same way."""
+    limits = []
+    for j, reader in enumerate(layers):
+        worst = float(np.abs(reader["kernel"]).sum(axis=(0, 1, 2)).max()) or 1.0
+        limit = np.floor((_EXACT_LIMIT - float(np.abs(reader["bias"]).max())) / worst)
+        if limit < (INPUT_LIMIT if j == 0 else 2.0 ** (16 + ACTIVATION_BITS)):
+            raise ExactModelError("weights too large for exact fixed-point arithmetic")
+        if j:
+            limits.append(limit)
+    return limits
