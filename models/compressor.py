@@ -18,6 +18,7 @@ Each step is its own method so benchmarks can time the networks and the coding s
 
 from __future__ import annotations
 
+import ctypes
 import zlib
 from dataclasses import dataclass
 
@@ -31,9 +32,10 @@ from models.codefile import STRIPE_ROWS, CodeFile, CodeFileError
 from models.export import load_saved_model
 
 # Pixels of an analysis or synthesis tile, and of context around it (a multiple of
-# LATENT_STRIDE, beyond the transforms' receptive field: g_a sees 61 pixels, g_s 3 latents).
-TILE = 1024
-HALO = 64
+# LATENT_STRIDE, beyond the transforms' receptive field: g_a sees 61 pixels, g_s 3 latents;
+# measured: 32 pixels decode within float noise of the whole image, 16 do not).
+TILE = 768
+HALO = 48
 # z rows of context for a stripe of the exact hyperprior (h_s sees 2 z rows around a latent),
 # and latent rows for the channel context (two 3x3 layers).
 _SIDE_HALO = 2
@@ -56,13 +58,44 @@ class Latents:
     z_hat: np.ndarray  # int32 [hz, wz, N]
     code: np.ndarray  # int16: round(y - mean)
     indexes: np.ndarray  # uint8 positions in the scale table
-    means: np.ndarray  # float32, exact multiples of 2**-exact.ACTIVATION_BITS
+    # float32, exact multiples of 2**-exact.ACTIVATION_BITS; kept for a codec with channel
+    # slices only (their context refined them): others recompute them where needed from
+    # z_hat, which saves 3 bytes a pixel
+    means: np.ndarray | None
     index_crc: int = 0
 
 
 def _stripes(rows: int):
     """(first, end) latent rows of each coding stripe."""
     return [(top, min(top + STRIPE_ROWS, rows)) for top in range(0, rows, STRIPE_ROWS)]
+
+
+def _release_freed_memory() -> None:
+    """Hands the heap TensorFlow's tiles freed back to the system (glibc keeps it otherwise,
+    and the peak of a large image is what decides whether a worker survives it)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _edge_padded(pixels: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
+    """The window rows x cols of the image padded to the codec's multiple by repeating its
+    last row and column (as the whole-image analysis pads), without padding the image."""
+    height, width = pixels.shape[:2]
+    row_index = np.minimum(np.arange(*rows), height - 1)
+    col_index = np.minimum(np.arange(*cols), width - 1)
+    return pixels[row_index[:, np.newaxis], col_index[np.newaxis, :]]
+
+
+def _grid(top: int, bottom: int, left: int, right: int, stride: int) -> tuple:
+    return slice(top // stride, bottom // stride), slice(left // stride, right // stride)
+
+
+def _inside(rows: tuple, cols: tuple, tile: tuple, stride: int) -> tuple:
+    """Where ``tile`` (top, bottom, left, right) lies in the output of the window rows x cols."""
+    top, bottom, left, right = tile
+    return _grid(top - rows[0], bottom - rows[0], left - cols[0], right - cols[0], stride)
 
 
 def _tiles(height: int, width: int):
@@ -122,30 +155,30 @@ class Compressor:
     def latents(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
         """y (float32 [h, w, M], gains applied) of uint8 (H, W, 3) pixels, tile by tile."""
         height, width = padded_side(pixels.shape[0]), padded_side(pixels.shape[1])
-        # edge padding to the codec's multiple, as the whole-image analysis did
-        padded = np.pad(
-            pixels, ((0, height - pixels.shape[0]), (0, width - pixels.shape[1]), (0, 0)), "edge"
-        )
         y = np.empty(
             (height // LATENT_STRIDE, width // LATENT_STRIDE, self.latent_channels), np.float32
         )
         for top, bottom, left, right in _tiles(height, width):
-            context = (max(top - HALO, 0), min(bottom + HALO, height))
-            across = (max(left - HALO, 0), min(right + HALO, width))
-            tile = padded[context[0] : context[1], across[0] : across[1]]
+            rows = (max(top - HALO, 0), min(bottom + HALO, height))
+            cols = (max(left - HALO, 0), min(right + HALO, width))
+            tile = _edge_padded(pixels, rows, cols)
             out = self.module.analysis(tf.constant(tile), self._quality(quality))["y"].numpy()
-            rows = slice(
-                (top - context[0]) // LATENT_STRIDE, (bottom - context[0]) // LATENT_STRIDE
-            )
-            cols = slice((left - across[0]) // LATENT_STRIDE, (right - across[0]) // LATENT_STRIDE)
-            y[
-                top // LATENT_STRIDE : bottom // LATENT_STRIDE,
-                left // LATENT_STRIDE : right // LATENT_STRIDE,
-            ] = out[rows, cols]
+            inside = _inside(rows, cols, (top, bottom, left, right), LATENT_STRIDE)
+            y[_grid(top, bottom, left, right, LATENT_STRIDE)] = out[inside]
+        _release_freed_memory()
         return y
 
     def side_information(self, y: np.ndarray) -> np.ndarray:
-        return self.module.hyper_analysis(tf.constant(y))["z_hat"].numpy()
+        """z_hat of y, in stripes of latent rows with context (h_a sees 11 rows around)."""
+        step = SIDE_STRIDE // LATENT_STRIDE
+        stripe, halo = 16 * step, 4 * step
+        parts = []
+        for top in range(0, y.shape[0], stripe):
+            bottom = min(top + stripe, y.shape[0])
+            first, last = max(top - halo, 0), min(bottom + halo, y.shape[0])
+            z_hat = self.module.hyper_analysis(tf.constant(y[first:last]))["z_hat"].numpy()
+            parts.append(z_hat[(top - first) // step : (bottom - first) // step])
+        return np.concatenate(parts, axis=0)
 
     def _hyperprior_rows(self, z_hat: np.ndarray, top: int, end: int):
         """Exact (positions, means) of latent rows [top, end), from the z rows around them."""
@@ -154,6 +187,21 @@ class Compressor:
         positions, means = self.exact.hyperprior(z_hat[first:last])
         offset = first * SIDE_STRIDE // LATENT_STRIDE
         return positions[top - offset : end - offset], means[top - offset : end - offset]
+
+    def means(self, latents: Latents) -> np.ndarray:
+        """The latents' means, float32 [h, w, M] (recomputed unless kept)."""
+        if latents.means is not None:
+            return latents.means
+        return self._means_rows(latents.z_hat, 0, latents.code.shape[0])
+
+    def _means_rows(self, z_hat: np.ndarray, top: int, end: int) -> np.ndarray:
+        """float32 means of latent rows [top, end) (a codec without channel slices), a
+        stripe at a time (h_s's float64 working set is ~40 bytes a latent)."""
+        parts = []
+        for first in range(top, end, STRIPE_ROWS):
+            means = self._hyperprior_rows(z_hat, first, min(first + STRIPE_ROWS, end))[1]
+            parts.append(exact.ExactModel.to_real(means).astype(np.float32))
+        return np.concatenate(parts, axis=0)
 
     def _walk(self, z_hat: np.ndarray, code_of) -> Latents:
         """The exact walk both ends make: part (slice) after part, stripe after stripe, the
@@ -165,7 +213,10 @@ class Compressor:
         cols = z_hat.shape[1] * SIDE_STRIDE // LATENT_STRIDE
         shape = (rows, cols, self.latent_channels)
         latents = Latents(
-            z_hat, np.zeros(shape, np.int16), np.zeros(shape, np.uint8), np.zeros(shape, np.float32)
+            z_hat,
+            np.zeros(shape, np.int16),
+            np.zeros(shape, np.uint8),
+            np.zeros(shape, np.float32) if self.slices else None,
         )
         crc = 0
         for i, part in enumerate(self._slice_parts()):
@@ -188,7 +239,8 @@ class Compressor:
                 indexes = model.indexes(positions)
                 means = exact.ExactModel.to_real(means).astype(np.float32)
                 latents.indexes[top:end, :, part] = indexes
-                latents.means[top:end, :, part] = means
+                if self.slices:
+                    latents.means[top:end, :, part] = means
                 latents.code[top:end, :, part] = code_of((top, end), part, indexes, means)
                 crc = zlib.crc32(np.ascontiguousarray(indexes, "<i4").tobytes(), crc)
         latents.index_crc = crc
@@ -215,6 +267,7 @@ class Compressor:
         padded_height, padded_width = padded_side(height), padded_side(width)
         image = np.empty((height, width, 3), np.uint8)
         halo = HALO // LATENT_STRIDE
+        band = (None, None)  # (latent rows, their means) of the tile row being decoded
         for top, bottom, left, right in _tiles(padded_height, padded_width):
             if top >= height or left >= width:
                 continue
@@ -227,7 +280,12 @@ class Compressor:
                 min(right // LATENT_STRIDE + halo, latents.code.shape[1]),
             )
             window = (slice(*rows), slice(*cols))
-            means = latents.means[window]
+            if latents.means is not None:
+                means = latents.means[window]
+            else:
+                if band[0] != rows:  # the tile row's means, once for all its tiles
+                    band = (rows, self._means_rows(latents.z_hat, *rows))
+                means = band[1][:, slice(*cols)]
             y_hat = latents.code[window].astype(np.float32) + means
             out = self.module.synthesis(
                 tf.constant(y_hat), tf.constant(means), self._quality(quality)
