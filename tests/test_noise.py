@@ -124,3 +124,44 @@ def test_same_seed_same_noise_other_seed_other_noise():
 def test_bad_specs_raise_readable_errors(text):
     with pytest.raises(ValueError, match="noise"):
         noise.parse_spec(text)
+
+
+def _photo_patch() -> np.ndarray:
+    from latentpress.samples import sample_paths
+
+    path = next(p for p in sample_paths() if p.endswith("chelsea.png"))
+    return np.asarray(Image.open(path).convert("RGB"))[:128, :128]
+
+
+def test_camera_noise_grows_with_its_level_and_is_correlated_like_a_demosaiced_sensor():
+    clean = _photo_patch()
+    spec = noise.parse_spec("camera:0.2")
+    low = [spec.apply(clean, np.random.default_rng(s))[0] for s in range(6)]
+    high = [
+        noise.parse_spec("camera:0.9").apply(clean, np.random.default_rng(s))[0] for s in range(6)
+    ]
+
+    def error(images):
+        return np.mean([np.mean((i.astype(float) - clean) ** 2) for i in images])
+
+    assert error(high) > 4 * error(low) > 0
+
+    # Bayer sites share their noise with neighbours through demosaicing; AWGN does not.
+    def neighbour_correlation(noisy):
+        residual = noisy.astype(float) - clean
+        return np.corrcoef(residual[:, :-1].ravel(), residual[:, 1:].ravel())[0, 1]
+
+    camera = np.mean([neighbour_correlation(i) for i in high])
+    gaussian = neighbour_correlation(
+        noise.parse_spec("gaussian:25").apply(clean, np.random.default_rng(0))[0]
+    )
+    assert camera > 0.2 and abs(gaussian) < 0.05
+
+
+def test_camera_noise_is_seeded():
+    clean = _photo_patch()
+    spec = noise.parse_spec("mix:camera:0-1+gaussian:0-55")
+    first = spec.apply(clean, np.random.default_rng([3, 7]))
+    again = spec.apply(clean, np.random.default_rng([3, 7]))
+    np.testing.assert_array_equal(first[0], again[0])
+    assert first[1] == again[1]

@@ -758,3 +758,37 @@ def test_a_codec_on_small_crops_is_warned_about_and_a_denoiser_is_not(caplog):
     assert train.warn_about_small_codec_crops(cropped, 320)
     denoiser = parse(["--data=d", "--model-dir=m", "--task=denoise", "--crop=48"])
     assert not train.warn_about_small_codec_crops(denoiser, 128)
+
+
+def test_init_from_carries_the_rate_levels_to_new_ones(prepared, tmp_path):
+    """More rate levels than the source (issue 30's higher rates): the source's levels keep
+    their gains, so each old quality decodes the same at its place on the new scale; a new
+    level beyond the top continues at the high-rate slope (finer steps, more bits)."""
+    source = tmp_path / "source"
+    train.run(
+        [
+            f"--data={prepared}",
+            f"--model-dir={source}",
+            *TINY_CODEC,
+            "--lmbdas=0.005,0.02",
+            "--steps=3",
+            *QUIET,
+        ]
+    )
+    _, old = make_trainer(prepared, tmp_path / "o", ["--lmbdas=0.005,0.02", *TINY_CODEC])
+    train.load_exported_weights(old.model, str(source / "export"))
+    more = ["--lmbdas=0.005,0.01,0.02,0.08", *TINY_CODEC]
+    _, new = make_trainer(prepared, tmp_path / "n", more)
+    train.load_exported_weights(new.model, str(source / "export"))
+
+    x = tf.constant(np.random.default_rng(0).random((1, 64, 64, 3)), tf.float32)
+    # old 0 / 100 are the new levels 0 and 2 of 0..3: qualities 0 and 200/3
+    for old_quality, new_quality in ((0.0, 0.0), (100.0, 200.0 / 3.0)):
+        a = old.model(x, quality=tf.constant([old_quality]))[3]
+        b = new.model(x, quality=tf.constant([new_quality]))[3]
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    gains = new.model.log_gain.numpy()
+    np.testing.assert_allclose(gains[3] - gains[2], 0.5 * np.log(4.0), rtol=1e-5)
+    np.testing.assert_allclose(gains[1], (gains[0] + gains[2]) / 2, rtol=1e-5)
+    inverse = new.model.log_inverse_gain.numpy()
+    np.testing.assert_allclose(inverse[3] - inverse[2], -0.5 * np.log(4.0), rtol=1e-5)
