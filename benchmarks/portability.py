@@ -92,8 +92,15 @@ def run(args, work: Path) -> dict:
         out = work / name.replace(" ", "_").replace(",", "")
         out.mkdir(exist_ok=True)
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.portability", "--decode", str(folder), str(out),
-             str(threads)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.portability",
+                "--decode",
+                str(folder),
+                str(out),
+                str(threads),
+            ],
             capture_output=True,
             text=True,
             env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"},

@@ -3,7 +3,8 @@ against classical ones, on a set of images, as a Beam pipeline with a report at 
 
     latentpress evaluate --images 'CBSD68/*.png' --out out/eval \
         [--model codec-low --model codec --model codec-high] [--denoiser denoiser] \
-        [--sigma 15,25,50] [--codecs jpeg,webp,avif,jpeg2000] \
+        [--sigma 15,25,50 | --pairs 'noisy/*.png' 'clean/*.png'] \
+        [--codecs jpeg,webp,avif,jpeg2000] \
         [--baselines bm3d,nlm,wavelet,opencv_nlm] [Beam options]
 
 One pipeline element per image x codec x setting and per image x sigma x denoiser, so a large
@@ -60,8 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--images",
         dest="images",
         action="append",
-        required=True,
-        help="Pattern of images; repeatable.",
+        default=[],
+        help="Pattern of images; repeatable (needed unless --pairs alone is measured).",
+    )
+    parser.add_argument(
+        "--pairs",
+        nargs=2,
+        metavar=("NOISY", "CLEAN"),
+        help="Real noise: patterns of noisy photographs and of their clean references, "
+        "matched by file name.  The denoising part then measures these pairs (ours, the "
+        "baselines with the noise level estimated per image, and the noisy input) instead of "
+        "synthetic Gaussian noise.",
     )
     parser.add_argument(
         "-o", "--output", "--out", dest="out", required=True, help="Directory for the report."
@@ -121,13 +131,40 @@ def make_tasks(paths: list[str], args) -> list[dict]:
                     tasks.append(
                         {"path": path, "kind": "codec", "codec": codec, "setting": setting}
                     )
-        if not args.no_denoise:
+        if not args.no_denoise and not args.pairs:
             for sigma in [float(s) for s in _names(args.sigma)]:
                 for method in [NOISY, OURS, *_names(args.baselines)]:
                     tasks.append(
                         {"path": path, "kind": "denoise", "method": method, "sigma": sigma}
                     )
     return tasks
+
+
+def pair_tasks(noisy_paths: list[str], clean_paths: list[str], baselines: list[str]) -> list:
+    """Denoising tasks of real noisy/clean pairs, matched by file name."""
+    clean_by_name = {image_name(path): path for path in clean_paths}
+    missing = [path for path in noisy_paths if image_name(path) not in clean_by_name]
+    if missing:
+        raise FileNotFoundError(f"--pairs: no clean reference named like {', '.join(missing)}")
+    return [
+        {
+            "path": clean_by_name[image_name(noisy)],
+            "noisy_path": noisy,
+            "kind": "denoise",
+            "method": method,
+            "sigma": evaluate_report.REAL_NOISE,
+        }
+        for noisy in noisy_paths
+        for method in [NOISY, OURS, *baselines]
+    ]
+
+
+def estimated_sigma(noisy: np.ndarray) -> float:
+    """The noise level (8-bit scale) of a photograph, as a blind user of a classical
+    denoiser would set it: wavelet-based (Donoho), averaged over the channels."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(noisy.astype(np.float64), channel_axis=-1, average_sigmas=True))
 
 
 class Evaluate(beam.DoFn):
@@ -209,9 +246,18 @@ class Evaluate(beam.DoFn):
         from skimage.metrics import structural_similarity
 
         sigma = task["sigma"]
-        noisy = denoise_baselines.add_noise(
-            clean, sigma, noise_seed(name, sigma), rounded=not self._float_noise
-        )
+        extra = {}
+        if task.get("noisy_path"):
+            with FileSystems.open(task["noisy_path"]) as handle:
+                noisy = decode_image(handle.read())
+            if noisy.shape != clean.shape:
+                raise ValueError(f"noisy {noisy.shape} and clean {clean.shape} differ in size")
+            sigma = estimated_sigma(noisy)
+            extra["sigma_estimated"] = sigma
+        else:
+            noisy = denoise_baselines.add_noise(
+                clean, sigma, noise_seed(name, sigma), rounded=not self._float_noise
+            )
         start = time.perf_counter()
         if task["method"] == NOISY:
             result = noisy
@@ -230,6 +276,7 @@ class Evaluate(beam.DoFn):
             "psnr_db": rate_distortion.psnr(clean, result),
             "ssim": float(structural_similarity(clean, result, channel_axis=2, data_range=255)),
             "seconds": seconds,
+            **extra,
         }
 
 
@@ -247,12 +294,24 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     unknown |= set(_names(args.baselines)) - set(denoise_baselines.BASELINES)
     if unknown:
         raise ValueError(f"unknown codecs or baselines: {', '.join(sorted(unknown))}")
-    paths = sorted(
-        {m.path for pattern in args.images for m in FileSystems.match([pattern])[0].metadata_list}
-    )
-    if not paths:
-        raise FileNotFoundError(f"no images match {args.images}")
+
+    def matching(patterns: list[str]) -> list[str]:
+        return sorted(
+            {m.path for pattern in patterns for m in FileSystems.match([pattern])[0].metadata_list}
+        )
+
+    paths = matching(args.images)
+    if not paths and not args.pairs:
+        raise FileNotFoundError(f"no images match {args.images or '(no --input)'}")
     tasks = make_tasks(paths, args)
+    sample_noisy = None
+    if args.pairs and not args.no_denoise:
+        noisy_paths = matching([args.pairs[0]])
+        if not noisy_paths:
+            raise FileNotFoundError(f"--pairs: no noisy images match {args.pairs[0]}")
+        tasks += pair_tasks(noisy_paths, matching([args.pairs[1]]), _names(args.baselines))
+        sample_noisy = noisy_paths[0]
+        paths = paths or sorted({task["path"] for task in tasks})
     LOG.info("evaluate: %d images, %d tasks", len(paths), len(tasks))
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
@@ -288,9 +347,13 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "sigmas": [float(s) for s in _names(args.sigma)],
         "float_noise": args.float_noise,
         "denoise_ensemble": args.denoise_ensemble,
+        "pairs": args.pairs,
     }
     measured = sorted({p["path"] for p in points if "error" not in p})
     sample = measured[0] if measured else None  # the example grid needs a readable image
+    if sample_noisy:  # the grid shows a real pair
+        sample = next(t["path"] for t in tasks if t.get("noisy_path") == sample_noisy)
+        config["sample_noisy"] = sample_noisy
     summary = evaluate_report.write_report(points, args.out, config, sample_path=sample)
     print(f"evaluate: {summary}")
     return result

@@ -19,6 +19,10 @@ OURS = "latentpress"
 NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
 
 
+# The "sigma" of a real noisy/clean pair's points (evaluate --pairs).
+REAL_NOISE = "real"
+
+
 def our_setting(model: str, quality: float | None) -> str:
     """An evaluated point of ours: ``model`` or ``model@quality`` (variable-rate codecs)."""
     return model if quality is None else f"{model}@{quality:g}"
@@ -82,14 +86,18 @@ def bjontegaard(curves: dict[str, list[dict]]) -> dict[str, dict]:
     return deltas
 
 
+def _noise_label(sigma) -> str:
+    return sigma if sigma == REAL_NOISE else f"{sigma:g}"
+
+
 def denoising_table(points: list[dict]) -> dict[str, dict[str, dict]]:
     grouped = defaultdict(list)
     for p in points:
         if p["kind"] == "denoise" and "error" not in p:
-            grouped[(p["sigma"], p["method"])].append(p)
+            grouped[(_noise_label(p["sigma"]), p["method"])].append(p)
     table: dict[str, dict] = defaultdict(dict)
     for (sigma, method), group in sorted(grouped.items()):
-        table[f"{sigma:g}"][method] = {
+        table[sigma][method] = {
             "psnr_db": _mean([p["psnr_db"] for p in group]),
             "ssim": _mean([p["ssim"] for p in group]),
             "seconds_per_image": _mean([p["seconds"] for p in group]),
@@ -144,12 +152,19 @@ def _grid(sample_path: str, curves, config: dict, path: str) -> None:
     with FileSystems.open(sample_path) as handle:
         clean = decode_image(handle.read())
     panels = [("original", clean)]
-    sigma = config["sigmas"][len(config["sigmas"]) // 2] if config["sigmas"] else 25.0
-    noisy = denoise_baselines.add_noise(clean, sigma, noise_seed(image_name(sample_path), sigma))
+    if config.get("sample_noisy"):  # a real noisy photograph and its reference
+        with FileSystems.open(config["sample_noisy"]) as handle:
+            noisy = decode_image(handle.read())
+        label = "noisy (real)"
+    else:
+        sigma = config["sigmas"][len(config["sigmas"]) // 2] if config["sigmas"] else 25.0
+        seed = noise_seed(image_name(sample_path), sigma)
+        noisy = denoise_baselines.add_noise(clean, sigma, seed)
+        label = f"noisy σ={sigma:g}"
     denoised = Denoiser(config["denoiser"], ensemble=config.get("denoise_ensemble", 1)).denoise(
         noisy
     )
-    panels.append((f"noisy σ={sigma:g}, {rate_distortion.psnr(clean, noisy):.2f} dB", noisy))
+    panels.append((f"{label}, {rate_distortion.psnr(clean, noisy):.2f} dB", noisy))
     panels.append((f"denoised, {rate_distortion.psnr(clean, denoised):.2f} dB", denoised))
     ours = curves.get(OURS, [])
     low_bytes = None
@@ -253,10 +268,15 @@ def _markdown(results: dict) -> str:
                 f"{speed['decode_ms_per_mp']:.0f} |"
             )
     rounding = "float, unrounded" if config.get("float_noise") else "rounded to 8 bits"
-    lines += ["", f"## Denoising (AWGN, seeded, {rounding})", ""]
+    if config.get("pairs"):
+        noisy, clean = config["pairs"]
+        kind = f"real noise: {noisy} against {clean}; baselines get σ estimated per image"
+    else:
+        kind = f"AWGN, seeded, {rounding}"
+    lines += ["", f"## Denoising ({kind})", ""]
     for sigma, methods in results["denoising"].items():
         lines += [
-            f"σ = {sigma}:",
+            "Real noise:" if sigma == REAL_NOISE else f"σ = {sigma}:",
             "",
             "| method | PSNR dB | SSIM | s/image |",
             "|---|---|---|---|",
