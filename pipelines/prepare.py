@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 
 import apache_beam as beam
@@ -35,6 +36,7 @@ from pipelines.options import (
     configure_logging,
     expected_inputs,
     is_dataflow,
+    run_outcome,
     run_pipeline,
     split_args,
     stage_parser,
@@ -254,13 +256,20 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         summary["patches"][EVAL],
         args.output,
     )
-    return result
+    dead_letters = records.join(args.output, records.DEAD_LETTER_PREFIX + "-*.jsonl")
+    outcome = {
+        **summary,
+        "matched": summary["files_matched"],
+        "failed": summary["files_failed"],
+    }
+    return run_outcome("prepare", outcome, summary["files_decoded"], dead_letters, args.strict)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     configure_logging()
-    run(argv)
+    outcome = run(argv)
+    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

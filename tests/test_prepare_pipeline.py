@@ -193,3 +193,17 @@ def test_cbsd432_with_broken_files(tmp_path):
     examples = parse_with_feature_spec(output, "train")
     assert len(examples) == summary["patches"]["train"] > 700
     assert abs(residual_sigma(examples, 25.0) - 25.0) < 0.5
+
+
+def test_strict_makes_a_failed_input_exit_nonzero(tmp_path):
+    """prepare follows the stage rule: exit 0 while something was prepared, 1 when nothing
+    was or, with --strict, when any input failed (a scheduler's alert)."""
+    good = copy_samples(tmp_path / "good", 0, 2)
+    (tmp_path / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    common = ["--input", f"{tmp_path}/good/*", "--patch-size=32", "--patches-per-image=2"]
+    assert len(good) == 2
+    assert prepare.main([*common, f"--output={tmp_path}/lenient", *IN_PROCESS]) == 0
+    strict = [*common, f"--output={tmp_path}/strict", "--strict", *IN_PROCESS]
+    assert prepare.main(strict) == 1
+    summary = records.read_json(str(tmp_path / "strict" / records.SUMMARY_FILE))
+    assert summary["files_failed"] == 1 and summary["files_decoded"] == 2
