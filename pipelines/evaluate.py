@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 import apache_beam as beam
@@ -356,13 +357,24 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         config["sample_noisy"] = sample_noisy
     summary = evaluate_report.write_report(points, args.out, config, sample_path=sample)
     print(f"evaluate: {summary}")
-    return result
+    failed = [p for p in points if "error" in p]
+    if failed:
+        print(
+            f"latentpress evaluate: {len(failed)} of {len(points)} measurements failed "
+            f"(results.json lists them), e.g. {failed[0]['error']}",
+            file=sys.stderr,
+        )
+    if not measured:
+        print("latentpress evaluate: nothing could be measured", file=sys.stderr)
+        return 1
+    return 0
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     configure_logging()
-    run(argv)
+    outcome = run(argv)
+    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -219,7 +219,7 @@ def test_real_noise_pairs_are_measured_as_given_with_the_sigma_estimated(tmp_pat
         (tmp_path / folder).mkdir()
         Image.fromarray(pixels).save(tmp_path / folder / "shot1.png")
     out = tmp_path / "report"
-    evaluate.run(
+    assert 0 == evaluate.run(
         ["--pairs", f"{tmp_path}/noisy/*.png", f"{tmp_path}/clean/*.png", f"-o={out}"]
         + ["--no-codec", "--baselines=wavelet", "--runner=DirectRunner"],
         save_main_session=False,
@@ -249,3 +249,12 @@ def test_a_noisy_image_without_its_clean_reference_is_an_error(tmp_path):
             + [f"-o={tmp_path / 'out'}", "--no-codec", "--runner=DirectRunner"],
             save_main_session=False,
         )
+
+
+def test_evaluate_exits_nonzero_when_nothing_could_be_measured(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    argv = [f"--input={tmp_path}/broken.png", f"-o={tmp_path / 'out'}", "--no-codec"]
+    argv += ["--baselines=", "--sigma=25", "--runner=DirectRunner"]
+    assert evaluate.main(argv) == 1
+    failed = json.loads((tmp_path / "out" / "results.json").read_text())["failed"]
+    assert failed and all("error" in point for point in failed)
