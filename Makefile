@@ -33,7 +33,7 @@ demo: $(STAMP)
 ## Run the whole test suite (tests that need ../shared/datasets skip without it), then the
 ## Airflow DAG's tests in Airflow's own venv (built on first use: ~5 min, ~2 GB).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 	$(MAKE) dag-test
 
 ## Only the DAG's tests: it imports with DagBag and its task runs a real archive job.
