@@ -18,6 +18,7 @@ FLOATING = [
     "google-cloud-storage>=2.18,<4",
     "numpy>=1.26,<2.5",  # Beam 2.77 caps numpy below 2.5
     "pillow>=11.3,<13",  # 11.3 wheels bring AVIF (evaluate compares against it)
+    "pillow-jxl-plugin>=1.3,<2",  # JPEG XL in evaluate, and its lossless JPEG recompression
     "scikit-image>=0.24,<0.27",  # also ships the embedded sample photographs
     "constriction>=0.4,<0.6",
     "tqdm>=4.66,<5",

@@ -258,3 +258,18 @@ def test_evaluate_exits_nonzero_when_nothing_could_be_measured(tmp_path):
     assert evaluate.main(argv) == 1
     failed = json.loads((tmp_path / "out" / "results.json").read_text())["failed"]
     assert failed and all("error" in point for point in failed)
+
+
+def test_jpeg_xl_recompresses_a_jpeg_losslessly_and_smaller():
+    """The honest alternative for an archive of JPEGs: the same pixels in fewer bytes."""
+    from latentpress.samples import sample_paths
+
+    if "jpegxl" not in rate_distortion.available_codecs():
+        pytest.skip("pillow-jxl-plugin is not installed")
+    jpeg_path = next(p for p in sample_paths() if p.endswith(".jpg"))
+    with open(jpeg_path, "rb") as handle:
+        jpeg = handle.read()
+    data, identical = rate_distortion.jpeg_recompression(jpeg)
+    assert identical
+    assert len(data) < 0.95 * len(jpeg)
+    np.testing.assert_array_equal(rate_distortion.decode(data), rate_distortion.decode(jpeg))

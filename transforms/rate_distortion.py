@@ -22,13 +22,44 @@ CLASSICAL = {
     "webp": ("WEBP", (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)),
     "avif": ("AVIF", (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)),
     "jpeg2000": ("JPEG2000", (240, 160, 120, 80, 60, 40, 30, 20, 12)),
+    # libjxl through the pillow-jxl-plugin (importing it registers the format with Pillow)
+    "jpegxl": ("JXL", (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)),
 }
 _FEATURE = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "jpeg2000": "jpg_2000"}
 
 
+def _jpegxl_available() -> bool:
+    try:
+        import pillow_jxl  # noqa: F401 - registers JXL with Pillow
+    except ImportError:
+        return False
+    return True
+
+
 def available_codecs() -> list[str]:
-    """The classical codecs this Pillow build can both write and read."""
-    return [name for name in CLASSICAL if features.check(_FEATURE[name])]
+    """The classical codecs this Pillow build (and its plugins) can both write and read."""
+    return [
+        name
+        for name in CLASSICAL
+        if (_jpegxl_available() if name == "jpegxl" else features.check(_FEATURE[name]))
+    ]
+
+
+def jpeg_recompression(jpeg: bytes) -> tuple[bytes, bool]:
+    """JPEG XL's lossless recompression of a JPEG file: (its bytes, whether it decodes to the
+    very pixels of the JPEG).  What an archive of JPEGs saves with no loss at all."""
+    import tempfile
+
+    _jpegxl_available()
+    with tempfile.NamedTemporaryFile(suffix=".jpg") as source:
+        source.write(jpeg)
+        source.flush()
+        with Image.open(source.name) as image:  # JPEG reconstruction needs the JPEG's file
+            buffer = io.BytesIO()
+            image.save(buffer, format="JXL", lossless_jpeg=True)
+            pixels = np.asarray(image.convert("RGB"))
+    data = buffer.getvalue()
+    return data, bool(np.array_equal(decode(data), pixels))
 
 
 def save_options(codec: str, setting: int) -> dict:
@@ -40,16 +71,21 @@ def save_options(codec: str, setting: int) -> dict:
         return {"quality": setting}
     if codec == "jpeg2000":
         return {"quality_mode": "rates", "quality_layers": [setting], "irreversible": True}
+    if codec == "jpegxl":
+        return {"quality": setting, "effort": 7, "lossless_jpeg": False}
     raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CLASSICAL)})")
 
 
 def encode(pixels: np.ndarray, codec: str, setting: int) -> bytes:
+    if codec == "jpegxl":
+        _jpegxl_available()
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=CLASSICAL[codec][0], **save_options(codec, setting))
     return buffer.getvalue()
 
 
 def decode(data: bytes) -> np.ndarray:
+    _jpegxl_available()  # a JXL file opens only with the plugin registered
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 
