@@ -3,18 +3,8 @@
 __version__ = "0.2.0"
 
 
-def compress(image, quality: float = 50.0, model: str = "codec") -> bytes:
-    """A code file of ``image`` (path, PIL image or uint8 array); see ``latentpress.api``."""
-    from latentpress.api import compress as _compress
-
-    return _compress(image, quality, model)
-
-
-def decompress(data: bytes, model: str | None = None):
-    """The uint8 pixels of a code file; see ``latentpress.api``."""
-    from latentpress.api import decompress as _decompress
-
-    return _decompress(data, model)
+# The Python API (models load at the first call; TensorFlow is not imported here).
+from latentpress.api import compress, decompress  # noqa: E402
 
 
 def _register_pillow_plugin() -> None:
@@ -26,3 +16,5 @@ def _register_pillow_plugin() -> None:
 
 
 _register_pillow_plugin()
+
+__all__ = ["__version__", "compress", "decompress"]

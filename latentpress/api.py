@@ -41,15 +41,14 @@ def _pixels(image) -> tuple[np.ndarray, int]:
     """(uint8 RGB pixels, source channels) of a path, PIL image or numpy array."""
     from PIL import Image
 
-    from transforms.decode import GRAYSCALE_MODES, decode_with_mode
+    from transforms.decode import GRAYSCALE_MODES, decode_with_mode, to_rgb
 
     if isinstance(image, str | os.PathLike):
         with open(image, "rb") as handle:
             pixels, mode = decode_with_mode(handle.read(), 2**40)
         return pixels, 1 if mode in GRAYSCALE_MODES else 3
     if isinstance(image, Image.Image):
-        grayscale = image.mode in GRAYSCALE_MODES
-        return np.asarray(image.convert("RGB")), 1 if grayscale else 3
+        return to_rgb(image), 1 if image.mode in GRAYSCALE_MODES else 3
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {array.dtype}")

@@ -125,6 +125,18 @@ def decode_z_exact(data: bytes, shape, frequencies: np.ndarray, z_range: int) ->
     return (np.stack(channels, axis=-1).astype(np.int32) - z_range).reshape(shape)
 
 
+def _groups_by_index(indexes: np.ndarray, count: int):
+    """(index, flat positions in raster order) of each scale index in use, in increasing
+    order: the one coding order the encoder and the decoder both walk."""
+    flat = indexes.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(count + 1))
+    for index in range(count):
+        group = order[bounds[index] : bounds[index + 1]]
+        if group.size:
+            yield index, group
+
+
 class ExactLatentEncoder:
     """Codes y part by part (a codec with slices: one part per slice, in order)."""
 
@@ -134,14 +146,10 @@ class ExactLatentEncoder:
         self._y_range = y_range
 
     def encode(self, code: np.ndarray, indexes: np.ndarray) -> None:
-        code, indexes = code.reshape(-1), indexes.reshape(-1)
-        symbols = np.clip(code, -self._y_range, self._y_range).astype(np.int32) + self._y_range
-        order = np.argsort(indexes, kind="stable")
-        bounds = np.searchsorted(indexes[order], np.arange(len(self._frequencies) + 1))
-        for index in range(len(self._frequencies)):
-            group = order[bounds[index] : bounds[index + 1]]
-            if group.size:
-                self._encoder.encode(symbols[group], _table(self._frequencies[index]))
+        symbols = np.clip(code.reshape(-1), -self._y_range, self._y_range).astype(np.int32)
+        symbols += self._y_range
+        for index, group in _groups_by_index(indexes, len(self._frequencies)):
+            self._encoder.encode(symbols[group], _table(self._frequencies[index]))
 
     def stream(self) -> bytes:
         return _as_bytes(self._encoder.get_compressed())
@@ -156,13 +164,8 @@ class ExactLatentDecoder:
         self._y_range = y_range
 
     def decode(self, indexes: np.ndarray) -> np.ndarray:
-        flat = indexes.reshape(-1)
-        order = np.argsort(flat, kind="stable")
-        bounds = np.searchsorted(flat[order], np.arange(len(self._frequencies) + 1))
-        code = np.empty(flat.size, np.int16)
-        for index in range(len(self._frequencies)):
-            group = order[bounds[index] : bounds[index + 1]]
-            if group.size:
-                values = self._decoder.decode(_table(self._frequencies[index]), group.size)
-                code[group] = np.asarray(values, np.int32) - self._y_range
+        code = np.empty(indexes.size, np.int16)
+        for index, group in _groups_by_index(indexes, len(self._frequencies)):
+            values = self._decoder.decode(_table(self._frequencies[index]), group.size)
+            code[group] = np.asarray(values, np.int32) - self._y_range
         return code.reshape(indexes.shape)

@@ -48,7 +48,8 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """The one rule taking any Pillow mode to uint8 RGB (16-bit scaled, alpha over white)."""
     mode = image.mode
     if mode == "P":
         has_alpha = "transparency" in image.info
@@ -106,6 +107,6 @@ def decode_with_mode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
                 image.load()
                 mode = image.mode
                 image = ImageOps.exif_transpose(image)
-            return _to_rgb(image), mode
+            return to_rgb(image), mode
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise DecodeError(TRUNCATED, f"{type(e).__name__}: {e}") from e
