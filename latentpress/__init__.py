@@ -4,7 +4,7 @@ __version__ = "0.2.0"
 
 
 # The Python API (models load at the first call; TensorFlow is not imported here).
-from latentpress.api import compress, decompress  # noqa: E402
+from latentpress.api import compress, decompress, decompress_image  # noqa: E402
 
 
 def _register_pillow_plugin() -> None:
@@ -17,4 +17,4 @@ def _register_pillow_plugin() -> None:
 
 _register_pillow_plugin()
 
-__all__ = ["__version__", "compress", "decompress"]
+__all__ = ["__version__", "compress", "decompress", "decompress_image"]

@@ -3,7 +3,12 @@
     import latentpress
     data = latentpress.compress("photo.jpg", quality=75)     # or a numpy array, a PIL image
     pixels = latentpress.decompress(data)                     # numpy uint8 (H, W, 3) or (H, W)
+    image = latentpress.decompress_image(data)                # PIL image with EXIF, ICC, alpha
     Image.open("photo.jpg.lpc")                               # Pillow reads code files too
+
+What a photograph carries besides its pixels (EXIF, XMP, ICC profile, alpha) travels in the
+code file from a path or a PIL image (``transforms.metadata``; ``strip_metadata=True`` leaves
+EXIF, XMP and ICC out).
 
 Models load on first use (TensorFlow starts then, not at ``import latentpress``) and stay
 loaded: ``compress`` uses the shipped codec unless given ``model``; ``decompress`` the model
@@ -37,35 +42,63 @@ def _model_for(data: bytes, model: str | None) -> str:
     return registry.shipped_with_fingerprint(fingerprint) or registry.DEFAULT_CODEC
 
 
-def _pixels(image) -> tuple[np.ndarray, int]:
-    """(uint8 RGB pixels, source channels) of a path, PIL image or numpy array."""
-    from PIL import Image
+def _pixels(image, strip_metadata: bool, frame: int | None):
+    """(uint8 RGB pixels, source channels, Carried) of a path, PIL image or numpy array."""
+    from PIL import Image, ImageOps
 
-    from transforms.decode import GRAYSCALE_MODES, decode_with_mode, to_rgb
+    from transforms import decode, metadata
 
     if isinstance(image, str | os.PathLike):
         with open(image, "rb") as handle:
-            pixels, mode = decode_with_mode(handle.read(), 2**40)
-        return pixels, 1 if mode in GRAYSCALE_MODES else 3
+            data = handle.read()
+        options = decode.DecodeOptions(metadata.ALL_FRAMES, strip_metadata)
+        frames = list(decode.decode_frames(data, 2**40, options)) if frame else None
+        first = frames[frame] if frames else next(decode.decode_frames(data, 2**40, options))
+        if frame is None and first.carried.frames > 1:
+            raise ValueError(f"{image} has {first.carried.frames} frames: pass frame=0..")
+        return first.pixels, 1 if first.mode in decode.GRAYSCALE_MODES else 3, first.carried
     if isinstance(image, Image.Image):
-        return to_rgb(image), 1 if image.mode in GRAYSCALE_MODES else 3
+        grayscale = image.mode in decode.GRAYSCALE_MODES
+        depth = metadata.source_bit_depth(image)
+        upright = ImageOps.exif_transpose(image)
+        carried = metadata.read(upright, 0, 1, grayscale, depth, strip_metadata)
+        return decode.to_rgb(upright), 1 if grayscale else 3, carried
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {array.dtype}")
     if array.ndim == 2:
-        return np.repeat(array[..., np.newaxis], 3, axis=-1), 1
+        return np.repeat(array[..., np.newaxis], 3, axis=-1), 1, metadata.Carried()
     if array.ndim == 3 and array.shape[-1] == 3:
-        return np.ascontiguousarray(array), 3
+        return np.ascontiguousarray(array), 3, metadata.Carried()
     raise ValueError(f"expected an (H, W) or (H, W, 3) array, got shape {array.shape}")
 
 
-def compress(image, quality: float = DEFAULT_QUALITY, model: str = "codec") -> bytes:
+def compress(
+    image,
+    quality: float = DEFAULT_QUALITY,
+    model: str = "codec",
+    strip_metadata: bool = False,
+    frame: int | None = None,
+) -> bytes:
     """A code file (bytes) of ``image``: a path, a PIL image, or a uint8 numpy array
-    (H, W, 3) or (H, W) (grayscale decodes to grayscale).  ``quality`` 0-100."""
-    pixels, channels = _pixels(image)
-    return _compressor(model).compress(pixels, channels, quality)
+    (H, W, 3) or (H, W) (grayscale decodes to grayscale).  ``quality`` 0-100.  A path to a
+    multi-frame file needs ``frame`` (0-based): one code file per frame."""
+    from transforms import metadata
+
+    pixels, channels, carried = _pixels(image, strip_metadata, frame)
+    return _compressor(model).compress(pixels, channels, quality, metadata.to_chunks(carried))
 
 
 def decompress(data: bytes, model: str | None = None) -> np.ndarray:
-    """The image of a code file: uint8 (H, W, 3), or (H, W) for a grayscale source."""
-    return _compressor(_model_for(bytes(data), model)).decompress(bytes(data))
+    """The image of a code file: uint8 (H, W, 3), or (H, W) for a grayscale source; with the
+    source's alpha as a last plane when it had transparency ((H, W, 4) or (H, W, 2))."""
+    return np.asarray(decompress_image(data, model))
+
+
+def decompress_image(data: bytes, model: str | None = None):
+    """The image of a code file as a PIL image (mode L, LA, RGB or RGBA) whose ``info`` holds
+    the EXIF, ICC profile and XMP the file carries."""
+    from transforms import metadata
+
+    image, code = _compressor(_model_for(bytes(data), model)).decode(bytes(data))
+    return metadata.to_image(image, metadata.from_code(code))

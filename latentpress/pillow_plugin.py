@@ -1,12 +1,14 @@
 """Pillow reads latentpress code files: after ``import latentpress``, ``Image.open(path)``
 of a ``.lpc`` file gives the decoded image (format "LPC"), as pillow-heif and
 pillow-avif-plugin do for theirs.  The header is read at open; decoding (and TensorFlow)
-waits for the first access to the pixels."""
+waits for the first access to the pixels.  ``info`` holds the EXIF, ICC profile and XMP the
+file carries; a file with alpha opens as RGBA (or LA)."""
 
 from __future__ import annotations
 
 from PIL import Image, ImageFile
 
+from models import codefile
 from models.codefile import MAGIC, SUFFIX, CodeFile, CodeFileError
 
 FORMAT = "LPC"
@@ -26,20 +28,29 @@ class LatentpressImageFile(ImageFile.ImageFile):
             code = CodeFile.from_bytes(self._data)
         except CodeFileError as e:
             raise SyntaxError(str(e)) from e
-        self._mode = "L" if code.source_channels == 1 else "RGB"
+        alpha = code.chunk(codefile.ALPHA) is not None
+        self._mode = (
+            ("LA" if alpha else "L") if code.source_channels == 1 else ("RGBA" if alpha else "RGB")
+        )
         self._size = (code.width, code.height)
         self.info["latentpress_model"] = code.fingerprint
         self.info["latentpress_version"] = code.version
         if code.quality is not None:
             self.info["quality"] = code.quality
+        for key, tag in (
+            ("exif", codefile.EXIF),
+            ("icc_profile", codefile.ICC),
+            ("xmp", codefile.XMP),
+        ):
+            if code.chunk(tag):
+                self.info[key] = code.chunk(tag)
         self.tile = []
 
     def load(self):
         if self._data is not None:
-            from latentpress.api import decompress
+            from latentpress.api import decompress_image
 
-            pixels = decompress(self._data)
-            self.im = Image.fromarray(pixels, self.mode).im
+            self.im = decompress_image(self._data).im
             self._data = None
         return Image.Image.load(self)
 

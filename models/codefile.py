@@ -30,6 +30,10 @@ pixels::
                L   data
     ...        4   CRC-32 of every byte before it
 
+Chunks written (``transforms.metadata`` fills and reads them): ``EXIF`` (TIFF-structured
+EXIF as Pillow writes it, orientation 1), ``XMP `` (the XMP packet), ``ICCP`` (an ICC
+profile), ``ALPH`` (the alpha plane as a PNG image, lossless), ``SRCE`` (JSON: the source's
+bit depth and which of its frames this is, when not 8-bit and single-frame).
 Readers skip tags they do not know.  Versions 1 and 2 chose the coding distributions in
 floating point, so they decode only where the arithmetic matches the machine that wrote them;
 they are still read.  Version 1 (latentpress 0.1, one-rate codecs only) is version 2 without
@@ -61,6 +65,7 @@ _CHECKSUM = struct.Struct(">I")
 STRIPE_ROWS = 16
 _CHUNK_COUNT = struct.Struct(">H")
 _CHUNK = struct.Struct(">4sI")
+EXIF, XMP, ICC, ALPHA, SOURCE = b"EXIF", b"XMP ", b"ICCP", b"ALPH", b"SRCE"
 
 
 class CodeFileError(ValueError):

@@ -31,10 +31,12 @@ from apache_beam.ml.inference.base import RunInference
 
 from models import registry
 from pipelines.options import (
+    add_carry_args,
     add_corpus_args,
     add_ensemble_arg,
     add_model_args,
     configure_logging,
+    decode_options,
     expected_inputs,
     fingerprints,
     make_handler,
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_args(parser)
     add_model_args(parser)
     add_ensemble_arg(parser)
+    add_carry_args(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -118,7 +121,9 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     handler = make_handler(args)
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    read = pipeline | "ReadImages" >> ReadImages(args.input, max_pixels=args.max_pixels)
+    read = pipeline | "ReadImages" >> ReadImages(
+        args.input, max_pixels=args.max_pixels, options=decode_options(args)
+    )
     safe, unsafe = read["images"] | "CheckRelativePaths" >> beam.Partition(
         lambda image, _: 0 if safe_key(image.key) else 1, 2
     )

@@ -34,9 +34,11 @@ from apache_beam.ml.inference.base import RunInference
 
 from models import registry
 from pipelines.options import (
+    add_carry_args,
     add_corpus_args,
     add_model_args,
     configure_logging,
+    decode_options,
     fingerprints,
     make_handler,
     rate_target,
@@ -46,7 +48,7 @@ from pipelines.options import (
     split_args,
     stage_parser,
 )
-from transforms import archive, decode, manifest, records
+from transforms import archive, decode, manifest, metadata, records
 from transforms.apply_models import WriteOutputs
 from transforms.archive import ARCHIVED, INCOMPLETE, OLDER
 from transforms.progress import ReportProgress
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive", required=True, help="Archive directory (local or gs://) to add to."
     )
     add_model_args(parser)
+    add_carry_args(parser)
     parser.add_argument(
         "--reprocess-older-models",
         action="store_true",
@@ -242,7 +245,9 @@ class WriteArchiveOutputs(WriteOutputs):
             if codes
             else self.denoiser_fingerprint
         )
-        return archive.content_name(model, image.sha256) + suffix
+        # a frame of a multi-frame source: its own name beside the content's
+        frame = metadata.frame_suffix(image.carried)
+        return archive.content_name(model, image.sha256) + frame + suffix
 
 
 def _summarize(counts: dict, totals: dict, run_id: str) -> dict:
@@ -313,7 +318,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     # New files are read a second time here rather than carrying their bytes through the
     # JoinWithArchive shuffle; files already archived are read once, to hash them.
     decoded = triaged.files | "Decode" >> beam.ParDo(
-        DecodeImages(args.max_pixels, min_side=1)
+        DecodeImages(args.max_pixels, min_side=1, options=decode_options(args))
     ).with_outputs(DEAD_LETTER, main="images")
     written = (
         decoded.images

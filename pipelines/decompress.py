@@ -4,9 +4,10 @@
     latentpress decompress [--model M] --input 'GLOB' -o DIR [Beam options]
     latentpress decompress --models-dir ARCHIVE/models --input 'ARCHIVE/codes/**' -o DIR
 
-Each file is decoded by the model its header names (its fingerprint): ``--model``, a shipped
-model (any ``--quality``), or one in ``--models-dir`` (an archive keeps every model that wrote
-into it in its ``models/``).
+Each PNG carries what its code file carries: EXIF, XMP, the ICC profile and alpha
+(``transforms.metadata``).  Each file is decoded by the model its header names (its
+fingerprint): ``--model``, a shipped model (any ``--quality``), or one in ``--models-dir`` (an
+archive keeps every model that wrote into it in its ``models/``).
 
 The first form decodes the files given, in this process, to ``DIR/<name>``: the code file's
 name without ``.lpc``, with ``.png`` added unless it ends with it (``a.png.lpc`` -> ``a.png``,
@@ -44,8 +45,8 @@ from pipelines.options import (
     split_args,
     stage_parser,
 )
-from transforms import records
-from transforms.apply_models import encode_png, safe_key
+from transforms import metadata, records
+from transforms.apply_models import safe_key
 from transforms.decode import UNREADABLE, UNSAFE_PATH
 from transforms.manifest import output_name, output_names
 from transforms.progress import ReportProgress
@@ -103,8 +104,10 @@ class ModelsByFingerprint:
                 return self._default  # whose fingerprint check names both models
         return self._loaded[fingerprint]
 
-    def decompress(self, data: bytes):
-        return self.for_code(data).decompress(data)
+    def decompress_png(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
+        """(PNG bytes with what the code file carries, (width, height))."""
+        image, code = self.for_code(data).decode(data)
+        return metadata.encode_png(image, metadata.from_code(code)), (code.width, code.height)
 
 
 class DecodeCodeFiles(beam.DoFn):
@@ -138,14 +141,14 @@ class DecodeCodeFiles(beam.DoFn):
             yield self._fail(matched.path, UNREADABLE, f"{type(e).__name__}: {e}")
             return
         try:
-            image = self._compressor.decompress(data)
+            png, _ = self._compressor.decompress_png(data)
         except CodeFileError as e:
             yield self._fail(matched.path, "bad_code_file", str(e))
             return
         target = records.join(self._output, key)
         if "://" not in target:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-        write_atomically(target, encode_png(image))
+        write_atomically(target, png)
         self._written.inc()
         yield {"path": matched.path, "output": target}
 
@@ -225,13 +228,13 @@ def main(argv=None) -> int:
             continue
         try:
             with open(path, "rb") as handle:
-                image = compressor.decompress(handle.read())
+                png, (width, height) = compressor.decompress_png(handle.read())
         except (OSError, CodeFileError) as e:
             print(f"latentpress decompress: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        write_atomically(target, encode_png(image))
-        print(f"{target}: {image.shape[1]}x{image.shape[0]}")
+        write_atomically(target, png)
+        print(f"{target}: {width}x{height}")
     return 1 if failed else 0
 
 

@@ -120,6 +120,44 @@ def add_max_pixels_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_carry_args(parser: argparse.ArgumentParser) -> None:
+    """What travels with each image besides its pixels (``transforms.metadata``)."""
+    from transforms import metadata
+
+    parser.add_argument(
+        "--strip-metadata",
+        action="store_true",
+        help="Do not carry EXIF, XMP or the ICC profile (e.g. GPS and names must not be "
+        "kept); the manifest says so.",
+    )
+    parser.add_argument(
+        "--alpha",
+        choices=metadata.ALPHA_CHOICES,
+        default=metadata.KEEP,
+        help="Transparency: kept losslessly in the code file, or dropped (composited over "
+        "white, with a note).",
+    )
+    parser.add_argument(
+        "--frames",
+        choices=metadata.FRAME_CHOICES,
+        default=metadata.ALL_FRAMES,
+        help="Multi-frame inputs (TIFF pages, GIF/WebP frames): every frame as its own image "
+        "(NAME.frame-N), the first only (noted), or refuse the file (reason multi_frame).",
+    )
+    parser.add_argument(
+        "--strict-depth",
+        action="store_true",
+        help="Refuse inputs with more than 8 bits per sample (reason more_than_8_bits) "
+        "instead of coding them at 8 bits with a note.",
+    )
+
+
+def decode_options(args: argparse.Namespace):
+    from transforms.decode import DecodeOptions
+
+    return DecodeOptions(args.frames, args.strip_metadata, args.alpha, args.strict_depth)
+
+
 def add_codec_args(parser: argparse.ArgumentParser) -> None:
     """--model and --quality: which codec a stage uses, at which rate (see ``resolve_codec``)."""
     parser.add_argument(

@@ -12,20 +12,17 @@ rename) and turns each result into its manifest record.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
-from PIL import Image
 
 from models import codefile
-from transforms import decode, manifest
+from transforms import decode, manifest, metadata
 from transforms.read_images import DecodedImage
 from transforms.records import join, write_atomically
 
@@ -84,12 +81,6 @@ def configure_gpus(memory_mb: int) -> None:
         LOG.info("TensorFlow already initialised here; keeping its GPU settings")
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def process_image(
     models: Models,
     image: DecodedImage,
@@ -109,8 +100,10 @@ def process_image(
     grayscale = image.mode in decode.GRAYSCALE_MODES
     if mode in (DENOISE, BOTH):
         pixels = models.denoiser.denoise(pixels)
-        # A grayscale source gets a grayscale cleaned image, as the decoder does for codes.
-        result.clean_png = encode_png(to_grayscale(pixels) if grayscale else pixels)
+        # A grayscale source gets a grayscale cleaned image, as the decoder does for codes;
+        # it carries what the source did (EXIF, ICC, alpha: transforms.metadata).
+        cleaned = to_grayscale(pixels) if grayscale else pixels
+        result.clean_png = metadata.encode_png(cleaned, image.carried)
     if mode in (COMPRESS, BOTH):
         channels = 1 if grayscale else 3
         if target:
@@ -121,7 +114,8 @@ def process_image(
         result.quality = quality
         latents = models.compressor.analyze(pixels, quality)
         height, width = pixels.shape[:2]
-        result.code = models.compressor.encode(latents, height, width, channels, quality)
+        chunks = metadata.to_chunks(image.carried)
+        result.code = models.compressor.encode(latents, height, width, channels, quality, chunks)
         # The decoder's output is the synthesis of these very latents; PSNR is measured on
         # what the user gets back (grayscale for a grayscale source).
         decoded = models.compressor.synthesize(latents, height, width, quality)
@@ -240,6 +234,7 @@ class WriteOutputs(beam.DoFn):
             if result.clean_png is not None
             else "",
             "run_id": self._run_id,
+            **image.carried.manifest_fields(),
         }
         if result.error:
             self._failures.inc()

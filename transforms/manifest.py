@@ -25,8 +25,18 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   model_fingerprint    codec weights' fingerprint, or ""
   denoiser_fingerprint denoiser weights' fingerprint, or ""
   run_id               the archive run that wrote the record ("" for apply runs)
+  exif_bytes, xmp_bytes, icc_bytes
+                       sizes of the EXIF, XMP and ICC profile the outputs carry (0: none)
+  icc_description      the carried profile's description (e.g. "Display P3"), or ""
+  alpha                whether the outputs carry the source's alpha plane (lossless)
+  frame                "<n>/<count>" for a frame of a multi-frame source, else ""
+  bit_depth            bits per sample of the source (16-bit is coded at 8)
+  metadata             "kept", or "stripped" (--strip-metadata)
+  notes                what was left out or changed, "; "-separated ("" when nothing)
 
-Summary: matched = written + failed, always.
+Summary: matched = written + failed, always, counting images: a source of N frames counts N
+(``frames_beyond_first`` says how many images were second or later frames).
+(``transforms.metadata`` owns what the carried fields mean.)
 """
 
 from __future__ import annotations
@@ -89,6 +99,15 @@ FIELDS = (
     "model_fingerprint",
     "denoiser_fingerprint",
     "run_id",
+    "exif_bytes",
+    "xmp_bytes",
+    "icc_bytes",
+    "icc_description",
+    "alpha",
+    "frame",
+    "bit_depth",
+    "metadata",
+    "notes",
 )
 
 
@@ -100,6 +119,7 @@ def record(**values) -> dict:
     defaults = {field: "" for field in FIELDS}
     defaults.update(width=0, height=0, bytes_in=0, code_bytes=0, clean_bytes=0, bpp=0.0)
     defaults.update(psnr_db=0.0, quality=None, target_met=None)
+    defaults.update(exif_bytes=0, xmp_bytes=0, icc_bytes=0, alpha=False, bit_depth=0)
     return {**defaults, **values}
 
 
@@ -130,6 +150,7 @@ def _totals(r: dict) -> dict:
         "bytes_in": r["bytes_in"] if ok else 0,
         "code_bytes": r["code_bytes"] if ok else 0,
         "clean_bytes": r["clean_bytes"] if ok else 0,
+        "frames_beyond_first": int(bool(r.get("frame")) and not r["frame"].startswith("1/")),
     }
 
 

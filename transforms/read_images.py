@@ -13,14 +13,14 @@ import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import decode
+from transforms import decode, metadata
 from transforms.records import dead_letter
 
 LOG = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class DecodedImage:
     size_bytes: int
     sha256: str  # of the file's bytes
     mode: str = "RGB"  # the source's Pillow mode, e.g. "L" for grayscale
+    # what travels with the pixels (EXIF, ICC, alpha, frame, ...: transforms.metadata)
+    carried: metadata.Carried = field(default_factory=metadata.Carried)
 
 
 def _unlisted_local_entries(pattern: str, seen: set[str]) -> list[str]:
@@ -106,11 +108,15 @@ class MatchPatterns(beam.DoFn):
 
 
 class DecodeImages(beam.DoFn):
-    """Reads and decodes each file; failures become dead-letter records with their reason."""
+    """Reads and decodes each file, one image per frame (key ``NAME.frame-N`` for a file of
+    several); failures become dead-letter records with their reason."""
 
-    def __init__(self, max_pixels: int, min_side: int):
+    def __init__(
+        self, max_pixels: int, min_side: int, options: decode.DecodeOptions = decode.PIXELS_ONLY
+    ):
         self._max_pixels = max_pixels
         self._min_side = min_side
+        self._options = options
         self._decoded = Metrics.counter("read_images", "decoded")
         self._failed = Metrics.counter("read_images", "failed")
         self._count = 0
@@ -128,29 +134,26 @@ class DecodeImages(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - any I/O failure is this input's dead letter
             yield self._fail(matched, decode.UNREADABLE, f"{type(e).__name__}: {e}")
             return
+        sha256 = hashlib.sha256(data).hexdigest()
         try:
-            pixels, mode = decode.decode_with_mode(data, self._max_pixels)
-        except decode.DecodeError as e:
+            for frame in decode.decode_frames(data, self._max_pixels, self._options):
+                yield from self._checked(matched, frame, len(data), sha256)
+        except decode.DecodeError as e:  # frames already yielded stay; the file is counted
             yield self._fail(matched, e.reason, e.detail)
-            return
-        height, width = pixels.shape[:2]
+
+    def _checked(self, matched: MatchedFile, frame: decode.DecodedFrame, size: int, sha256: str):
+        key = metadata.frame_key(matched.key, frame.carried)
+        height, width = frame.pixels.shape[:2]
         if min(height, width) < self._min_side:
-            yield self._fail(
-                matched, decode.TOO_SMALL, f"{width}x{height} is smaller than {self._min_side}"
-            )
+            detail = f"{width}x{height} is smaller than {self._min_side}"
+            yield self._fail(matched, decode.TOO_SMALL, detail)
             return
         self._decoded.inc()
         self._count += 1
         if self._count % PROGRESS_EVERY == 0:
             LOG.info("decoded %d images on this worker", self._count)
         yield DecodedImage(
-            matched.path,
-            matched.key,
-            matched.root,
-            pixels,
-            len(data),
-            hashlib.sha256(data).hexdigest(),
-            mode,
+            matched.path, key, matched.root, frame.pixels, size, sha256, frame.mode, frame.carried
         )
 
 
@@ -195,16 +198,18 @@ class ReadImages(beam.PTransform):
         patterns: list[str],
         max_pixels: int = decode.DEFAULT_MAX_PIXELS,
         min_side: int = 1,
+        options: decode.DecodeOptions = decode.PIXELS_ONLY,
     ):
         super().__init__()
         self._patterns = list(patterns)
         self._max_pixels = max_pixels
         self._min_side = min_side
+        self._options = options
 
     def expand(self, pbegin):
         matched = pbegin | "MatchFiles" >> MatchFiles(self._patterns)
         decoded = matched["files"] | "Decode" >> beam.ParDo(
-            DecodeImages(self._max_pixels, self._min_side)
+            DecodeImages(self._max_pixels, self._min_side, self._options)
         ).with_outputs(DEAD_LETTER, main="images")
         return {
             "images": decoded.images,
