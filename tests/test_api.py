@@ -73,3 +73,40 @@ def test_import_latentpress_does_not_start_tensorflow():
         text=True,
     )
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_what_a_photograph_carries_comes_back_through_the_api_and_pillow(tmp_path):
+    """EXIF, ICC and alpha from a path or a PIL image reach decompress_image, the array's
+    alpha plane and Image.open of the code file; a multi-frame path asks for its frame."""
+    from tests.carried_files import exif_tags, write_carried_files
+
+    files = write_carried_files(tmp_path / "in")
+    code = latentpress.compress(files["exif"], quality=30)
+    with Image.open(files["exif"]) as source:
+        assert latentpress.compress(source, quality=30) == code  # a PIL image carries the same
+        expected_exif, icc = {**exif_tags(source), 0x0112: 1}, source.info["icc_profile"]
+    back = latentpress.decompress_image(code)
+    assert exif_tags(back) == expected_exif and back.info["icc_profile"] == icc
+    (tmp_path / "camera.jpg.lpc").write_bytes(code)
+    with Image.open(tmp_path / "camera.jpg.lpc") as opened:
+        assert opened.info["icc_profile"] == icc and exif_tags(opened) == expected_exif
+
+    cutout = latentpress.compress(files["alpha"])
+    with Image.open(files["alpha"]) as source:
+        alpha = np.asarray(source)[..., 3]
+    pixels = latentpress.decompress(cutout)
+    assert pixels.shape == (*alpha.shape, 4)
+    np.testing.assert_array_equal(pixels[..., 3], alpha)
+    (tmp_path / "cutout.png.lpc").write_bytes(cutout)
+    with Image.open(tmp_path / "cutout.png.lpc") as opened:
+        assert opened.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(opened)[..., 3], alpha)
+
+    with pytest.raises(ValueError, match="2 frames"):
+        latentpress.compress(files["pages"])
+    second = latentpress.decompress(latentpress.compress(files["pages"], frame=1))
+    first = latentpress.decompress(latentpress.compress(files["pages"], frame=0))
+    assert (
+        np.abs(second.astype(int) - first[:, ::-1]).mean()
+        < np.abs(second.astype(int) - first).mean()
+    )
