@@ -105,7 +105,7 @@ def project(measured: dict, args: argparse.Namespace, images: float) -> dict:
     # Every run lists and reads the whole manifest and shuffles its per-content state
     # (benchmarks.archive_scale measures the bytes per record).
     shuffle_gb = args.images * args.shuffle_bytes_per_record / 1e9
-    outputs = {"both": 2, "compress": 1, "denoise": 1}[args.mode]
+    outputs = {"both": 1, "compress": 1, "denoise": 1}[args.mode]  # both: the code of the cleaned
     class_a = args.images / 1000 + images * (2 * outputs + 1)  # list pages; write+rename each
     class_b = images * 2 + args.images * args.manifest_bytes_per_record / 8e6  # 8 MB reads
     money = {

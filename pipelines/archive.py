@@ -159,13 +159,21 @@ class ArchiveHoldings(beam.PTransform):
     manifest (100M records would not fit as a side input; see benchmarks/archive_scale.py).
     """
 
-    def __init__(self, archive_dir, mode, codec_identity, denoiser_fingerprint, reprocess_older):
+    def __init__(
+        self,
+        archive_dir,
+        mode,
+        codec_identity,
+        denoiser_fingerprint,
+        reprocess_older,
+        keep_cleaned=False,
+    ):
         super().__init__()
         self._pattern = archive.manifest_pattern(archive_dir)
-        self._state = (mode, codec_identity, denoiser_fingerprint, reprocess_older)
+        self._state = (mode, codec_identity, denoiser_fingerprint, reprocess_older, keep_cleaned)
 
     def expand(self, pbegin):
-        mode, codec_identity, denoiser_fingerprint, reprocess_older = self._state
+        state = self._state
         return (
             pbegin
             | "ManifestPattern" >> beam.Create([self._pattern])
@@ -176,14 +184,7 @@ class ArchiveHoldings(beam.PTransform):
             | "KeyByContent" >> beam.Map(lambda r: (r["content_sha256"], archive.held_outputs(r)))
             | "RecordsPerContent" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
             | "Classify"
-            >> beam.MapTuple(
-                lambda sha, held: (
-                    sha,
-                    archive.archive_state(
-                        held, mode, codec_identity, denoiser_fingerprint, reprocess_older
-                    ),
-                )
-            )
+            >> beam.MapTuple(lambda sha, held: (sha, archive.archive_state(held, *state)))
         )
 
 
@@ -304,6 +305,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         registry.codec_identity(codec_fingerprint, codec_setting),
         denoiser_fingerprint,
         args.reprocess_older_models,
+        args.keep_cleaned,
     )
     matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
     hashed = matched["files"] | "HashInputs" >> HashInputs(args.archive, run_id, args.rehash)

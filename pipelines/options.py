@@ -215,7 +215,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     from transforms.apply_models import BOTH, MODES
 
     parser.add_argument(
-        "--mode", choices=MODES, default=BOTH, help="What to write per image (default: both)."
+        "--mode",
+        choices=MODES,
+        default=BOTH,
+        help="What to do per image: compress (a code file), denoise (a cleaned PNG), or both "
+        "(a code file of the cleaned image, which decodes to it; default).",
+    )
+    parser.add_argument(
+        "--keep-cleaned",
+        action="store_true",
+        help="With --mode both: also keep each cleaned image as a PNG (about 18x the code "
+        "file's size; the code file alone decodes to the cleaned image).",
     )
     add_codec_args(parser)
     parser.add_argument(
@@ -265,6 +275,7 @@ def make_handler(args):
         args.quality,
         rate_target(args),
         getattr(args, "denoise_ensemble", 1),  # apply's flag; the archive runs one pass
+        args.keep_cleaned,
     )
 
 

@@ -61,6 +61,7 @@ def applied(corpus, tmp_path_factory):
             f"--input={root}/photos/**",
             f"--output={output}",
             "--mode=both",
+            "--keep-cleaned",
             "--inference-threads=1",
             *IN_PROCESS,
         ]
@@ -120,7 +121,8 @@ def test_manifest_bpp_and_psnr_match_the_files_on_disk(applied):
 
 def test_two_workers_write_the_same_bytes_as_one(corpus, applied, tmp_path):
     root, _ = corpus
-    apply.run([f"--input={root}/photos/**", f"--output={tmp_path}", "--mode=both", *TWO_WORKERS])
+    flags = ["--mode=both", "--keep-cleaned", *TWO_WORKERS]
+    apply.run([f"--input={root}/photos/**", f"--output={tmp_path}", *flags])
     for kind in ("codes", "clean"):
         ours = sorted(glob.glob(f"{tmp_path}/{kind}/**/*.*", recursive=True))
         theirs = sorted(glob.glob(f"{applied}/{kind}/**/*.*", recursive=True))
@@ -175,7 +177,8 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
     """The issue's acceptance run, on two workers, decoded with `latentpress decompress`."""
     cbsd68 = shared_dataset("CBSD68")
     output = tmp_path / "applied"
-    apply.run([f"--input={cbsd68}/*.png", f"--output={output}", "--mode=both", *TWO_WORKERS])
+    flags = ["--mode=both", "--keep-cleaned", *TWO_WORKERS]
+    apply.run([f"--input={cbsd68}/*.png", f"--output={output}", *flags])
     rows = read_manifest(output)
     assert len(rows) == 68 and all(r["status"] == "ok" for r in rows)
     decoded_dir = tmp_path / "decoded"
@@ -257,3 +260,30 @@ def test_a_denoise_ensemble_writes_the_mean_of_its_views(tmp_path):
     assert not np.array_equal(cleaned, Denoiser().denoise(source))
     summary = records.read_json(str(output / records.SUMMARY_FILE))
     assert summary["config"]["denoise_ensemble"] == 2
+
+
+def test_mode_both_stores_the_code_of_the_cleaned_image_and_no_png_unless_asked(tmp_path):
+    """--mode both keeps what an archive wants: one code file per image, which decodes to the
+    denoised image (not the input); the cleaned PNG (~18x the code) only with --keep-cleaned.
+    The manifest says what the code encodes and which denoiser made it."""
+    from models.inference import Denoiser
+    from transforms.decode import decode_image
+
+    photo = tmp_path / "photos" / "noisy.png"
+    photo.parent.mkdir()
+    with Image.open(copy_samples(tmp_path / "samples", 0, 1)[0]) as image:
+        pixels = np.asarray(image.convert("RGB").crop((0, 0, 160, 128)))
+    noisy = np.clip(pixels + np.random.default_rng(2).normal(0, 25, pixels.shape), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(photo)
+    output = tmp_path / "out"
+    apply.run([f"--input={photo}", f"--output={output}", "--inference-threads=1", *IN_PROCESS])
+    (row,) = read_manifest(output)
+    assert not (output / manifest.CLEAN_DIR).exists() and row["clean_path"] == ""
+    assert row["code_of"] == "cleaned" and row["denoiser_fingerprint"]
+    summary = records.read_json(str(output / records.SUMMARY_FILE))
+    assert summary["clean_bytes"] == 0 and summary["code_bytes"] == row["code_bytes"]
+    decoded = Compressor().decompress((output / "codes" / "noisy.png.lpc").read_bytes())
+    cleaned = Denoiser().denoise(decode_image(photo.read_bytes()))
+    source = decode_image(photo.read_bytes())
+    assert abs(psnr(cleaned, decoded) - row["psnr_db"]) <= 0.01  # the code is of the cleaned
+    assert psnr(cleaned, decoded) > psnr(source, decoded) + 3.0  # ... not of the noisy input

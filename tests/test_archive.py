@@ -133,6 +133,7 @@ def test_a_run_killed_part_way_then_rerun_archives_each_image_exactly_once(sampl
         f"--input={corpus}/*",
         f"--archive={store}",
         "--mode=both",
+        "--keep-cleaned",
         "--runner=DirectRunner",
     ]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
@@ -145,7 +146,7 @@ def test_a_run_killed_part_way_then_rerun_archives_each_image_exactly_once(sampl
     assert 0 < written_before_kill < len(samples), "the kill did not land part-way"
     assert manifest_records(store) == []  # records are committed only at the end
 
-    summary = run_archive(corpus, store, "--mode=both", "--temp-max-age-hours=0")
+    summary = run_archive(corpus, store, "--mode=both", "--keep-cleaned", "--temp-max-age-hours=0")
     assert summary["processed"] == len(samples) and accounted(summary)
     rows = manifest_records(store)
     assert len(rows) == len({row["content_sha256"] for row in rows}) == len(samples)
@@ -273,3 +274,33 @@ def test_an_unchanged_folder_is_not_read_again_and_a_changed_file_is(samples, tm
     # --rehash reads everything: the silent rewrite of img0 is found (it is no image now).
     fourth = run_archive(corpus, store, "--rehash")
     assert fourth["hashed"] == 3 and fourth["failed"] == 1 and accounted(fourth)
+
+
+def test_what_each_mode_needs_held_counts_codes_of_cleaned_images_and_old_records():
+    """archive_state: mode both is held by a code of the cleaned image (both models on one
+    record, no PNG since 2026-12-05, a PNG before); --keep-cleaned also wants the PNG; denoise
+    wants a PNG, so a code of the cleaned image alone does not serve it."""
+    codec, denoiser = "c" * 16, "d" * 16
+
+    def held(model="", clean_bytes=0, by=""):
+        return {"model_fingerprint": model, "denoiser_fingerprint": by, "codec_setting": "",
+                "clean_bytes": clean_bytes}  # fmt: skip
+
+    code_of_cleaned = held(codec, 0, denoiser)
+    before = held(codec, 900, denoiser)  # a mode-both record of the PNG-keeping days
+    only_code, only_png = held(codec), held("", 900, denoiser)
+
+    def state(records, mode, keep=False, exact=False):
+        return archive.archive_state(records, mode, codec, denoiser, exact, keep)
+
+    assert state([code_of_cleaned], "both") == archive.ARCHIVED
+    assert state([before], "both", keep=True) == archive.ARCHIVED
+    assert state([code_of_cleaned], "both", keep=True) == archive.INCOMPLETE
+    assert state([code_of_cleaned, only_png], "both", keep=True) == archive.ARCHIVED
+    assert state([code_of_cleaned], "denoise") == archive.INCOMPLETE
+    assert state([only_code], "both") == archive.INCOMPLETE  # a code of the noisy input
+    assert state([only_png], "denoise") == archive.ARCHIVED
+    assert state([code_of_cleaned], "compress") == archive.ARCHIVED
+    older = held("e" * 16, 0, denoiser)
+    assert state([older], "both") == archive.ARCHIVED
+    assert state([older], "both", exact=True) == archive.OLDER

@@ -124,7 +124,9 @@ def test_one_naming_rule_keeps_a_jpg_and_a_png_apart_through_every_stage(tmp_pat
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["chelsea.jpg.png", "chelsea.png"]
 
     out = tmp_path / "applied"
-    done = latentpress("apply", "--input", f"{tmp_path}/photos/*", "--output", str(out))
+    done = latentpress(
+        "apply", "--input", f"{tmp_path}/photos/*", "--output", str(out), "--keep-cleaned"
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "codes").iterdir()) == codes
     assert sorted(p.name for p in (out / "clean").iterdir()) == ["chelsea.jpg.png", "chelsea.png"]

@@ -106,7 +106,7 @@ def test_apply_to_gcs_and_decompress_from_gcs(bucket):
     for row in ok:
         assert row["code_path"].startswith(f"gs://{name}/applied/codes/")
         assert len(read_bytes(row["code_path"])) == row["code_bytes"]
-        assert read_bytes(row["clean_path"])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert row["clean_path"] == "" and row["code_of"] == "cleaned"  # mode both
 
     decoded = f"gs://{name}/decoded"
     decompress.run([f"--input={output}/codes/**", f"--output={decoded}", *IN_PROCESS])

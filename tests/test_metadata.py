@@ -154,7 +154,7 @@ def test_compress_and_decompress_give_back_exif_icc_alpha_and_every_page(carried
 def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carried, tmp_path):
     folder = carried["exif"].parent
     out = tmp_path / "applied"
-    done = latentpress("apply", "--input", f"{folder}/*", "--output", str(out))
+    done = latentpress("apply", "--input", f"{folder}/*", "--output", str(out), "--keep-cleaned")
     assert done.returncode == 0, done.stderr
     records = {}
     for shard in out.glob("manifest-*.jsonl"):

@@ -39,6 +39,7 @@ class Processed:
     psnr_db: float = 0.0
     quality: float | None = None  # what a variable-rate codec encoded at
     target_met: bool | None = None  # with a --target-psnr/--target-bpp
+    denoised: bool = False  # the denoiser ran (its output may be stored only as the code)
     error: str = ""  # set when the models failed on this image
 
 
@@ -87,8 +88,10 @@ def process_image(
     mode: str,
     quality: float | None = None,
     target: dict | None = None,
+    keep_cleaned: bool = False,
 ) -> Processed:
-    """Denoise and/or compress one image; in ``both`` the cleaned image is what is encoded.
+    """Denoise and/or compress one image; in ``both`` the cleaned image is what is encoded,
+    and its PNG is kept only with ``keep_cleaned`` (the code decodes to it).
 
     ``quality`` (0-100) is the rate of a variable-rate codec (None for a one-rate codec);
     ``target`` ({"target_psnr": dB} or {"target_bpp": bpp}) chooses it per image instead."""
@@ -102,8 +105,10 @@ def process_image(
         pixels = models.denoiser.denoise(pixels)
         # A grayscale source gets a grayscale cleaned image, as the decoder does for codes;
         # it carries what the source did (EXIF, ICC, alpha: transforms.metadata).
-        cleaned = to_grayscale(pixels) if grayscale else pixels
-        result.clean_png = metadata.encode_png(cleaned, image.carried)
+        result.denoised = True
+        if mode == DENOISE or keep_cleaned:
+            cleaned = to_grayscale(pixels) if grayscale else pixels
+            result.clean_png = metadata.encode_png(cleaned, image.carried)
     if mode in (COMPRESS, BOTH):
         channels = 1 if grayscale else 3
         if target:
@@ -136,8 +141,10 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         quality: float | None = None,
         target: dict | None = None,
         denoise_ensemble: int = 1,
+        keep_cleaned: bool = False,
     ):
         super().__init__()
+        self._keep_cleaned = keep_cleaned
         self._denoise_ensemble = denoise_ensemble
         self._mode = mode
         self._quality = quality
@@ -166,7 +173,11 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         results = []
         for image in batch:
             try:
-                results.append(process_image(model, image, self._mode, self._quality, self._target))
+                results.append(
+                    process_image(
+                        model, image, self._mode, self._quality, self._target, self._keep_cleaned
+                    )
+                )
             except Exception as e:  # noqa: BLE001 - one bad image must not sink its batch
                 LOG.warning("inference failed on %s: %s", image.path, e)
                 results.append(Processed(image, error=f"{type(e).__name__}: {e}"))
@@ -230,9 +241,7 @@ class WriteOutputs(beam.DoFn):
             "width": int(image.pixels.shape[1]),
             "height": int(image.pixels.shape[0]),
             "model_fingerprint": self.codec_fingerprint if result.code is not None else "",
-            "denoiser_fingerprint": self.denoiser_fingerprint
-            if result.clean_png is not None
-            else "",
+            "denoiser_fingerprint": self.denoiser_fingerprint if result.denoised else "",
             "run_id": self._run_id,
             **image.carried.manifest_fields(),
         }
@@ -268,6 +277,7 @@ class WriteOutputs(beam.DoFn):
             bpp=codefile.bits_per_pixel(code_bytes, pixels),
             psnr_db=result.psnr_db,
             psnr_reference=("clean" if self._mode == BOTH else "input") if code_bytes else "",
+            code_of=("cleaned" if result.denoised else "input") if code_bytes else "",
             quality=result.quality,
             codec_setting=self.codec_setting if code_bytes else "",
             target_met=result.target_met,

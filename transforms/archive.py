@@ -94,7 +94,7 @@ OLDER = "older"  # holds them, but by older models, and --reprocess-older-models
 INCOMPLETE = "incomplete"  # lacks an output this run's mode makes (e.g. denoised only)
 
 
-HELD_FIELDS = ("model_fingerprint", "denoiser_fingerprint", "codec_setting")
+HELD_FIELDS = ("model_fingerprint", "denoiser_fingerprint", "codec_setting", "clean_bytes")
 
 
 def held_outputs(record: dict) -> dict:
@@ -103,33 +103,48 @@ def held_outputs(record: dict) -> dict:
 
 
 def archive_state(
-    records: list[dict], mode: str, codec: str, denoiser: str, reprocess_older: bool
+    records: list[dict],
+    mode: str,
+    codec: str,
+    denoiser: str,
+    reprocess_older: bool,
+    keep_cleaned: bool = False,
 ) -> str:
     """What the archive holds for one content hash, given all of its manifest records.
 
-    Each output the mode makes must be held: a code file (compress, both) and a cleaned
-    image (denoise, both), from any earlier run.  ``codec`` is the codec's identity (its
-    fingerprint and, for a variable-rate codec, its setting: see ``codec_identity``).
-    Without ``reprocess_older`` an output by any model counts (old codes stay decodable with
-    the model that wrote them); with it, only one by exactly this run's models and setting.
+    Each output the mode makes must be held, from any earlier run: compress a code file,
+    denoise a cleaned PNG, both a code file of the cleaned image (a record with both models;
+    records before 2026-12-05 also held the PNG) and, with ``keep_cleaned``, the PNG too.
+    ``codec`` is the codec's identity (its fingerprint and, for a variable-rate codec, its
+    setting: see ``codec_identity``).  Without ``reprocess_older`` an output by any model
+    counts (old codes stay decodable with the model that wrote them); with it, only one by
+    exactly this run's models and setting.
     """
     from models.registry import codec_identity
 
-    def made_by(record: dict, field: str) -> str:
-        if field == "denoiser_fingerprint" or not record[field]:
-            return record[field]
-        return codec_identity(record[field], record.get("codec_setting", ""))
+    def codec_of(record: dict) -> str:
+        fingerprint = record["model_fingerprint"]
+        return fingerprint and codec_identity(fingerprint, record.get("codec_setting", ""))
 
-    wanted = []
-    if mode in ("compress", "both"):
-        wanted.append(("model_fingerprint", codec))
-    if mode in ("denoise", "both"):
-        wanted.append(("denoiser_fingerprint", denoiser))
-    if not all(any(r[field] for r in records) for field, _ in wanted):
+    def cleaned_png(record: dict, exact: bool) -> bool:
+        made = record["denoiser_fingerprint"] and (record.get("clean_bytes") or 0) > 0
+        return bool(made) and (not exact or record["denoiser_fingerprint"] == denoiser)
+
+    def code(record: dict, exact: bool) -> bool:
+        return bool(record["model_fingerprint"]) and (not exact or codec_of(record) == codec)
+
+    def code_of_cleaned(record: dict, exact: bool) -> bool:
+        by_denoiser = record["denoiser_fingerprint"] and (
+            not exact or record["denoiser_fingerprint"] == denoiser
+        )
+        return code(record, exact) and bool(by_denoiser)
+
+    wanted = {"compress": [code], "denoise": [cleaned_png], "both": [code_of_cleaned]}[mode]
+    if mode == "both" and keep_cleaned:
+        wanted.append(cleaned_png)
+    if not all(any(held(r, False) for r in records) for held in wanted):
         return INCOMPLETE
-    if reprocess_older and not all(
-        any(made_by(r, field) == model for r in records) for field, model in wanted
-    ):
+    if reprocess_older and not all(any(held(r, True) for r in records) for held in wanted):
         return OLDER
     return ARCHIVED
 

@@ -12,7 +12,10 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   mode                 "compress", "denoise" or "both"
   code_path            written code file, or ""      (DIR/codes/<key>.lpc)
   clean_path           written cleaned PNG, or ""    (DIR/clean/<key>, .png added unless
-                                                     the key ends with it)
+                                                     the key ends with it; mode both writes
+                                                     one only with --keep-cleaned)
+  code_of              what the code file encodes: "input", or "cleaned" (mode both: the
+                       denoised image, which the code decodes to); "" without a code
   bytes_in             size of the input file
   code_bytes           size of the code file (0 without one)
   clean_bytes          size of the cleaned PNG (0 without one)
@@ -93,6 +96,7 @@ FIELDS = (
     "bpp",
     "psnr_db",
     "psnr_reference",
+    "code_of",
     "quality",
     "codec_setting",
     "target_met",
