@@ -601,8 +601,8 @@ def test_init_from_grows_a_denoiser_that_denoises_the_same_at_first(prepared, tm
 
 
 def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
-    """Eval batches take the levels in turn: a per-level curve, ordered by rate, whose mean is
-    the eval loss's, instead of the middle rate alone."""
+    """Every eval batch is coded at every level: a per-level curve on the same patches, ordered
+    by rate, whose mean is the eval loss's; plus the transforms' ceiling (no quantization)."""
     flags = ["--lmbdas=0.0025,0.01,0.04", *TINY_CODEC]
     _, trainer = make_trainer(prepared, tmp_path, ["--steps=0", *flags])
     data = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
@@ -611,8 +611,12 @@ def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
     bpps = [metrics[f"bpp_q{q:g}"] for q in (0, 50, 100)]
     assert bpps == sorted(bpps) and bpps[0] < bpps[-1]
     assert metrics["bpp"] == pytest.approx(np.mean(bpps), rel=1e-6)
-    middle = trainer.evaluate(data.take(1), 1)  # one batch: the lowest level only
-    assert middle["bpp"] == pytest.approx(metrics["bpp_q0"], rel=1e-6)
+    one = trainer.evaluate(data.take(1), 1)  # one batch: still every level
+    assert set(one) >= {"bpp_q0", "bpp_q50", "bpp_q100"}
+    assert one["bpp"] == pytest.approx(np.mean([one[f"bpp_q{q}"] for q in (0, 50, 100)]))
+    x = next(iter(data.take(1)))[1]
+    ceiling = train.transform_ceiling(trainer.model, x)
+    assert np.isfinite(metrics["psnr_unquantized"]) and one["psnr_unquantized"] == float(ceiling)
 
 
 def test_reset_learning_rate_on_resume_clears_the_plateau_state(prepared, tmp_path):
