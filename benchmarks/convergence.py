@@ -30,9 +30,11 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from models import growth
+from models import trainer as trainers
 from models.codec import pad_to_multiple
 from pipelines import train
-from transforms import features, statistics
+from transforms import features, statistics, training_data
 from transforms.noise import gaussian
 
 DEFAULT_IMAGES = os.path.join(
@@ -63,7 +65,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / mse))
 
 
-def evaluate(trainer: train.Trainer, crops: np.ndarray, noisy: np.ndarray) -> dict:
+def evaluate(trainer: trainers.Trainer, crops: np.ndarray, noisy: np.ndarray) -> dict:
     """Mean PSNR over the crops (and codec bpp), one image at a time as served (the moving
     average of the weights for a recipe with --ema-decay)."""
     with trainer.averaged():
@@ -93,11 +95,13 @@ def run_recipe(name: str, flags: list[str], args, stats: dict, crops, noisy) -> 
         train_args = train.build_parser().parse_args(
             [f"--data={args.data}", f"--model-dir={model_dir}", f"--task={args.task}", *flags]
         )
-        trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
+        trainer = trainers.Trainer(
+            train_args, tf.distribute.get_strategy(), lambda: train.build_model(train_args, stats)
+        )
         if train_args.init_from:
-            train.load_exported_weights(trainer.model, train_args.init_from)
+            growth.load_exported_weights(trainer.model, train_args.init_from)
             trainer.restart_average()
-        dataset = train.make_dataset(
+        dataset = training_data.make_dataset(
             args.data,
             features.TRAIN_DIR,
             train_args.batch_size,

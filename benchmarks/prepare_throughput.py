@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
             summary = records.read_json(os.path.join(output, records.SUMMARY_FILE))
             patches = sum(summary["patches"].values())
             results[name] = {
-                "images": summary["files_decoded"],
+                "images": summary["decoded"],
                 "patches": patches,
                 "seconds": round(seconds, 2),
                 "patches_per_s": round(patches / seconds, 1),

@@ -24,8 +24,9 @@ import time
 
 import tensorflow as tf
 
+from models import trainer as trainers
 from pipelines import train
-from transforms import features, statistics
+from transforms import features, statistics, training_data
 
 DEFAULTS = {
     "codec": ["--task=codec", "--batch-size=8"],
@@ -47,8 +48,10 @@ def make_trainer(flags: list[str], data: str, stats: dict, model_dir: str):
     train_args = train.build_parser().parse_args(
         [f"--data={data}", f"--model-dir={model_dir}", *flags]
     )
-    trainer = train.Trainer(train_args, tf.distribute.get_strategy(), stats)
-    dataset = train.make_dataset(
+    trainer = trainers.Trainer(
+        train_args, tf.distribute.get_strategy(), lambda: train.build_model(train_args, stats)
+    )
+    dataset = training_data.make_dataset(
         data, features.TRAIN_DIR, train_args.batch_size, True, train_args.crop
     )
     return train_args, trainer, iter(dataset)

@@ -47,7 +47,7 @@ from pipelines.options import (
     split_args,
     stage_parser,
 )
-from transforms import decode, manifest, records
+from transforms import manifest, reasons, records
 from transforms.apply_models import (
     BOTH,
     COMPRESS,
@@ -92,7 +92,7 @@ def _unsafe_record(image, mode: str) -> dict:
         image.path,
         image.key,
         mode,
-        decode.UNSAFE_PATH,
+        reasons.UNSAFE_PATH,
         f"relative path {image.key!r} would leave the output directory",
         content_sha256=image.sha256,
         bytes_in=image.size_bytes,

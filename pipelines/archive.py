@@ -48,7 +48,7 @@ from pipelines.options import (
     split_args,
     stage_parser,
 )
-from transforms import archive, decode, manifest, metadata, records
+from transforms import archive, manifest, metadata, reasons, records
 from transforms.apply_models import WriteOutputs
 from transforms.archive import ARCHIVED, INCOMPLETE, OLDER
 from transforms.progress import ReportProgress
@@ -109,7 +109,7 @@ class HashFiles(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
                 records.dead_letter(
-                    matched.path, "hash", decode.UNREADABLE, f"{type(e).__name__}: {e}"
+                    matched.path, "hash", reasons.UNREADABLE, f"{type(e).__name__}: {e}"
                 ),
             )
             return
@@ -238,6 +238,8 @@ class HashInputs(beam.PTransform):
 
 class WriteArchiveOutputs(WriteOutputs):
     """Names outputs by model and content instead of by input path."""
+
+    STAGE = "archive"
 
     def output_name(self, image, directory: str, suffix: str) -> str:
         codes = directory == manifest.CODES_DIR

@@ -47,10 +47,10 @@ from pipelines.options import (
 )
 from transforms import metadata, records
 from transforms.apply_models import safe_key
-from transforms.decode import UNREADABLE, UNSAFE_PATH
 from transforms.manifest import output_name, output_names
 from transforms.progress import ReportProgress
 from transforms.read_images import DEAD_LETTER, MatchFiles
+from transforms.reasons import BAD_CODE_FILE, UNREADABLE, UNSAFE_PATH
 from transforms.records import refuse_to_overwrite, write_atomically
 
 
@@ -143,7 +143,7 @@ class DecodeCodeFiles(beam.DoFn):
         try:
             png, _ = self._compressor.decompress_png(data)
         except CodeFileError as e:
-            yield self._fail(matched.path, "bad_code_file", str(e))
+            yield self._fail(matched.path, BAD_CODE_FILE, str(e))
             return
         target = records.join(self._output, key)
         if "://" not in target:

@@ -105,8 +105,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _summarize(counts: dict, totals: None) -> dict:
     return {
-        "files_matched": counts.get("files_matched", 0),
-        "files_decoded": counts.get("files_decoded", 0),
+        "matched": counts.get("matched", 0),
+        "decoded": counts.get("decoded", 0),
         "images": {split: counts.get(f"images_{split}", 0) for split in (TRAIN, EVAL)},
         "patches": {split: counts.get(f"patches_{split}", 0) for split in (TRAIN, EVAL)},
     }
@@ -222,8 +222,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         )
 
         counted = (
-            read["matched"] | "CountMatched" >> beam.Map(lambda _: "files_matched"),
-            read["images"] | "CountDecoded" >> beam.Map(lambda _: "files_decoded"),
+            read["matched"] | "CountMatched" >> beam.Map(lambda _: "matched"),
+            read["images"] | "CountDecoded" >> beam.Map(lambda _: "decoded"),
             patches | "CountPatches" >> beam.Map(lambda p: f"patches_{p.split}"),
             patches
             | "CountImagesPerSplit"
@@ -233,9 +233,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
             "failures": read["dead_letter"],
             "unmatched": read["unmatched"],
             "counted": counted,
-        } | "RunRecords" >> records.WriteRunRecords(
-            args.output, _summarize, config, failed_field="files_failed"
-        )
+        } | "RunRecords" >> records.WriteRunRecords(args.output, _summarize, config)
         summary_path = records.join(args.output, records.SUMMARY_FILE)
 
         result, finished = run_pipeline(pipeline, options)
@@ -249,20 +247,15 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     summary = records.read_json(summary_path)
     LOG.info(
         "prepare: %d matched, %d decoded, %d failed; patches train=%d eval=%d; wrote %s",
-        summary["files_matched"],
-        summary["files_decoded"],
-        summary["files_failed"],
+        summary["matched"],
+        summary["decoded"],
+        summary["failed"],
         summary["patches"][TRAIN],
         summary["patches"][EVAL],
         args.output,
     )
     dead_letters = records.join(args.output, records.DEAD_LETTER_PREFIX + "-*.jsonl")
-    outcome = {
-        **summary,
-        "matched": summary["files_matched"],
-        "failed": summary["files_failed"],
-    }
-    return run_outcome("prepare", outcome, summary["files_decoded"], dead_letters, args.strict)
+    return run_outcome("prepare", summary, summary["decoded"], dead_letters, args.strict)
 
 
 def main(argv=None) -> int:

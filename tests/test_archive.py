@@ -17,7 +17,7 @@ from models.codefile import CodeFile
 from pipelines import archive as archive_job
 from pipelines import decompress
 from tests.conftest import copy_samples, export_untrained_codec
-from transforms import archive, decode, records
+from transforms import archive, reasons, records
 
 IN_PROCESS = ["--runner=DirectRunner"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_each_content_is_archived_once_across_runs_renames_and_additions(samples
 
     first = run_archive(corpus, store)
     assert (first["matched"], first["processed"], first["duplicates"]) == (6, 4, 1)
-    assert first["failed_by_reason"] == {decode.NOT_AN_IMAGE: 1}
+    assert first["failed_by_reason"] == {reasons.NOT_AN_IMAGE: 1}
     assert accounted(first)
     assert len(manifest_records(store)) == 4 and len(code_files(store)) == 4
     # bytes saved is what the code files really take, from the files on disk

@@ -64,8 +64,8 @@ def test_prepare_reads_a_gcs_corpus_and_writes_to_gcs(bucket):
         ]
     )
     summary = json.loads(read_bytes(f"{output}/summary.json"))
-    assert summary["files_matched"] == 4 + len(broken)
-    assert summary["files_decoded"] == 4
+    assert summary["matched"] == 4 + len(broken)
+    assert summary["decoded"] == 4
     assert summary["failed_by_reason"] == {r: 1 for r in broken.values()}
     letters = read_lines(f"{output}/dead_letter*")
     assert sorted(os.path.basename(r["path"]) for r in letters) == sorted(broken)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from models import codefile
 from tests.carried_files import XMP, exif_tags, write_carried_files
-from transforms import decode, metadata
+from transforms import decode, metadata, reasons
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_every_frame_is_an_image_of_its_own_or_the_file_is_refused_by_name(carri
     refuse = decode.DecodeOptions(frames=metadata.REFUSE_FRAMES)
     with pytest.raises(decode.DecodeError) as refused:
         frames_of(carried["pages"], refuse)
-    assert refused.value.reason == decode.MULTI_FRAME and "2 frames" in str(refused.value)
+    assert refused.value.reason == reasons.MULTI_FRAME and "2 frames" in str(refused.value)
 
 
 def test_sixteen_bits_are_said_or_refused_and_a_cmyk_profile_stays_off_rgb_pixels(carried):
@@ -96,7 +96,7 @@ def test_sixteen_bits_are_said_or_refused_and_a_cmyk_profile_stays_off_rgb_pixel
     assert deep.carried.bit_depth == 16 and "16-bit samples coded at 8 bits" in deep.carried.notes
     with pytest.raises(decode.DecodeError) as refused:
         frames_of(carried["deep"], decode.DecodeOptions(strict_depth=True))
-    assert refused.value.reason == decode.DEEP_SAMPLES
+    assert refused.value.reason == reasons.DEEP_SAMPLES
     (cmyk,) = frames_of(carried["cmyk"])
     assert cmyk.carried.icc == b"" and "CMYK ICC profile not carried" in cmyk.carried.notes[0]
     (palette,) = frames_of(carried["palette"])

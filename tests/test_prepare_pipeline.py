@@ -86,9 +86,9 @@ def first_run(corpus, tmp_path_factory):
 def test_summary_adds_up_and_counts_every_reason(corpus, first_run):
     _, broken = corpus
     _, summary = first_run
-    assert summary["files_matched"] == 7 + len(broken)
-    assert summary["files_decoded"] == 7
-    assert summary["files_matched"] == summary["files_decoded"] + summary["files_failed"]
+    assert summary["matched"] == 7 + len(broken)
+    assert summary["decoded"] == 7
+    assert summary["matched"] == summary["decoded"] + summary["failed"]
     expected_reasons = {}
     for reason in broken.values():
         expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
@@ -185,9 +185,9 @@ def test_cbsd432_with_broken_files(tmp_path):
         "--patch-size=96",
         *TWO_WORKERS,
     )
-    assert summary["files_matched"] == 432 + len(broken)
-    assert summary["files_decoded"] == 432
-    assert summary["files_failed"] == len(broken)
+    assert summary["matched"] == 432 + len(broken)
+    assert summary["decoded"] == 432
+    assert summary["failed"] == len(broken)
     letters = records.read_json_lines(str(output / "dead_letter*"))
     assert sorted(os.path.basename(r["path"]) for r in letters) == sorted(broken)
     examples = parse_with_feature_spec(output, "train")
@@ -206,4 +206,4 @@ def test_strict_makes_a_failed_input_exit_nonzero(tmp_path):
     strict = [*common, f"--output={tmp_path}/strict", "--strict", *IN_PROCESS]
     assert prepare.main(strict) == 1
     summary = records.read_json(str(tmp_path / "strict" / records.SUMMARY_FILE))
-    assert summary["files_failed"] == 1 and summary["files_decoded"] == 2
+    assert summary["failed"] == 1 and summary["decoded"] == 2

@@ -87,12 +87,10 @@ def test_a_clean_run_has_a_summary_of_zeros_and_no_dead_letter_file(tmp_path):
         _ = {
             "failures": pipeline | "Failures" >> beam.Create([]),
             "unmatched": pipeline | "Unmatched" >> beam.Create([]),
-        } | records.WriteRunRecords(
-            str(tmp_path), lambda counts, totals: {}, {}, failed_field="files_failed"
-        )
+        } | records.WriteRunRecords(str(tmp_path), lambda counts, totals: {}, {})
     summary = records.read_json(str(tmp_path / records.SUMMARY_FILE))
     assert summary == {
-        "files_failed": 0,
+        "failed": 0,
         "failed_by_reason": {},
         "patterns_unmatched": [],
         "config": {},

@@ -15,11 +15,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models import export
+from models import export, growth
+from models import trainer as trainers
 from models.codec import CodecConfig, pad_to_multiple
 from pipelines import prepare, train
 from tests.conftest import copy_samples
-from transforms import features, noise, statistics
+from transforms import features, noise, statistics, training_data
 
 TINY_CODEC = ["--task=codec", "--num-filters=16", "--latent-filters=24", "--lmbda=0.01"]
 TINY_DENOISER = ["--task=denoise", "--depth=3", "--filters=16"]
@@ -62,7 +63,9 @@ def make_trainer(prepared: Path, model_dir: Path, flags: list[str]):
         [f"--data={prepared}", f"--model-dir={model_dir}", "--batch-size=8", *flags]
     )
     stats = statistics.read_stats(str(prepared / features.TRANSFORM_DIR))
-    return args, train.Trainer(args, tf.distribute.get_strategy(), stats)
+    return args, trainers.Trainer(
+        args, tf.distribute.get_strategy(), lambda: train.build_model(args, stats)
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,9 +75,9 @@ def test_a_short_run_on_real_patches_lowers_the_loss(prepared, tmp_path, flags):
     # Seeded like `train.run`: otherwise the start depends on the tests that ran before.
     keras.utils.set_random_seed(0)
     args, trainer = make_trainer(prepared, tmp_path, ["--steps=60", *flags])
-    fixed = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
+    fixed = training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
     before = trainer.evaluate(fixed, 4)["loss"]
-    batches = iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=True))
+    batches = iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=True))
     for _ in range(args.steps):
         trainer.train_step(next(batches))
     after = trainer.evaluate(fixed, 4)["loss"]
@@ -223,7 +226,7 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(prepared, tmp_path):
 
 def test_a_non_finite_step_rolls_back_to_the_last_checkpoint_at_a_lower_rate(prepared, tmp_path):
     args, trainer = make_trainer(prepared, tmp_path, ["--steps=20", *TINY_DENOISER])
-    batches = iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
+    batches = iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
     for _ in range(3):
         assert trainer.step_or_roll_back(next(batches)) is not None
     trainer.save()
@@ -244,7 +247,9 @@ def test_a_non_finite_step_rolls_back_to_the_last_checkpoint_at_a_lower_rate(pre
 
 def test_a_non_finite_gradient_never_reaches_the_weights(prepared, tmp_path):
     _, trainer = make_trainer(prepared, tmp_path, ["--steps=20", *TINY_DENOISER])
-    noisy, clean = next(iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, True)))
+    noisy, clean = next(
+        iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
+    )
     trainer.train_step((noisy, clean))
     trainer.save()
     before = [w.numpy().copy() for w in trainer.model.weights]
@@ -270,7 +275,7 @@ def test_the_learning_rate_drops_only_after_a_plateau(prepared, tmp_path):
 
 
 def test_fresh_noise_follows_the_spec_and_is_seeded_by_example(prepared):
-    dataset = train.make_dataset(
+    dataset = training_data.make_dataset(
         str(prepared), features.TRAIN_DIR, 8, True, train_noise="gaussian:25"
     )
     noisy, clean = (t.numpy() for t in next(iter(dataset)))
@@ -278,21 +283,24 @@ def test_fresh_noise_follows_the_spec_and_is_seeded_by_example(prepared):
     inside = (clean > 0.2) & (clean < 0.8)  # away from clipping
     assert np.std(residual[inside]) == pytest.approx(25.0, rel=0.05)
 
-    add_noise = train.fresh_noise("gaussian:25", seed=0)
+    add_noise = training_data.fresh_noise("gaussian:25", seed=0)
     patch = tf.constant(np.full((16, 16, 3), 128, np.uint8))
     first = add_noise(tf.constant(7, tf.int64), patch).numpy()
     np.testing.assert_array_equal(first, add_noise(tf.constant(7, tf.int64), patch).numpy())
     # A resumed run numbers its examples on from where it stopped: new draws.
     assert not np.array_equal(first, add_noise(tf.constant(8007, tf.int64), patch).numpy())
     assert not np.array_equal(
-        first, train.fresh_noise("gaussian:25", seed=1)(tf.constant(7, tf.int64), patch).numpy()
+        first,
+        training_data.fresh_noise("gaussian:25", seed=1)(tf.constant(7, tf.int64), patch).numpy(),
     )
 
 
 def test_float_noise_share_leaves_that_share_of_patches_unrounded_and_unclipped():
     patch = tf.constant(np.full((16, 16, 3), 250, np.uint8))  # near white: noise clips
     draws = [
-        train.fresh_noise("gaussian:25", seed=0, float_share=0.5)(tf.constant(i, tf.int64), patch)
+        training_data.fresh_noise("gaussian:25", seed=0, float_share=0.5)(
+            tf.constant(i, tf.int64), patch
+        )
         for i in range(40)
     ]
     floats = [d.numpy() for d in draws if not np.array_equal(d, np.rint(d))]
@@ -302,7 +310,7 @@ def test_float_noise_share_leaves_that_share_of_patches_unrounded_and_unclipped(
     assert all(r.max() <= 255 for r in rounded)
     # share 0 keeps the noise stream of runs that never asked for float noise
     np.testing.assert_array_equal(
-        train.fresh_noise("gaussian:25", seed=0)(tf.constant(3, tf.int64), patch).numpy(),
+        training_data.fresh_noise("gaussian:25", seed=0)(tf.constant(3, tf.int64), patch).numpy(),
         noise.parse_spec("gaussian:25").apply(patch.numpy(), np.random.default_rng([0, 3]))[0],
     )
 
@@ -343,7 +351,7 @@ def test_init_from_copies_the_weights_and_adds_up_steps_and_commands(prepared, t
 
     # Right after the warm start the weights are the source's.
     _, trainer = make_trainer(prepared, tmp_path / "check", ["--steps=1", *TINY_CODEC])
-    train.load_exported_weights(trainer.model, str(source / "export"))
+    growth.load_exported_weights(trainer.model, str(source / "export"))
     assert export.fingerprint(trainer.model) == first["fingerprint"]
 
 
@@ -353,7 +361,7 @@ def test_init_from_refuses_another_architecture(prepared, tmp_path):
     narrower = [f if not f.startswith("--num-filters") else "--num-filters=8" for f in TINY_CODEC]
     _, trainer = make_trainer(prepared, tmp_path / "w", ["--steps=1", *narrower])
     with pytest.raises(ValueError, match="same architecture"):
-        train.load_exported_weights(trainer.model, str(source / "export"))
+        growth.load_exported_weights(trainer.model, str(source / "export"))
 
 
 def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_path):
@@ -364,10 +372,10 @@ def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_p
     variable = ["--lmbdas=0.005,0.02", "--steps=3", *QUIET]
     train.run([f"--data={prepared}", f"--model-dir={source}", *TINY_CODEC, *variable])
     _, narrow = make_trainer(prepared, tmp_path / "n", ["--lmbdas=0.005,0.02", *TINY_CODEC])
-    train.load_exported_weights(narrow.model, str(source / "export"))
+    growth.load_exported_weights(narrow.model, str(source / "export"))
     wide_flags = [f if f != "--latent-filters=24" else "--latent-filters=40" for f in TINY_CODEC]
     _, wide = make_trainer(prepared, tmp_path / "w", ["--lmbdas=0.005,0.02", *wide_flags])
-    train.load_exported_weights(wide.model, str(source / "export"))
+    growth.load_exported_weights(wide.model, str(source / "export"))
 
     x = tf.constant(np.random.default_rng(0).random((1, 64, 128, 3)), tf.float32)
     for quality in (0.0, 60.0, 100.0):
@@ -400,7 +408,7 @@ def test_revive_latents_splits_live_channels_into_dead_ones_and_they_learn(prepa
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=2", *TINY_CODEC, *variable])
     dead = [3, 10, 17]
     _, killed = make_trainer(prepared, tmp_path / "k", [*TINY_CODEC, *variable])
-    train.load_exported_weights(killed.model, str(source / "export"))
+    growth.load_exported_weights(killed.model, str(source / "export"))
     producer = killed.model.analysis_transform.layers[-1]
     kernel, bias = producer.kernel.numpy(), producer.bias.numpy()
     kernel[..., dead], bias[dead] = 0.0, 0.0
@@ -408,24 +416,24 @@ def test_revive_latents_splits_live_channels_into_dead_ones_and_they_learn(prepa
     producer.bias.assign(bias)
     reader = killed.model.synthesis_transform.layers[0].kernel
     reader.assign(np.where(np.isin(np.arange(24), dead), 0.0, reader.numpy()))  # deadlocked
-    card = train.load_model_card(str(source / "export"))
+    card = export.load_model_card(str(source / "export"))
     export.export_model(killed.model, export.CODEC, str(tmp_path / "dead"), card)
 
-    batches = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, False).take(4)
-    usage = train.latent_usage(killed.model, batches)
+    batches = training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, False).take(4)
+    usage = growth.latent_usage(killed.model, batches)
     found = np.flatnonzero(usage == 0)  # a 2-step codec has others too
     assert set(dead) <= set(found) and len(found) < 24
     x = pad_to_multiple(next(iter(batches))[1][:2])
     top = tf.constant([100.0, 100.0])
     before = killed.model(x, training=False, quality=top)
-    pairs = train.split_latents(killed.model, usage)
+    pairs = growth.split_latents(killed.model, usage)
     after = killed.model(x, training=False, quality=top)
     assert sorted(d for d, _ in pairs) == sorted(found.tolist())
     # the busiest live channels are the ones split
     assert {live for _, live in pairs} == set(np.argsort(-usage)[: len(pairs)].tolist())
     (_, _, mse_before, _), (_, _, mse_after, _) = before, after
     assert abs(float(mse_after) - float(mse_before)) < 0.05 * float(mse_before)
-    revived_usage = train.latent_usage(killed.model, batches)
+    revived_usage = growth.latent_usage(killed.model, batches)
     assert np.all(revived_usage[dead] > 0)  # coding from step 0: a gradient through g_s
 
     revived = tmp_path / "revived"
@@ -436,7 +444,7 @@ def test_revive_latents_splits_live_channels_into_dead_ones_and_they_learn(prepa
     assert set(dead) <= set(lineage["revived_latents"])
     assert len(lineage["split_from"]) == len(lineage["revived_latents"])
     _, trained = make_trainer(prepared, tmp_path / "t", [*TINY_CODEC, *variable])
-    train.load_exported_weights(trained.model, str(revived / "export"))
+    growth.load_exported_weights(trained.model, str(revived / "export"))
     learned = trained.model.synthesis_transform.layers[0].kernel.numpy()
     split = killed.model.synthesis_transform.layers[0].kernel.numpy()
     # training moved each revived channel's decoder weights away from the split copy
@@ -451,10 +459,10 @@ def test_init_from_widens_the_transforms_and_the_new_channels_learn(prepared, tm
     variable = ["--lmbdas=0.005,0.02", *QUIET]
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *variable])
     _, narrow = make_trainer(prepared, tmp_path / "n", [*TINY_CODEC, *variable])
-    train.load_exported_weights(narrow.model, str(source / "export"))
+    growth.load_exported_weights(narrow.model, str(source / "export"))
     wide_flags = [*TINY_CODEC, "--num-filters=28", "--hyper-filters=20", *variable]
     _, wide = make_trainer(prepared, tmp_path / "w", wide_flags)
-    train.load_exported_weights(wide.model, str(source / "export"))
+    growth.load_exported_weights(wide.model, str(source / "export"))
     assert wide.model.analysis_transform.layers[0].kernel.shape[-1] == 28
 
     x = tf.constant(np.random.default_rng(1).random((1, 64, 128, 3)), tf.float32)
@@ -483,7 +491,7 @@ def test_init_from_widens_the_transforms_and_the_new_channels_learn(prepared, tm
     )
     assert card["config"]["num_filters"] == 28 and card["cumulative_steps"] == 6
     _, trained = make_trainer(prepared, tmp_path / "t", wide_flags)
-    train.load_exported_weights(trained.model, str(grown / "export"))
+    growth.load_exported_weights(trained.model, str(grown / "export"))
     new_kernel = trained.model.analysis_transform.layers[0].kernel.numpy()[..., 16:]
     assert np.abs(new_kernel).max() > 0  # zero at the warm start, learned since
 
@@ -499,15 +507,15 @@ def test_a_signal_stops_training_with_a_checkpoint(prepared, tmp_path, signal_na
     """`nohup latentpress train ... &` starts with SIGINT ignored, and schedulers stop with
     SIGTERM: either signal saves the step reached, and the run resumes from it."""
     code = (
-        "import os, signal, sys; from pipelines import train\n"
+        "import os, signal, sys; from pipelines import train; from models import trainer\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job\n"
-        "step = train.Trainer.step_or_roll_back\n"
+        "step = trainer.Trainer.step_or_roll_back\n"
         "def step_then_signal(self, batch):\n"
         "    metrics = step(self, batch)\n"
         "    if self.step == 5:\n"
         f"        os.kill(os.getpid(), signal.{signal_name})\n"
         "    return metrics\n"
-        "train.Trainer.step_or_roll_back = step_then_signal\n"
+        "trainer.Trainer.step_or_roll_back = step_then_signal\n"
         "train.main(sys.argv[1:])\n"
     )
     flags = [f"--data={prepared}", f"--model-dir={tmp_path}", *TINY_CODEC, *QUIET]
@@ -582,7 +590,7 @@ def test_init_from_grows_a_denoiser_that_denoises_the_same_at_first(prepared, tm
     source = str(tmp_path / "small" / "export")
     bigger_flags = ["--task=denoise", "--depth=5", "--filters=24", f"--init-from={source}"]
     _, trainer = make_trainer(prepared, tmp_path / "big", ["--steps=0", *bigger_flags])
-    train.load_exported_weights(trainer.model, source)
+    growth.load_exported_weights(trainer.model, source)
     module = export.load_saved_model(source)
     image = np.asarray(tf.random.stateless_uniform([37, 53, 3], [5, 6], 0, 256, tf.int32))
     image = image.astype(np.uint8)
@@ -605,7 +613,7 @@ def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
     by rate, whose mean is the eval loss's; plus the transforms' ceiling (no quantization)."""
     flags = ["--lmbdas=0.0025,0.01,0.04", *TINY_CODEC]
     _, trainer = make_trainer(prepared, tmp_path, ["--steps=0", *flags])
-    data = train.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
+    data = training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
     metrics = trainer.evaluate(data, 3)
     assert trainer.eval_qualities() == [0.0, 50.0, 100.0]
     bpps = [metrics[f"bpp_q{q:g}"] for q in (0, 50, 100)]
@@ -615,7 +623,7 @@ def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
     assert set(one) >= {"bpp_q0", "bpp_q50", "bpp_q100"}
     assert one["bpp"] == pytest.approx(np.mean([one[f"bpp_q{q}"] for q in (0, 50, 100)]))
     x = next(iter(data.take(1)))[1]
-    ceiling = train.transform_ceiling(trainer.model, x)
+    ceiling = trainers.transform_ceiling(trainer.model, x)
     assert np.isfinite(metrics["psnr_unquantized"]) and one["psnr_unquantized"] == float(ceiling)
 
 
@@ -647,9 +655,9 @@ def test_init_from_a_scale_only_codec_gives_a_mean_scale_codec_whose_means_learn
     source = tmp_path / "source"
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *QUIET])
     _, plain = make_trainer(prepared, tmp_path / "p", TINY_CODEC)
-    train.load_exported_weights(plain.model, str(source / "export"))
+    growth.load_exported_weights(plain.model, str(source / "export"))
     _, mean = make_trainer(prepared, tmp_path / "m", [*TINY_CODEC, "--mean-scale"])
-    train.load_exported_weights(mean.model, str(source / "export"))
+    growth.load_exported_weights(mean.model, str(source / "export"))
 
     x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
     outputs = [m.model(x, training=False) for m in (plain, mean)]
@@ -662,11 +670,11 @@ def test_init_from_a_scale_only_codec_gives_a_mean_scale_codec_whose_means_learn
     flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
     train.run([*flags, f"--init-from={source / 'export'}", *TINY_CODEC, "--mean-scale", *QUIET])
     _, trained = make_trainer(prepared, tmp_path / "t", [*TINY_CODEC, "--mean-scale"])
-    train.load_exported_weights(trained.model, str(grown / "export"))
+    growth.load_exported_weights(trained.model, str(grown / "export"))
     assert float(tf.reduce_max(tf.abs(trained.model.means(z_hat)))) > 0.0
     _, back = make_trainer(prepared, tmp_path / "b", TINY_CODEC)
     with pytest.raises(ValueError, match="same architecture"):  # means cannot be dropped
-        train.load_exported_weights(back.model, str(grown / "export"))
+        growth.load_exported_weights(back.model, str(grown / "export"))
 
 
 def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared, tmp_path):
@@ -677,9 +685,9 @@ def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared,
     sliced = [*mean_scale, "--slices=2"]
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *mean_scale, *QUIET])
     _, plain = make_trainer(prepared, tmp_path / "p", mean_scale)
-    train.load_exported_weights(plain.model, str(source / "export"))
+    growth.load_exported_weights(plain.model, str(source / "export"))
     _, context = make_trainer(prepared, tmp_path / "c", sliced)
-    train.load_exported_weights(context.model, str(source / "export"))
+    growth.load_exported_weights(context.model, str(source / "export"))
 
     x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
     outputs = [m.model(x, training=False) for m in (plain, context)]
@@ -690,14 +698,14 @@ def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared,
     flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
     train.run([*flags, f"--init-from={source / 'export'}", *sliced, *QUIET])
     _, trained = make_trainer(prepared, tmp_path / "t", sliced)
-    train.load_exported_weights(trained.model, str(grown / "export"))
+    growth.load_exported_weights(trained.model, str(grown / "export"))
     last_layers = [net.layers[-1].kernel for net in trained.model.slice_entropy]
     last_layers += [net.layers[-1].kernel for net in trained.model.slice_residual]
     assert all(float(tf.reduce_max(tf.abs(kernel))) > 0.0 for kernel in last_layers)
     _, other = make_trainer(prepared, tmp_path / "o", [*mean_scale, "--slices=4"])
     for model in (other.model, plain.model):  # other slices, or none: the code would differ
         with pytest.raises(ValueError, match="coded in 2 slices"):
-            train.load_exported_weights(model, str(grown / "export"))
+            growth.load_exported_weights(model, str(grown / "export"))
 
 
 def test_channel_slices_need_means_and_must_divide_the_latents():
@@ -714,7 +722,7 @@ def test_the_moving_average_is_what_is_evaluated_exported_and_resumed(prepared, 
     flags = [*TINY_DENOISER, f"--ema-decay={decay}", "--learning-rate=1e-2"]
     _, trainer = make_trainer(prepared, tmp_path / "manual", ["--steps=4", *flags])
     expected = [w.numpy() for w in trainer.model.trainable_variables]
-    batches = iter(train.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
+    batches = iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
     for step in range(1, 5):
         trainer.train_step(next(batches))
         rate = min(decay, (1.0 + step) / (10.0 + step))
@@ -735,7 +743,7 @@ def test_the_moving_average_is_what_is_evaluated_exported_and_resumed(prepared, 
     resumed.restore()
     assert int(resumed.average_steps.numpy()) == 4  # the checkpoint kept the average
     _, served = make_trainer(prepared, tmp_path / "served", ["--steps=4", *TINY_DENOISER])
-    train.load_exported_weights(served.model, str(tmp_path / "run" / "export"))
+    growth.load_exported_weights(served.model, str(tmp_path / "run" / "export"))
     trained = resumed.model.trainable_variables
     exported = served.model.trainable_variables
     for average, weight in zip(resumed.averages, exported, strict=True):
@@ -784,10 +792,10 @@ def test_init_from_carries_the_rate_levels_to_new_ones(prepared, tmp_path):
         ]
     )
     _, old = make_trainer(prepared, tmp_path / "o", ["--lmbdas=0.005,0.02", *TINY_CODEC])
-    train.load_exported_weights(old.model, str(source / "export"))
+    growth.load_exported_weights(old.model, str(source / "export"))
     more = ["--lmbdas=0.005,0.01,0.02,0.08", *TINY_CODEC]
     _, new = make_trainer(prepared, tmp_path / "n", more)
-    train.load_exported_weights(new.model, str(source / "export"))
+    growth.load_exported_weights(new.model, str(source / "export"))
 
     x = tf.constant(np.random.default_rng(0).random((1, 64, 64, 3)), tf.float32)
     # old 0 / 100 are the new levels 0 and 2 of 0..3: qualities 0 and 200/3

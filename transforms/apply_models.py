@@ -22,7 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from models import codefile
-from transforms import decode, manifest, metadata
+from transforms import decode, manifest, metadata, reasons
 from transforms.read_images import DecodedImage
 from transforms.records import join, write_atomically
 
@@ -200,6 +200,8 @@ def safe_key(key: str) -> bool:
 class WriteOutputs(beam.DoFn):
     """Processed -> manifest record, after writing its files under the output directory."""
 
+    STAGE = "apply"
+
     def __init__(
         self,
         output: str,
@@ -215,11 +217,13 @@ class WriteOutputs(beam.DoFn):
         self.codec_fingerprint = codec_fingerprint
         self.denoiser_fingerprint = denoiser_fingerprint
         self._run_id = run_id
-        self._images = Metrics.counter("apply", "images")
-        self._pixels = Metrics.counter("apply", "pixels")
-        self._bytes_in = Metrics.counter("apply", "bytes_in")
-        self._bytes_out = Metrics.counter("apply", "bytes_out")
-        self._failures = Metrics.counter("apply", "failures")
+        # Beam counters under the stage's own name (apply, archive)
+        stage = self.STAGE
+        self._images = Metrics.counter(stage, "images")
+        self._pixels = Metrics.counter(stage, "pixels")
+        self._bytes_in = Metrics.counter(stage, "bytes_in")
+        self._bytes_out = Metrics.counter(stage, "bytes_out")
+        self._failures = Metrics.counter(stage, "failures")
 
     def output_name(self, image: DecodedImage, directory: str, suffix: str) -> str:
         """Relative path of an image's output under ``directory``."""
@@ -248,7 +252,7 @@ class WriteOutputs(beam.DoFn):
         if result.error:
             self._failures.inc()
             yield manifest.failed(
-                image.path, image.key, self._mode, "inference_failed", result.error, **common
+                image.path, image.key, self._mode, reasons.INFERENCE_FAILED, result.error, **common
             )
             return
         code_path = clean_path = ""

@@ -26,24 +26,21 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transforms import metadata
+from transforms.reasons import (
+    DEEP_SAMPLES,
+    EMPTY,
+    MULTI_FRAME,
+    NOT_AN_IMAGE,
+    TOO_LARGE,
+    TRUNCATED,
+)
 
 # Larger images are refused before decoding (a dead-letter record, not an out-of-memory worker).
 DEFAULT_MAX_PIXELS = 64_000_000
 
-# Dead-letter reasons, stable strings that summaries count by.
-EMPTY = "empty_file"
-NOT_AN_IMAGE = "not_an_image"
-TRUNCATED = "truncated_or_corrupt"
-TOO_LARGE = "too_many_pixels"
-TOO_SMALL = "smaller_than_patch"
-UNREADABLE = "unreadable_path"
-UNSAFE_PATH = "unsafe_relative_path"
-MULTI_FRAME = "multi_frame"  # --frames refuse
-DEEP_SAMPLES = "more_than_8_bits"  # --strict-depth
-
 
 class DecodeError(ValueError):
-    """An input that cannot become an RGB array; ``reason`` is one of the constants above."""
+    """An input that cannot become an RGB array; ``reason`` is one of ``transforms.reasons``."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")

@@ -20,7 +20,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import decode, metadata
+from transforms import decode, metadata, reasons
 from transforms.records import dead_letter
 
 LOG = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class DecodeImages(beam.DoFn):
             with FileSystems.open(matched.path) as handle:
                 data = handle.read()
         except Exception as e:  # noqa: BLE001 - any I/O failure is this input's dead letter
-            yield self._fail(matched, decode.UNREADABLE, f"{type(e).__name__}: {e}")
+            yield self._fail(matched, reasons.UNREADABLE, f"{type(e).__name__}: {e}")
             return
         sha256 = hashlib.sha256(data).hexdigest()
         try:
@@ -146,7 +146,7 @@ class DecodeImages(beam.DoFn):
         height, width = frame.pixels.shape[:2]
         if min(height, width) < self._min_side:
             detail = f"{width}x{height} is smaller than {self._min_side}"
-            yield self._fail(matched, decode.TOO_SMALL, detail)
+            yield self._fail(matched, reasons.TOO_SMALL, detail)
             return
         self._decoded.inc()
         self._count += 1

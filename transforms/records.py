@@ -15,6 +15,8 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import reasons
+
 DEAD_LETTER_PREFIX = "dead_letter"
 SUMMARY_FILE = "summary.json"
 FAILED_PREFIX = "failed:"  # summary counter prefix, followed by the reason
@@ -26,7 +28,7 @@ def dead_letter(path: str, stage: str, reason: str, detail: str) -> dict:
 
 def unmatched_dead_letter(unmatched: dict) -> dict:
     """The dead letter of a pattern that matched no file."""
-    return dead_letter(unmatched["pattern"], "match", "no_match", unmatched["detail"])
+    return dead_letter(unmatched["pattern"], "match", reasons.NO_MATCH, unmatched["detail"])
 
 
 def failed_by_reason(counts: dict) -> dict:
@@ -66,11 +68,11 @@ class WriteJsonLines(beam.PTransform):
         )
 
 
-def _run_summary(counts, unmatched, totals, summarize, config, failed_field) -> dict:
+def _run_summary(counts, unmatched, totals, summarize, config) -> dict:
     failed = failed_by_reason(counts)
     return {
         **summarize(counts, totals),
-        failed_field: sum(failed.values()),
+        "failed": sum(failed.values()),
         "failed_by_reason": failed,
         "patterns_unmatched": sorted(u["pattern"] for u in unmatched),
         "config": config,
@@ -88,17 +90,16 @@ class WriteRunRecords(beam.PTransform):
     - ``totals`` (optional): one dict, e.g. ``manifest.SummarizeManifest``'s.
 
     ``summarize(counts, totals)`` gives the stage's own fields (``counts`` maps each counter
-    name to its count); every summary then gets the failures (``failed_field`` and
+    name to its count); every summary then gets the failures (``failed`` and
     ``failed_by_reason``), the ``patterns_unmatched`` and the run's ``config``.  Returns the
     summary PCollection (one dict).
     """
 
-    def __init__(self, directory: str, summarize, config: dict, failed_field: str = "failed"):
+    def __init__(self, directory: str, summarize, config: dict):
         super().__init__()
         self._directory = directory
         self._summarize = summarize
         self._config = config
-        self._failed_field = failed_field
 
     def expand(self, inputs):
         failures, unmatched = inputs["failures"], inputs["unmatched"]
@@ -124,7 +125,6 @@ class WriteRunRecords(beam.PTransform):
             totals,
             self._summarize,
             self._config,
-            self._failed_field,
         )
         path = join(self._directory, SUMMARY_FILE)
         _ = summary | "WriteSummary" >> beam.Map(lambda s: write_json(path, s))

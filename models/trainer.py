@@ -1,0 +1,342 @@
+"""The trainer: devices and precision, the model a run builds, the objective, and ``Trainer``
+(optimizer, distributed step, checkpoints, roll-back on a non-finite loss, moving average,
+evaluation).  ``pipelines.train`` drives it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from models.codec import QUALITY_MAX, QUALITY_MIN, ScaleHyperprior, pad_to_multiple
+
+LOG = logging.getLogger(__name__)
+
+
+# --- devices -----------------------------------------------------------------------------
+
+
+def choose_strategy(cpu_replicas: int = 0) -> tf.distribute.Strategy:
+    gpus = tf.config.list_physical_devices("GPU")
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_replicas)]
+        )
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+PRECISIONS = {
+    "float32": "float32",
+    "bfloat16": "mixed_bfloat16",
+    "float16": "mixed_float16",
+}
+
+
+def use_precision(precision: str = "auto") -> str:
+    """Sets and returns the Keras dtype policy of ``--precision``.
+
+    ``auto``: float16 compute on GPU (its tensor cores), float32 on CPU.  ``bfloat16`` pays on
+    CPUs with native bfloat16 (AVX512_BF16, AMX): measured ~1.9x the steps per CPU-second of
+    float32 for the denoiser on such a CPU.  Variables stay float32 under every policy, so a
+    run may change precision when it resumes, and exports always serve in float32.
+    """
+    if precision == "auto":
+        precision = "float16" if tf.config.list_physical_devices("GPU") else "float32"
+    policy = PRECISIONS[precision]
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate held in a variable (plateaus and roll-backs lower it, checkpoints keep
+    it), ramped up linearly over the first ``warmup_steps`` steps."""
+
+    def __init__(self, base: tf.Variable, warmup_steps: int):
+        self.base = base
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / max(self.warmup_steps, 1))
+        return self.base * ramp
+
+    def get_config(self):
+        return {"warmup_steps": self.warmup_steps}
+
+
+def task_losses(model, noisy, clean, training: bool, quality=None) -> dict[str, tf.Tensor]:
+    """The objective and the metrics of one batch (codec ignores ``noisy``; ``quality``, one
+    per image, is a variable-rate codec's rate)."""
+    if isinstance(model, ScaleHyperprior):
+        loss, bpp, mse, _ = model(clean, training=training, quality=quality)
+        psnr = 10.0 * tf.math.log(255.0**2 / mse) / tf.math.log(10.0)
+        return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
+    x_hat = model(noisy)
+    mse = tf.reduce_mean(tf.square(x_hat - clean))
+    # PSNR of the batch's mean error: a patch drawn with sigma 0 has no error, and its
+    # infinite per-patch PSNR would swamp a mean of PSNRs.
+    clipped_mse = tf.reduce_mean(tf.square(tf.clip_by_value(x_hat, 0.0, 1.0) - clean))
+    noisy_mse = tf.reduce_mean(tf.square(noisy - clean))
+    return {
+        "loss": mse,
+        "mse": mse * 255.0**2,
+        "psnr": _psnr(clipped_mse),
+        "noisy_psnr": _psnr(noisy_mse),
+    }
+
+
+def transform_ceiling(model: ScaleHyperprior, clean: tf.Tensor) -> tf.Tensor:
+    """PSNR of g_s(g_a(x)) without quantization (at the top rate): the most any rate can give,
+    since finer steps only bring the decoded latents closer to g_a's.  Measured in issue 30:
+    the shipped codec's is 30.5 dB on CBSD68 crops, which is why its quality 100 stops there."""
+    x = pad_to_multiple(clean)
+    top = tf.fill([tf.shape(x)[0]], QUALITY_MAX) if model.config.variable_rate else None
+    x_hat = model.synthesize(model.analyze(x, top), top)[
+        :, : tf.shape(clean)[1], : tf.shape(clean)[2]
+    ]
+    mse = tf.reduce_mean(tf.square(tf.clip_by_value(tf.cast(x_hat, tf.float32), 0.0, 1.0) - clean))
+    return _psnr(mse)
+
+
+def _psnr(mse_unit: tf.Tensor) -> tf.Tensor:
+    return -10.0 * tf.math.log(tf.maximum(mse_unit, 1e-10)) / tf.math.log(10.0)
+
+
+class Trainer:
+    """Owns the model, optimizer, checkpoint and the distributed train step."""
+
+    def __init__(self, args: argparse.Namespace, strategy: tf.distribute.Strategy, build_model):
+        """``build_model()`` makes the model; it is called under the strategy's scope."""
+        self.args = args
+        self.strategy = strategy
+        self.policy = use_precision(args.precision)
+        self.mixed = self.policy != "float32"
+        # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+        self.loss_scaled = self.policy == "mixed_float16"
+        with strategy.scope():
+            self.model = build_model()
+            self.learning_rate = tf.Variable(args.learning_rate, trainable=False)
+            optimizer = keras.optimizers.Adam(
+                WarmupLearningRate(self.learning_rate, args.warmup_steps)
+            )
+            if self.loss_scaled:
+                optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+            # Create Adam's moments now, so a restore fills them instead of deferring.
+            optimizer.build(self.model.trainable_variables)
+            self.optimizer = optimizer
+            self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            self.cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            # Plateau detection: best eval loss so far and evaluations since.
+            self.best_eval_loss = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+            self.evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False)
+            # The moving average of the trainable weights (--ema-decay), float32 like them;
+            # every replica holds the same weights, so the first replica's update is the one.
+            self.averages, self.average_steps = [], None
+            if args.ema_decay:
+                first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+                self.averages = [
+                    tf.Variable(w.numpy(), trainable=False, aggregation=first)
+                    for w in self.model.trainable_variables
+                ]
+                self.average_steps = tf.Variable(0, dtype=tf.int64, aggregation=first)
+        self.state = {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "learning_rate": self.learning_rate,
+            "best_eval_loss": self.best_eval_loss,
+            "evals_since_best": self.evals_since_best,
+        }
+        average = {"averages": self.averages, "average_steps": self.average_steps}
+        self.checkpoint = tf.train.Checkpoint(**self.state, **(average if self.averages else {}))
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(args.model_dir, "checkpoints"), max_to_keep=3
+        )
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def _restore(self, path: str) -> None:
+        """Restores a checkpoint, whether or not it holds a moving average: one written
+        before --ema-decay was given starts the average at its weights; one written with it,
+        resumed without, leaves its average unused."""
+        saved_average = any(
+            name.startswith("averages/") for name, _ in tf.train.list_variables(path)
+        )
+        if saved_average == bool(self.averages):
+            self.checkpoint.restore(path).assert_consumed()
+        elif saved_average:
+            self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+        else:
+            tf.train.Checkpoint(**self.state).restore(path).assert_consumed()
+            self.restart_average()
+
+    def restart_average(self) -> None:
+        """Starts the moving average (if any) at the current weights."""
+        if not self.averages:
+            return
+        self.average_steps.assign(0)
+        for average, weight in zip(self.averages, self.model.trainable_variables, strict=True):
+            average.assign(weight)
+        LOG.info("moving average of the weights starts at step %d", self.step)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Within: the model holds its moving-average weights (if --ema-decay), e.g. to
+        evaluate or export; after, the weights as trained again."""
+        if not self.averages:
+            yield
+            return
+        variables = self.model.trainable_variables
+        trained = [w.numpy() for w in variables]
+        for weight, average in zip(variables, self.averages, strict=True):
+            weight.assign(average)
+        try:
+            yield
+        finally:
+            for weight, value in zip(variables, trained, strict=True):
+                weight.assign(value)
+
+    def restore(self) -> int:
+        if self.manager.latest_checkpoint:
+            self._restore(self.manager.latest_checkpoint)
+            LOG.info("resumed from %s at step %d", self.manager.latest_checkpoint, self.step)
+            if self.args.reset_learning_rate:
+                self.learning_rate.assign(self.args.reset_learning_rate)
+                self.best_eval_loss.assign(np.inf)
+                self.evals_since_best.assign(0)
+                LOG.info("learning rate reset to %g", self.args.reset_learning_rate)
+        return self.step
+
+    def save(self) -> str:
+        return self.manager.save(checkpoint_number=self.step)
+
+    def weights_are_finite(self) -> bool:
+        return all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.weights)
+
+    def roll_back(self) -> None:
+        """Back to the last checkpoint (all of it are finite) at a lower learning rate."""
+        self._restore(self.manager.latest_checkpoint)
+        lowered = float(self.learning_rate.numpy()) * self.args.plateau_factor
+        if lowered < self.args.min_learning_rate:
+            raise FloatingPointError(
+                f"training keeps turning non-finite at learning rate {lowered:.3g} "
+                f"(below --min-learning-rate {self.args.min_learning_rate:g}); "
+                f"last good checkpoint: {self.manager.latest_checkpoint}"
+            )
+        self.learning_rate.assign(lowered)
+        LOG.warning(
+            "non-finite loss: rolled back to step %d, learning rate now %.3g",
+            self.step,
+            lowered,
+        )
+
+    def step_or_roll_back(self, batch) -> dict[str, float] | None:
+        """One training step; on a non-finite loss, a roll-back instead (returns None)."""
+        metrics = {k: float(v) for k, v in self.train_step(batch).items()}
+        if np.isfinite(metrics["loss"]) and np.isfinite(metrics.get("grad_norm", 0.0)):
+            return metrics
+        self.roll_back()
+        return None
+
+    def after_evaluation(self, eval_loss: float) -> None:
+        """Lowers the learning rate after --plateau-patience evaluations without progress."""
+        if not np.isfinite(eval_loss):
+            return
+        if eval_loss < float(self.best_eval_loss.numpy()):
+            self.best_eval_loss.assign(eval_loss)
+            self.evals_since_best.assign(0)
+            return
+        self.evals_since_best.assign_add(1)
+        patience = self.args.plateau_patience
+        if patience and int(self.evals_since_best.numpy()) >= patience:
+            lowered = max(
+                float(self.learning_rate.numpy()) * self.args.plateau_factor,
+                self.args.min_learning_rate,
+            )
+            self.learning_rate.assign(lowered)
+            self.evals_since_best.assign(0)
+            LOG.info("eval loss plateaued: learning rate now %.3g", lowered)
+
+    @tf.function
+    def train_step(self, batch):
+        def replica_step(noisy, clean):
+            with tf.GradientTape() as tape:
+                metrics = task_losses(self.model, noisy, clean, training=True)
+                loss = metrics["loss"] / self.strategy.num_replicas_in_sync
+                if self.loss_scaled:
+                    loss = self.optimizer.get_scaled_loss(loss)
+            variables = self.model.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            if self.loss_scaled:
+                # The loss-scale optimizer skips steps with non-finite gradients itself.
+                gradients = self.optimizer.get_unscaled_gradients(gradients)
+            else:
+                norm = tf.linalg.global_norm(gradients)
+                metrics["grad_norm"] = norm
+                if self.args.clip_norm:
+                    gradients, _ = tf.clip_by_global_norm(gradients, self.args.clip_norm, norm)
+                # A non-finite gradient must not reach the weights (Adam's momentum still
+                # moves them a little); the caller then rolls the whole step back.
+                finite = tf.math.is_finite(norm) & tf.math.is_finite(metrics["loss"])
+                gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            if self.averages:
+                self.average_steps.assign_add(1)
+                # Warm-up as tf.train.ExponentialMovingAverage's num_updates: the first
+                # steps' weights do not linger in the average of a fresh or restarted one.
+                steps = tf.cast(self.average_steps, tf.float32)
+                decay = tf.minimum(self.args.ema_decay, (1.0 + steps) / (10.0 + steps))
+                for average, weight in zip(self.averages, variables, strict=True):
+                    average.assign(decay * average + (1.0 - decay) * tf.cast(weight, tf.float32))
+            return metrics
+
+        per_replica = self.strategy.run(replica_step, args=batch)
+        return {
+            name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in per_replica.items()
+        }
+
+    def eval_qualities(self) -> list[float]:
+        """A variable-rate codec is evaluated at each of its levels on every eval batch, so the
+        eval loss (and the plateau rule) sees every rate and the per-level figures form a
+        rate-distortion curve on the same patches (one level per batch, as before 2026-12-05,
+        made the curve non-monotonic: each level saw other patches)."""
+        model = self.model
+        if not (isinstance(model, ScaleHyperprior) and model.config.variable_rate):
+            return []
+        return list(np.linspace(QUALITY_MIN, QUALITY_MAX, len(model.config.lmbdas)))
+
+    def evaluate(self, dataset: tf.data.Dataset, batches: int) -> dict[str, float]:
+        """Mean metrics over ``batches`` eval batches; a variable-rate codec's also per level
+        (``psnr_q0``, ``bpp_q0``, ...: its rate-distortion curve on the eval split)."""
+        qualities = self.eval_qualities()
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+
+        def add(name: str, value: float) -> None:
+            totals[name] = totals.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
+
+        for noisy, clean in dataset.take(batches):
+            for level in qualities or [None]:
+                quality = None if level is None else tf.fill([tf.shape(clean)[0]], float(level))
+                metrics = task_losses(self.model, noisy, clean, training=False, quality=quality)
+                for name, value in metrics.items():
+                    add(name, float(value))
+                    if quality is not None and name in ("psnr", "bpp"):
+                        add(f"{name}_q{level:g}", float(value))
+            if isinstance(self.model, ScaleHyperprior):
+                add("psnr_unquantized", float(transform_ceiling(self.model, clean)))
+        return {name: total / counts[name] for name, total in totals.items()}
