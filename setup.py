@@ -32,6 +32,7 @@ FLOATING = [
 
 TEST = [
     "pytest>=8,<10",
+    "pytest-xdist>=3.5,<4",  # make test: one worker per core
     "ruff>=0.6,<1",
     "gcp-storage-emulator>=2024.8,<2030",
 ]

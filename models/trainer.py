@@ -162,6 +162,11 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(args.model_dir, "checkpoints"), max_to_keep=3
         )
+        # The state at the best eval loss so far, kept apart from the last three: a run that
+        # collapses (a denoiser's ReLUs all dying: finite loss, output = input) returns to it.
+        self.best = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(args.model_dir, "checkpoints", "best"), max_to_keep=1
+        )
 
     @property
     def step(self) -> int:
@@ -225,19 +230,21 @@ class Trainer:
     def weights_are_finite(self) -> bool:
         return all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.weights)
 
-    def roll_back(self) -> None:
-        """Back to the last checkpoint (all of it are finite) at a lower learning rate."""
-        self._restore(self.manager.latest_checkpoint)
+    def roll_back(self, checkpoint: str | None = None, why: str = "non-finite loss") -> None:
+        """Back to ``checkpoint`` (default the last one; all of them are finite) at a lower
+        learning rate."""
+        self._restore(checkpoint or self.manager.latest_checkpoint)
         lowered = float(self.learning_rate.numpy()) * self.args.plateau_factor
         if lowered < self.args.min_learning_rate:
             raise FloatingPointError(
-                f"training keeps turning non-finite at learning rate {lowered:.3g} "
+                f"training keeps failing ({why}) at learning rate {lowered:.3g} "
                 f"(below --min-learning-rate {self.args.min_learning_rate:g}); "
                 f"last good checkpoint: {self.manager.latest_checkpoint}"
             )
         self.learning_rate.assign(lowered)
         LOG.warning(
-            "non-finite loss: rolled back to step %d, learning rate now %.3g",
+            "%s: rolled back to step %d, learning rate now %.3g",
+            why,
             self.step,
             lowered,
         )
@@ -254,9 +261,18 @@ class Trainer:
         """Lowers the learning rate after --plateau-patience evaluations without progress."""
         if not np.isfinite(eval_loss):
             return
-        if eval_loss < float(self.best_eval_loss.numpy()):
+        best = float(self.best_eval_loss.numpy())
+        if eval_loss < best:
             self.best_eval_loss.assign(eval_loss)
             self.evals_since_best.assign(0)
+            self.best.save(checkpoint_number=self.step)
+            return
+        factor = self.args.collapse_factor
+        if factor and eval_loss > factor * best and self.best.latest_checkpoint:
+            self.roll_back(
+                self.best.latest_checkpoint,
+                f"eval loss {eval_loss:.4g} is over {factor:g}x the best ({best:.4g})",
+            )
             return
         self.evals_since_best.assign_add(1)
         patience = self.args.plateau_patience

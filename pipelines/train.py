@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--plateau-factor", type=float, default=0.5, help="See above.")
     parser.add_argument(
+        "--collapse-factor",
+        type=float,
+        default=2.0,
+        help="Roll back to the best checkpoint (checkpoints/best/) at a lower learning rate "
+        "when an eval loss exceeds this many times the best one: a collapse with a finite "
+        "loss (measured: a denoiser whose ReLUs died fell to the noisy input's PSNR at step "
+        "10,600 and its last good checkpoint had been rotated out).  0: never.",
+    )
+    parser.add_argument(
         "--ema-decay",
         type=float,
         default=0.0,

