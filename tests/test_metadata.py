@@ -177,6 +177,14 @@ def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carr
         assert clean.info["icc_profile"] == src.info["icc_profile"]
     code = codefile.CodeFile.from_bytes((out / "codes" / "camera.jpg.lpc").read_bytes())
     assert metadata.from_code(code).xmp == XMP
+    decoded = tmp_path / "decoded"  # the Beam form of decompress gives it back too
+    done = latentpress("decompress", "--input", f"{out}/codes/*", "-o", str(decoded))
+    assert done.returncode == 0, done.stderr
+    with Image.open(decoded / "camera.jpg.png") as back, Image.open(carried["exif"]) as src:
+        assert exif_tags(back) == {**exif_tags(src), 0x0112: 1}
+        assert back.info["icc_profile"] == src.info["icc_profile"]
+    with Image.open(decoded / "cutout.png") as back, Image.open(carried["alpha"]) as src:
+        np.testing.assert_array_equal(np.asarray(back)[..., 3], np.asarray(src)[..., 3])
 
     archive = tmp_path / "archive"
     done = latentpress(
