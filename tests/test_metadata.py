@@ -202,3 +202,22 @@ def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carr
     assert sum(".frame-" in name for name in names) == 2 and len(names) == 7
     for path in (archive / "codes").rglob("*.lpc"):
         assert metadata.from_code(codefile.CodeFile.from_bytes(path.read_bytes())).exif == b""
+
+    kept = tmp_path / "kept"  # without --strip-metadata the archive's codes carry it all
+    done = latentpress("archive", "--input", f"{folder}/*", "--archive", str(kept))
+    assert done.returncode == 0, done.stderr
+    (camera,) = [
+        json.loads(line)
+        for shard in (kept / "manifest").glob("*.jsonl")
+        for line in shard.read_text().splitlines()
+        if json.loads(line)["source_path"].endswith("camera.jpg")
+    ]
+    carried_back = metadata.from_code(
+        codefile.CodeFile.from_bytes(Path(camera["code_path"]).read_bytes())
+    )
+    with Image.open(carried["exif"]) as source:
+        assert carried_back.icc == source.info["icc_profile"] and carried_back.xmp == XMP
+        written = Image.open(
+            io.BytesIO(metadata.encode_png(np.zeros((96, 64, 3), np.uint8), carried_back))
+        )
+        assert exif_tags(written) == {**exif_tags(source), 0x0112: 1}
