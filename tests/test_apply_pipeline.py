@@ -234,18 +234,24 @@ def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):
     assert any(r["target_met"] and 0 < r["quality"] < 100 for r in written)
 
 
+def noisy_photo(tmp_path: Path, size: tuple[int, int], seed: int) -> Path:
+    """A sample photograph's crop with Gaussian noise (sigma 25), saved as photos/noisy.png."""
+    photo = tmp_path / "photos" / "noisy.png"
+    photo.parent.mkdir()
+    with Image.open(copy_samples(tmp_path / "samples", 0, 1)[0]) as image:
+        pixels = np.asarray(image.convert("RGB").crop((0, 0, *size)))
+    noisy = np.clip(pixels + np.random.default_rng(seed).normal(0, 25, pixels.shape), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(photo)
+    return photo
+
+
 def test_a_denoise_ensemble_writes_the_mean_of_its_views(tmp_path):
     """--denoise-ensemble reaches the worker's denoiser: the cleaned image is the 2-view mean
     (not the single pass), and the summary says which ensemble made it."""
     from models.inference import Denoiser
     from transforms.decode import decode_image
 
-    photo = tmp_path / "photos" / "noisy.png"
-    photo.parent.mkdir()
-    with Image.open(copy_samples(tmp_path / "samples", 0, 1)[0]) as image:
-        pixels = np.asarray(image.convert("RGB").crop((0, 0, 150, 100)))
-    noisy = np.clip(pixels + np.random.default_rng(1).normal(0, 25, pixels.shape), 0, 255)
-    Image.fromarray(noisy.astype(np.uint8)).save(photo)
+    photo = noisy_photo(tmp_path, (150, 100), seed=1)
     output = tmp_path / "out"
     apply.run(
         [
@@ -273,12 +279,7 @@ def test_mode_both_stores_the_code_of_the_cleaned_image_and_no_png_unless_asked(
     from models.inference import Denoiser
     from transforms.decode import decode_image
 
-    photo = tmp_path / "photos" / "noisy.png"
-    photo.parent.mkdir()
-    with Image.open(copy_samples(tmp_path / "samples", 0, 1)[0]) as image:
-        pixels = np.asarray(image.convert("RGB").crop((0, 0, 160, 128)))
-    noisy = np.clip(pixels + np.random.default_rng(2).normal(0, 25, pixels.shape), 0, 255)
-    Image.fromarray(noisy.astype(np.uint8)).save(photo)
+    photo = noisy_photo(tmp_path, (160, 128), seed=2)
     output = tmp_path / "out"
     apply.run([f"--input={photo}", f"--output={output}", "--inference-threads=1", *IN_PROCESS])
     (row,) = read_manifest(output)
