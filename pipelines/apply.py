@@ -195,13 +195,13 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         f"apply: {summary['matched']} matched, {summary['written']} written, "
         f"{summary['failed']} failed; {summary['bytes_in']} bytes in -> "
         f"{summary['code_bytes']} bytes of codes ({summary['mean_bpp']:.4f} bpp, "
-        f"{summary['mean_psnr_db']:.2f} dB PSNR against the {against}) and "
-        f"{summary['clean_bytes']} bytes of cleaned PNG"
+        f"{summary['mean_psnr_db']:.2f} dB PSNR against the {against})"
+        + (f" and {summary['clean_bytes']} bytes of cleaned PNG" if summary["clean_bytes"] else "")
     )
     outputs = [f"summary {summary_path}"]
     if summary["written"] and args.mode in (COMPRESS, BOTH):
         outputs.append(f"code files {records.join(args.output, manifest.CODES_DIR)}/")
-    if summary["written"] and args.mode in (DENOISE, BOTH):
+    if summary["written"] and (args.mode == DENOISE or args.keep_cleaned and args.mode == BOTH):
         outputs.append(f"cleaned images {records.join(args.output, manifest.CLEAN_DIR)}/")
     print("wrote " + ", ".join(outputs))
     dead_letters = records.join(args.output, records.DEAD_LETTER_PREFIX + "-*.jsonl")

@@ -272,7 +272,7 @@ def test_a_denoise_ensemble_writes_the_mean_of_its_views(tmp_path):
     assert summary["config"]["denoise_ensemble"] == 2
 
 
-def test_mode_both_stores_the_code_of_the_cleaned_image_and_no_png_unless_asked(tmp_path):
+def test_mode_both_stores_the_code_of_the_cleaned_image_and_no_png_unless_asked(tmp_path, capsys):
     """--mode both keeps what an archive wants: one code file per image, which decodes to the
     denoised image (not the input); the cleaned PNG (~18x the code) only with --keep-cleaned.
     The manifest says what the code encodes and which denoiser made it."""
@@ -284,6 +284,8 @@ def test_mode_both_stores_the_code_of_the_cleaned_image_and_no_png_unless_asked(
     apply.run([f"--input={photo}", f"--output={output}", "--inference-threads=1", *IN_PROCESS])
     (row,) = read_manifest(output)
     assert not (output / manifest.CLEAN_DIR).exists() and row["clean_path"] == ""
+    said = capsys.readouterr().out
+    assert "code files" in said and "cleaned" not in said.split("against the cleaned images")[1]
     assert row["code_of"] == "cleaned" and row["denoiser_fingerprint"]
     summary = records.read_json(str(output / records.SUMMARY_FILE))
     assert summary["clean_bytes"] == 0 and summary["code_bytes"] == row["code_bytes"]
