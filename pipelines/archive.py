@@ -262,7 +262,9 @@ def _summarize(counts: dict, totals: dict, run_id: str) -> dict:
         "hashed": counts.get("hashed", 0),
         "already_archived": counts.get(ARCHIVED, 0),
         "duplicates": counts.get(DUPLICATE, 0),
-        "processed": totals["written"],
+        # inputs (files) processed; a file of N frames made N images, N - 1 of them here
+        "processed": totals["written"] - totals["frames_beyond_first"],
+        "frames_beyond_first": totals["frames_beyond_first"],
         "reprocessed_from_older_models": counts.get(OLDER, 0),
         # Held before without an output this mode makes (e.g. denoised only, now --mode both).
         "completed_missing_outputs": counts.get(INCOMPLETE, 0),

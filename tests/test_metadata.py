@@ -197,6 +197,10 @@ def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carr
         for line in shard.read_text().splitlines()
     ]
     assert len(held) == 7 and {r["metadata"] for r in held} == {"stripped"}
+    (run,) = (archive / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["matched"], summary["processed"], summary["frames_beyond_first"]) == (6, 6, 1)
+    assert summary["bytes_in"] == sum(p.stat().st_size for p in carried.values())
     assert sorted(r["frame"] for r in held if r["frame"]) == ["1/2", "2/2"]
     names = [p.name for p in (archive / "codes").rglob("*.lpc")]
     assert sum(".frame-" in name for name in names) == 2 and len(names) == 7

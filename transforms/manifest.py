@@ -38,7 +38,8 @@ Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a re
   notes                what was left out or changed, "; "-separated ("" when nothing)
 
 Summary: matched = written + failed, always, counting images: a source of N frames counts N
-(``frames_beyond_first`` says how many images were second or later frames).
+(``frames_beyond_first`` says how many images were second or later frames; their file's
+bytes_in is counted once, with its first frame).
 (``transforms.metadata`` owns what the carried fields mean.)
 """
 
@@ -142,6 +143,8 @@ def failed(source_path: str, key: str, mode: str, reason: str, detail: str, **va
 def _totals(r: dict) -> dict:
     ok = r["status"] == OK
     coded = ok and r["code_bytes"] > 0
+    # a second or later frame of a file: its bytes were counted with the first frame
+    later_frame = bool(r.get("frame")) and not r["frame"].startswith("1/")
     return {
         "matched": 1,
         "written": int(ok),
@@ -151,10 +154,10 @@ def _totals(r: dict) -> dict:
         "coded_pixels": r["width"] * r["height"] if coded else 0,
         "coded_images": int(coded),
         "psnr_sum": r["psnr_db"] if coded else 0.0,
-        "bytes_in": r["bytes_in"] if ok else 0,
+        "bytes_in": r["bytes_in"] if ok and not later_frame else 0,
         "code_bytes": r["code_bytes"] if ok else 0,
         "clean_bytes": r["clean_bytes"] if ok else 0,
-        "frames_beyond_first": int(bool(r.get("frame")) and not r["frame"].startswith("1/")),
+        "frames_beyond_first": int(later_frame),
     }
 
 
