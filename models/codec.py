@@ -8,12 +8,13 @@ trade-off.  Images enter as float [0, 1]; distortion is MSE on the 8-bit scale.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from models.codefile import QUALITY_MAX, QUALITY_MIN
 from models.entropy_models import (
     Y_RANGE,
     Z_RANGE,
@@ -91,10 +92,23 @@ class CodecConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_card(cls, card: dict) -> CodecConfig:
+        """The configuration a codec's model card records (``card["config"]``): the one
+        reader of it.  Fields an older card lacks mean what they meant then (no
+        hyper_filters: N; no mean_scale, slices or lmbdas: off, a one-rate codec)."""
+        recorded = card.get("config") or {}
+        values = {f.name: recorded[f.name] for f in fields(cls) if f.name in recorded}
+        values["lmbdas"] = tuple(float(v) for v in values.get("lmbdas") or ())
+        values["hyper_filters"] = int(values.get("hyper_filters") or 0)
+        values["slices"] = int(values.get("slices") or 0)
+        values["mean_scale"] = bool(values.get("mean_scale", False))
+        return cls(**values)
 
-# Variable-rate codecs take a quality in [0, 100], the same scale as JPEG's and WebP's
-# settings: 0 is the lowest rate level, 100 the highest, in between is interpolated.
-QUALITY_MIN, QUALITY_MAX = 0.0, 100.0
+
+# Variable-rate codecs take a quality in [QUALITY_MIN, QUALITY_MAX] (the code-file format owns
+# the range: its header stores the quality): 0 is the lowest rate level, 100 the highest, in
+# between is interpolated.
 
 
 def _conv(filters, kernel, strides, activation=None, name=None):

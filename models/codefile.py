@@ -66,6 +66,9 @@ STRIPE_ROWS = 16
 _CHUNK_COUNT = struct.Struct(">H")
 _CHUNK = struct.Struct(">4sI")
 EXIF, XMP, ICC, ALPHA, SOURCE = b"EXIF", b"XMP ", b"ICCP", b"ALPH", b"SRCE"
+# A variable-rate codec's quality scale, as JPEG's and WebP's settings: every reader of a
+# quality (the command line, the codec, the Compressor, this header) uses these.
+QUALITY_MIN, QUALITY_MAX = 0.0, 100.0
 
 
 class CodeFileError(ValueError):
@@ -146,7 +149,7 @@ class CodeFile:
         _, _, fingerprint, identity, height, width, channels, quality, index_checksum = fields[:9]
         if channels not in (1, 3) or height == 0 or width == 0:
             raise CodeFileError(f"invalid header ({width}x{height}, {channels} channels)")
-        if not (math.isnan(quality) or 0.0 <= quality <= 100.0):
+        if not (math.isnan(quality) or QUALITY_MIN <= quality <= QUALITY_MAX):
             raise CodeFileError(f"invalid header (quality {quality})")
         z_start = header.size
         return cls(

@@ -27,8 +27,8 @@ import tensorflow as tf
 from PIL import Image
 
 from models import codefile, entropy_coding, exact, registry
-from models.codec import LATENT_STRIDE, SIDE_STRIDE, padded_side, side_shape
-from models.codefile import STRIPE_ROWS, CodeFile, CodeFileError
+from models.codec import LATENT_STRIDE, SIDE_STRIDE, CodecConfig, padded_side, side_shape
+from models.codefile import QUALITY_MAX, QUALITY_MIN, STRIPE_ROWS, CodeFile, CodeFileError
 from models.export import load_saved_model
 
 # Pixels of an analysis or synthesis tile, and of context around it (a multiple of
@@ -127,10 +127,11 @@ class Compressor:
             )
         # A variable-rate codec takes a quality (0-100) in analyze and synthesize; a
         # mean-scale codec's synthesize takes z_hat too, for the latents' means.
-        self.variable_rate = len(self.card.get("config", {}).get("lmbdas") or ()) > 1
-        self.mean_scale = bool(self.card.get("config", {}).get("mean_scale"))
+        self.config = CodecConfig.from_card(self.card)
+        self.variable_rate = self.config.variable_rate
+        self.mean_scale = self.config.mean_scale
         # A codec with channel slices codes its latents slice after slice.
-        self.slices = int(self.card.get("config", {}).get("slices") or 0)
+        self.slices = self.config.slices
         # Format 3 needs the exact entropy model; a codec exported before it only reads.
         self.exact = exact.load(self.model_dir)
         if self.exact is not None and self.exact.identity != self.card.get("exact_identity"):
@@ -309,7 +310,7 @@ class Compressor:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.card["config"]["latent_filters"])
+        return self.config.latent_filters
 
     # --- bitstreams -------------------------------------------------------------------
 
@@ -367,7 +368,9 @@ class Compressor:
         """A variable-rate codec's quality as the header keeps it (float32 in [0, 100])."""
         if not self.variable_rate:
             return None
-        quality = DEFAULT_QUALITY if quality is None else min(max(quality, 0.0), 100.0)
+        quality = (
+            DEFAULT_QUALITY if quality is None else min(max(quality, QUALITY_MIN), QUALITY_MAX)
+        )
         return float(np.float32(quality))
 
     def choose_quality(
@@ -405,7 +408,7 @@ class Compressor:
             return psnr(reference, decoded) >= target_psnr
 
         # PSNR rises with quality: search the lowest good one.  bpp rises too: the highest.
-        low, high = 0.0, 100.0
+        low, high = QUALITY_MIN, QUALITY_MAX
         if target_psnr is not None:
             if not good_enough(high):
                 return high, False

@@ -13,7 +13,7 @@ the model, so serving needs nothing else.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import tensorflow as tf
 import tf_keras as keras
@@ -34,6 +34,17 @@ class DenoiserConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_card(cls, card: dict) -> DenoiserConfig:
+        """The configuration a denoiser's model card records: the one reader of it (a card
+        older than pixel-unshuffle has none: 1)."""
+        recorded = card.get("config") or {}
+        values = {f.name: recorded[f.name] for f in fields(cls) if f.name in recorded}
+        for name in ("channel_mean", "channel_std"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
 
 class DnCNN(keras.Model):

@@ -359,8 +359,7 @@ def upgrade(model_dir: str) -> dict:
     card = load_model_card(model_dir)
     if card.get("task") != CODEC:
         raise ValueError(f"{model_dir} is not a codec")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in card["config"].items()}
-    model = ScaleHyperprior(CodecConfig(**config))
+    model = ScaleHyperprior(CodecConfig.from_card(card))
     model.build_for_images()
     read_weights(model, model_dir)
     if fingerprint(model) != card["fingerprint"]:

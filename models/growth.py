@@ -14,8 +14,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import registry
-from models.codec import QUALITY_MAX, ScaleHyperprior, pad_to_multiple
-from models.denoiser import DnCNN
+from models.codec import QUALITY_MAX, CodecConfig, ScaleHyperprior, pad_to_multiple
+from models.denoiser import DenoiserConfig, DnCNN
 from models.export import load_model_card
 from models.layers import GDN
 
@@ -34,18 +34,17 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     """
     model_dir = registry.resolve(name_or_path)
     card = load_model_card(model_dir)
-    source_config = card.get("config", {})
     source = model
     if isinstance(model, ScaleHyperprior):
+        recorded = CodecConfig.from_card(card)
         sizes = {
-            "num_filters": int(source_config.get("num_filters", model.config.num_filters)),
-            "latent_filters": int(source_config.get("latent_filters", model.config.latent_filters)),
+            "num_filters": recorded.num_filters,
+            "latent_filters": recorded.latent_filters,
+            "hyper_filters": recorded.side_filters,
+            "mean_scale": recorded.mean_scale,
+            "slices": recorded.slices,
         }
-        # a card without hyper_filters (older than it) had hyper transforms of N channels
-        sizes["hyper_filters"] = int(source_config.get("hyper_filters") or sizes["num_filters"])
-        sizes["mean_scale"] = bool(source_config.get("mean_scale", False))
-        sizes["slices"] = int(source_config.get("slices") or 0)
-        source_lmbdas = tuple(float(v) for v in source_config.get("lmbdas") or ())
+        source_lmbdas = recorded.lmbdas
         new_levels = (
             len(source_lmbdas) > 1
             and model.config.variable_rate
@@ -69,16 +68,10 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             source = ScaleHyperprior(smaller)
             source.build_for_images()
     elif isinstance(model, DnCNN) and (
-        source_config.get("depth", model.config.depth) < model.config.depth
-        or source_config.get("filters", model.config.filters) < model.config.filters
+        (recorded := DenoiserConfig.from_card(card)).depth < model.config.depth
+        or recorded.filters < model.config.filters
     ):
-        source = DnCNN(
-            replace(
-                model.config,
-                depth=int(source_config["depth"]),
-                filters=int(source_config["filters"]),
-            )
-        )
+        source = DnCNN(replace(model.config, depth=recorded.depth, filters=recorded.filters))
         source.build_for_images()
     _read_exported_weights(source, model_dir, name_or_path)
     if source is model:

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import registry
+from models.denoiser import DenoiserConfig
 from models.export import load_saved_model
 
 # Larger images are denoised in overlapping tiles so memory stays bounded (a 48-channel
@@ -85,12 +86,12 @@ class Denoiser:
         self.tile = tile
         # The overlap follows the network: what one output pixel can see, rounded up to
         # whole blocks of its pixel-unshuffle.
-        config = self.card.get("config", {})
-        self.align = int(config.get("unshuffle", 1))
-        if "depth" in config:
-            radius = (int(config["depth"]) + 1) * self.align
-            self.overlap = -(-radius // self.align) * self.align
-        else:
+        config = DenoiserConfig.from_card(self.card)
+        self.align = config.unshuffle
+        if "depth" in (self.card.get("config") or {}):
+            # what one output pixel can see, in whole blocks of the pixel-unshuffle
+            self.overlap = -(-config.receptive_radius // self.align) * self.align
+        else:  # a card that does not say its depth
             self.overlap = DEFAULT_OVERLAP
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:

@@ -57,7 +57,9 @@ def card(name_or_path: str, task: str | None = None) -> dict:
 
 def is_variable_rate(name_or_path: str) -> bool:
     """Whether the codec takes a quality (its card lists several rate levels)."""
-    return len(card(name_or_path).get("config", {}).get("lmbdas") or ()) > 1
+    from models.codec import CodecConfig
+
+    return CodecConfig.from_card(card(name_or_path)).variable_rate
 
 
 def codec_setting(quality: float | None, target: dict | None = None) -> str:
@@ -82,7 +84,9 @@ def parse_quality(text: str | float) -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0.0 <= value <= 100.0:
+    from models.codefile import QUALITY_MAX, QUALITY_MIN
+
+    if not QUALITY_MIN <= value <= QUALITY_MAX:
         raise ValueError(f"--quality {text}: expected low, medium, high or a number 0-100")
     return value
 

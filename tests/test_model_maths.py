@@ -142,3 +142,27 @@ if __name__ == "__main__":
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
     print(f"pinned {_golden_key(shipped)}: {golden[_golden_key(shipped)]}", file=sys.stderr)
+
+
+def test_a_model_card_has_one_reader_that_fills_what_older_cards_lack():
+    """CodecConfig.from_card / DenoiserConfig.from_card: what a card records comes back as
+    exported; a card older than hyper_filters, mean_scale, slices, lmbdas or unshuffle means
+    what it meant then (hyper = N, scale-only, no slices, one rate, no unshuffle)."""
+    from models.denoiser import DenoiserConfig
+
+    config = CodecConfig(128, 320, 0.01, (0.0025, 0.04), 64, True, 4)
+    assert CodecConfig.from_card(json.loads(json.dumps({"config": config.as_dict()}))) == config
+    old = CodecConfig.from_card({"config": {"num_filters": 64, "latent_filters": 96}})
+    assert (old.side_filters, old.mean_scale, old.slices, old.variable_rate) == (
+        64,
+        False,
+        0,
+        False,
+    )
+    shipped = Compressor()
+    assert shipped.config == CodecConfig.from_card(shipped.card) and shipped.config.variable_rate
+    denoiser = DenoiserConfig(16, 64, (0.4, 0.5, 0.6), (0.2, 0.2, 0.2), 2)
+    as_card = json.loads(json.dumps({"config": denoiser.as_dict()}))
+    assert DenoiserConfig.from_card(as_card) == denoiser
+    old_denoiser = DenoiserConfig.from_card({"config": {"depth": 17, "filters": 64}})
+    assert old_denoiser.unshuffle == 1 and old_denoiser.receptive_radius == 18
