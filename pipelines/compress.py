@@ -20,10 +20,12 @@ import sys
 from models.codefile import SUFFIX, bits_per_pixel
 from models.compressor import Compressor
 from pipelines.options import (
+    Refused,
     add_carry_args,
     add_codec_args,
     add_max_pixels_arg,
     decode_options,
+    each_file,
     resolve_codec,
     stage_parser,
 )
@@ -57,24 +59,19 @@ def main(argv=None) -> int:
     compressor = Compressor(model)
     options = decode_options(args)
     os.makedirs(args.output, exist_ok=True)
-    failed = 0
-    for path, name in zip(args.images, names, strict=True):
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            for frame in decode_frames(data, args.max_pixels, options):
-                key = metadata.frame_key(name[: -len(SUFFIX)], frame.carried)
-                target = os.path.join(args.output, output_name(key, SUFFIX))
-                refusal = refuse_to_overwrite(target, args.overwrite, args.images)
-                if refusal:
-                    print(f"latentpress compress: {refusal}", file=sys.stderr)
-                    failed += 1
-                    continue
-                print(_compress_frame(compressor, frame, target, quality, args))
-        except (OSError, DecodeError) as e:
-            print(f"latentpress compress: {path}: {e}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+
+    def compress_file(path: str, name: str):
+        with open(path, "rb") as handle:
+            data = handle.read()
+        for frame in decode_frames(data, args.max_pixels, options):
+            key = metadata.frame_key(name[: -len(SUFFIX)], frame.carried)
+            target = os.path.join(args.output, output_name(key, SUFFIX))
+            if refusal := refuse_to_overwrite(target, args.overwrite, args.images):
+                raise Refused(refusal)
+            yield _compress_frame(compressor, frame, target, quality, args)
+
+    pairs = zip(args.images, names, strict=True)
+    return each_file("compress", pairs, compress_file, (OSError, DecodeError))
 
 
 def _compress_frame(compressor, frame: DecodedFrame, target: str, quality, args) -> str:

@@ -37,8 +37,10 @@ from models.codefile import CodeFile, CodeFileError
 from models.compressor import Compressor
 from models.export import MODEL_CARD
 from pipelines.options import (
+    Refused,
     add_progress_arg,
     configure_logging,
+    each_file,
     expected_inputs,
     only_launches,
     run_pipeline,
@@ -218,24 +220,18 @@ def main(argv=None) -> int:
     names = output_names(args.codes, ".png")
     compressor = ModelsByFingerprint(args.model, args.models_dir)
     os.makedirs(args.output, exist_ok=True)
-    failed = 0
-    for path, name in zip(args.codes, names, strict=True):
+
+    def decompress_file(path: str, name: str):
         target = os.path.join(args.output, name)
-        refusal = refuse_to_overwrite(target, args.overwrite, args.codes)
-        if refusal:
-            print(f"latentpress decompress: {refusal}", file=sys.stderr)
-            failed += 1
-            continue
-        try:
-            with open(path, "rb") as handle:
-                png, (width, height) = compressor.decompress_png(handle.read())
-        except (OSError, CodeFileError) as e:
-            print(f"latentpress decompress: {path}: {e}", file=sys.stderr)
-            failed += 1
-            continue
+        if refusal := refuse_to_overwrite(target, args.overwrite, args.codes):
+            raise Refused(refusal)
+        with open(path, "rb") as handle:
+            png, (width, height) = compressor.decompress_png(handle.read())
         write_atomically(target, png)
-        print(f"{target}: {width}x{height}")
-    return 1 if failed else 0
+        yield f"{target}: {width}x{height}"
+
+    pairs = zip(args.codes, names, strict=True)
+    return each_file("decompress", pairs, decompress_file, (OSError, CodeFileError))
 
 
 if __name__ == "__main__":

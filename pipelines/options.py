@@ -89,6 +89,26 @@ def run_outcome(
     return 1 if strict and (failed or unmatched) else 0
 
 
+class Refused(Exception):
+    """An output a file-by-file command must not write; the message says why."""
+
+
+def each_file(stage: str, pairs, work, errors: tuple) -> int:
+    """The file loop of the file-by-file commands (compress, decompress): ``work(path, name)``
+    yields one line per output it wrote; ``Refused`` or an error of ``errors`` is one line on
+    stderr naming the file, and the other files still run.  The exit code: 1 if any failed."""
+    failed = 0
+    for path, name in pairs:
+        try:
+            for line in work(path, name):
+                print(line)
+        except (Refused, *errors) as e:
+            where = "" if isinstance(e, Refused) else f"{path}: "
+            print(f"latentpress {stage}: {where}{e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
     from transforms.progress import DEFAULT_EVERY_SECONDS
 
