@@ -225,3 +225,17 @@ def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carr
             io.BytesIO(metadata.encode_png(np.zeros((96, 64, 3), np.uint8), carried_back))
         )
         assert exif_tags(written) == {**exif_tags(source), 0x0112: 1}
+
+
+def test_apply_refuses_a_multi_frame_file_by_name_when_asked(carried, tmp_path):
+    out = tmp_path / "refused"
+    pages = carried["pages"]
+    done = latentpress(
+        "apply", "--input", str(pages), "--output", str(out), "--frames=refuse", "--mode=compress"
+    )
+    assert done.returncode == 1  # every input failed: said, and the run exits non-zero
+    (record,) = [
+        json.loads(line) for f in out.glob("manifest-*") for line in f.read_text().splitlines()
+    ]
+    assert (record["status"], record["reason"]) == ("failed", reasons.MULTI_FRAME)
+    assert record["source_path"].endswith("scan.tif") and "2 frames" in record["detail"]
