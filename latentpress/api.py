@@ -18,6 +18,7 @@ the file names among the shipped ones, or ``model``.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 
 import numpy as np
@@ -44,25 +45,26 @@ def _model_for(data: bytes, model: str | None) -> str:
 
 def _pixels(image, strip_metadata: bool, frame: int | None):
     """(uint8 RGB pixels, source channels, Carried) of a path, PIL image or numpy array."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from transforms import decode, metadata
 
+    options = decode.DecodeOptions(metadata.ALL_FRAMES, strip_metadata)
     if isinstance(image, str | os.PathLike):
         with open(image, "rb") as handle:
-            data = handle.read()
-        options = decode.DecodeOptions(metadata.ALL_FRAMES, strip_metadata)
-        frames = list(decode.decode_frames(data, 2**40, options)) if frame else None
-        first = frames[frame] if frames else next(decode.decode_frames(data, 2**40, options))
-        if frame is None and first.carried.frames > 1:
-            raise ValueError(f"{image} has {first.carried.frames} frames: pass frame=0..")
-        return first.pixels, 1 if first.mode in decode.GRAYSCALE_MODES else 3, first.carried
-    if isinstance(image, Image.Image):
-        grayscale = image.mode in decode.GRAYSCALE_MODES
-        depth = metadata.source_bit_depth(image)
-        upright = ImageOps.exif_transpose(image)
-        carried = metadata.read(upright, 0, 1, grayscale, depth, strip_metadata)
-        return decode.to_rgb(upright), 1 if grayscale else 3, carried
+            frames = decode.decode_frames(handle.read(), 2**40, options)
+        chosen = next(itertools.islice(frames, frame or 0, None), None)
+        if chosen is None:
+            raise ValueError(f"{image} has no frame {frame}")
+        if frame is None and chosen.carried.frames > 1:
+            raise ValueError(f"{image} has {chosen.carried.frames} frames: pass frame=0..")
+    elif isinstance(image, Image.Image):
+        chosen = decode.decode_pil(image, options)
+    else:
+        chosen = None
+    if chosen is not None:
+        channels = 1 if chosen.mode in decode.GRAYSCALE_MODES else 3
+        return chosen.pixels, channels, chosen.carried
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {array.dtype}")

@@ -146,6 +146,11 @@ def decode_frames(
             yield _decode_frame(image, index, frames, max_pixels, options)
 
 
+def decode_pil(image: Image.Image, options: DecodeOptions = DecodeOptions()) -> DecodedFrame:
+    """A Pillow image already open (its current frame) by the same rule as a file's."""
+    return _decode_frame(image, 0, 1, 2**63, options)
+
+
 def _decode_frame(
     image: Image.Image, index: int, frames: int, max_pixels: int, options: DecodeOptions
 ) -> DecodedFrame:
@@ -172,7 +177,7 @@ def _decode_frame(
             options.strip_metadata,
             options.alpha,
         )
-        if frames > 1 and options.frames == metadata.FIRST_FRAME and options != PIXELS_ONLY:
+        if frames > 1 and options.frames == metadata.FIRST_FRAME:
             carried = metadata.with_note(carried, f"first of {frames} frames only (--frames first)")
         return DecodedFrame(to_rgb(upright), mode, carried)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
