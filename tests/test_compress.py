@@ -365,6 +365,10 @@ def test_a_mean_scale_codec_codes_the_residuals_and_decodes_what_the_model_does(
     from models.codec import CodecConfig, ScaleHyperprior, pad_to_multiple
     from models.export import CODEC, export_model
 
+    # Seeded: the exact fixed-point means may round a latent lying within ~0.01 of a half
+    # differently from the float model, and an unseeded draw (whatever ran before in the
+    # process) occasionally put one there (seen once under xdist: a pixel off by 6).
+    keras.utils.set_random_seed(7)
     config = CodecConfig(num_filters=16, latent_filters=24, lmbdas=lmbdas, mean_scale=True)
     model = ScaleHyperprior(config)
     model.build_for_images()
