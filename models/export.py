@@ -40,11 +40,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 import latentpress
 from models import exact
 from models.codec import ScaleHyperprior, pad_to_multiple
-from models.denoiser import DnCNN
 from models.entropy_models import Y_RANGE, Z_RANGE, quantize_index, scale_table
 
 SAVED_MODEL_DIR = "saved_model"
@@ -238,7 +238,7 @@ class SliceVariableRateCodecModule(_SliceParameters, MeanScaleVariableRateCodecM
 
 
 class DenoiserModule(tf.Module):
-    def __init__(self, model: DnCNN):
+    def __init__(self, model: keras.Model):
         super().__init__(name="denoiser")
         self.model = model
 

@@ -85,11 +85,10 @@ class Denoiser:
         self.fingerprint = self.card["fingerprint"]
         self.tile = tile
         # The overlap follows the network: what one output pixel can see, rounded up to
-        # whole blocks of its pixel-unshuffle.
+        # whole steps of its coarsest level (where tiles start).
         config = DenoiserConfig.from_card(self.card)
-        self.align = config.unshuffle
+        self.align = config.align
         if "depth" in (self.card.get("config") or {}):
-            # what one output pixel can see, in whole blocks of the pixel-unshuffle
             self.overlap = -(-config.receptive_radius // self.align) * self.align
         else:  # a card that does not say its depth
             self.overlap = DEFAULT_OVERLAP

@@ -33,7 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.codec import CodecConfig, ScaleHyperprior
-from models.denoiser import DenoiserConfig, DnCNN
+from models.denoiser import ARCHITECTURES, DenoiserConfig, build_denoiser
 from models.export import CODEC, DENOISER, export_model
 from models.growth import latent_usage, load_exported_weights, split_latents
 from models.trainer import PRECISIONS, Trainer, choose_strategy
@@ -216,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="Denoiser: pixel-unshuffle factor (2: FFDNet-style, at half resolution).",
     )
+    parser.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default="dncnn",
+        help="Denoiser: dncnn (--depth plain layers) or unet (residual blocks at --levels "
+        "resolutions, --filters channels at the top, doubled per level down).",
+    )
+    parser.add_argument("--levels", type=int, default=2, help="Denoiser unet: resolutions.")
+    parser.add_argument(
+        "--blocks", type=int, default=2, help="Denoiser unet: residual blocks per level and side."
+    )
     parser.add_argument("--crop", type=int, default=0, help="Random crop of each patch (0: none).")
     parser.add_argument(
         "--checkpoint-every", type=int, default=200, help="Save a checkpoint every N steps."
@@ -279,8 +290,11 @@ def build_model(args: argparse.Namespace, stats: dict):
             tuple(stats[statistics.CHANNEL_MEAN]),
             tuple(stats[statistics.CHANNEL_STD]),
             args.unshuffle,
+            args.architecture,
+            args.levels,
+            args.blocks,
         )
-        model = DnCNN(config)
+        model = build_denoiser(config)
     model.build_for_images()
     return model
 

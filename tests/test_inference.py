@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from models import inference
 from models.inference import Denoiser, psnr
@@ -33,24 +34,59 @@ def test_tiles_cover_the_image_with_overlap_on_the_block_grid():
         assert (ends - starts <= inference.TILE + align - 1).all()
 
 
-def test_tiling_stays_exact_for_a_pixel_unshuffle_network(tmp_path):
-    """The overlap and the tile grid follow the network (depth, unshuffle), not a constant."""
-    from models.denoiser import DenoiserConfig, DnCNN
+@pytest.mark.parametrize(
+    "config, tile",
+    [
+        (dict(depth=6, filters=8, unshuffle=2), 96),
+        (dict(architecture="unet", filters=8, levels=3, blocks=1, unshuffle=2), 192),
+    ],
+    ids=["dncnn", "unet"],
+)
+def test_tiling_stays_exact_for_a_pixel_unshuffle_network(tmp_path, config, tile):
+    """The overlap and the tile grid follow the network (depth or levels, unshuffle), not a
+    constant: tiles start on the coarsest level's grid and overlap by its receptive field."""
+    from models.denoiser import DenoiserConfig, build_denoiser
     from models.export import DENOISER, export_model
 
-    model = DnCNN(DenoiserConfig(depth=6, filters=8, unshuffle=2))
+    config = DenoiserConfig(**config)
+    model = build_denoiser(config)
     model.build_for_images()
-    residual = model.noise_estimator.layers[-1]  # zero at start: make the net do something
-    residual.kernel.assign(np.random.default_rng(0).normal(0, 0.05, residual.kernel.shape))
-    export_model(model, DENOISER, str(tmp_path), {"name": "unshuffle"})
-    denoiser = Denoiser(str(tmp_path), tile=96)
-    assert denoiser.overlap >= (6 + 1) * 2 and denoiser.align == 2
+    rng = np.random.default_rng(0)
+    for layer in model.noise_estimator.layers:  # zero-initialized ones too: make every path count
+        if getattr(layer, "kernel", None) is not None:
+            layer.kernel.assign(rng.normal(0, 0.05, layer.kernel.shape))
+    export_model(model, DENOISER, str(tmp_path), {"name": "tiling"})
+    denoiser = Denoiser(str(tmp_path), tile=tile)
+    assert denoiser.overlap >= config.receptive_radius and denoiser.align == config.align
+    assert denoiser.align == (2 if config.architecture == "dncnn" else 8)
 
-    noisy = np.random.default_rng(1).integers(0, 256, (251, 333, 3), dtype=np.uint8)
+    noisy = rng.integers(0, 256, (251, 533, 3), dtype=np.uint8)
     tiled = denoiser.denoise(noisy)
+    assert len(inference.tile_spans(533, denoiser.tile, denoiser.overlap, denoiser.align)) >= 3
     whole = denoiser._run(noisy)
     assert not np.array_equal(whole, noisy)
     assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_the_unet_receptive_radius_is_what_the_network_sees():
+    """An input pixel changes output pixels up to receptive_radius away and none beyond it
+    (the bound is what tiling relies on; tight, so tiles do not overlap more than needed)."""
+    from models.denoiser import DenoiserConfig, build_denoiser
+
+    config = DenoiserConfig(architecture="unet", filters=4, levels=3, blocks=1, unshuffle=2)
+    model = build_denoiser(config)
+    model.build_for_images()
+    rng = np.random.default_rng(1)
+    for layer in model.noise_estimator.layers:
+        if getattr(layer, "kernel", None) is not None:
+            layer.kernel.assign(rng.normal(0, 0.3, layer.kernel.shape))
+    image = rng.uniform(0, 1, (1, 160, 160, 3)).astype(np.float32)
+    poked = image.copy()
+    poked[0, 80, 80] += 0.5
+    changed = np.abs(model(poked).numpy() - model(image).numpy()).max(axis=-1)[0] > 1e-6
+    rows, cols = np.nonzero(changed)
+    reach = max(np.abs(rows - 80).max(), np.abs(cols - 80).max())
+    assert config.receptive_radius - 2 * config.align <= reach <= config.receptive_radius
 
 
 def test_psnr_is_capped_for_identical_images_and_finite_otherwise():

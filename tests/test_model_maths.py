@@ -166,3 +166,8 @@ def test_a_model_card_has_one_reader_that_fills_what_older_cards_lack():
     assert DenoiserConfig.from_card(as_card) == denoiser
     old_denoiser = DenoiserConfig.from_card({"config": {"depth": 17, "filters": 64}})
     assert old_denoiser.unshuffle == 1 and old_denoiser.receptive_radius == 18
+    assert old_denoiser.architecture == "dncnn" and old_denoiser.align == 1
+    unet = DenoiserConfig(filters=48, architecture="unet", levels=3, blocks=2, unshuffle=2)
+    assert DenoiserConfig.from_card(json.loads(json.dumps({"config": unet.as_dict()}))) == unet
+    with pytest.raises(ValueError, match="architecture"):
+        DenoiserConfig.from_card({"config": {"architecture": "transformer"}})
