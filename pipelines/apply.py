@@ -27,7 +27,6 @@ import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 
 from models import registry
 from pipelines.options import (
@@ -52,6 +51,7 @@ from transforms.apply_models import (
     BOTH,
     COMPRESS,
     DENOISE,
+    ProcessImages,
     WriteOutputs,
     safe_key,
 )
@@ -99,6 +99,90 @@ def _unsafe_record(image, mode: str) -> dict:
     )
 
 
+class ApplyToImages(beam.PTransform):
+    """{"images": DecodedImage, "dead_letter": ReadImages' failures} -> one manifest record per
+    input: an image whose relative path would leave the output folder is refused, the others
+    go through ``process`` (ProcessImages), and failed reads become failed records."""
+
+    def __init__(self, process: ProcessImages, mode: str):
+        super().__init__()
+        self._process = process
+        self._mode = mode
+
+    def expand(self, read):
+        safe, unsafe = read["images"] | "CheckRelativePaths" >> beam.Partition(
+            lambda image, _: 0 if safe_key(image.key) else 1, 2
+        )
+        return (
+            safe | "ProcessImages" >> self._process,
+            read["dead_letter"]
+            | "FailedReadsToManifest" >> beam.Map(_dead_letter_record, self._mode),
+            unsafe | "UnsafePathsToManifest" >> beam.Map(_unsafe_record, self._mode),
+        ) | "AllRecords" >> beam.Flatten()
+
+
+class RecordApplyRun(beam.PTransform):
+    """{"records": manifest records, "unmatched": patterns that matched nothing} -> the run's
+    files under ``output``: the manifest, the dead letters and ``summary.json`` (whose
+    PCollection it returns)."""
+
+    def __init__(self, output: str, config: dict):
+        super().__init__()
+        self._output = output
+        self._config = config
+
+    def expand(self, inputs):
+        manifest_records = inputs["records"]
+        _ = manifest_records | "WriteManifest" >> records.WriteJsonLines(
+            self._output, manifest.MANIFEST_PREFIX
+        )
+        failures = (
+            manifest_records
+            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
+            | "ToDeadLetter"
+            >> beam.Map(
+                lambda r: records.dead_letter(r["source_path"], "apply", r["reason"], r["detail"])
+            )
+        )
+        return {
+            "failures": failures,
+            "unmatched": inputs["unmatched"],
+            "totals": manifest_records
+            | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),
+        } | "RunRecords" >> records.WriteRunRecords(self._output, _summarize, self._config)
+
+
+def _run_config(args, codec_fingerprint: str, denoiser_fingerprint: str) -> dict:
+    return {
+        "inputs": args.input,
+        "mode": args.mode,
+        "model": args.model,
+        "quality": args.quality,
+        "target": rate_target(args),
+        "denoiser": args.denoiser,
+        "denoise_ensemble": args.denoise_ensemble,
+        "model_fingerprint": codec_fingerprint,
+        "denoiser_fingerprint": denoiser_fingerprint,
+    }
+
+
+def _report(args, summary: dict, summary_path: str) -> None:
+    against = "cleaned images" if args.mode == BOTH else "inputs"
+    print(
+        f"apply: {summary['matched']} matched, {summary['written']} written, "
+        f"{summary['failed']} failed; {summary['bytes_in']} bytes in -> "
+        f"{summary['code_bytes']} bytes of codes ({summary['mean_bpp']:.4f} bpp, "
+        f"{summary['mean_psnr_db']:.2f} dB PSNR against the {against})"
+        + (f" and {summary['clean_bytes']} bytes of cleaned PNG" if summary["clean_bytes"] else "")
+    )
+    outputs = [f"summary {summary_path}"]
+    if summary["written"] and args.mode in (COMPRESS, BOTH):
+        outputs.append(f"code files {records.join(args.output, manifest.CODES_DIR)}/")
+    if summary["written"] and (args.mode == DENOISE or args.keep_cleaned and args.mode == BOTH):
+        outputs.append(f"cleaned images {records.join(args.output, manifest.CLEAN_DIR)}/")
+    print("wrote " + ", ".join(outputs))
+
+
 def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options = split_args(build_parser(), argv, save_main_session)
     args.model, args.quality = resolve_codec(args)
@@ -118,92 +202,40 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         ],
         args.overwrite,
     )
-    handler = make_handler(args)
+    writer = WriteOutputs(
+        args.output,
+        args.mode,
+        codec_fingerprint,
+        denoiser_fingerprint,
+        codec_setting=registry.codec_setting(args.quality, rate_target(args)),
+    )
+    progress = ReportProgress(
+        "apply",
+        expected_inputs(args.input, options),
+        lambda r: r["status"] == manifest.FAILED,
+        args.progress_every,
+        unit="images done",
+    )
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
     read = pipeline | "ReadImages" >> ReadImages(
         args.input, max_pixels=args.max_pixels, options=decode_options(args)
     )
-    safe, unsafe = read["images"] | "CheckRelativePaths" >> beam.Partition(
-        lambda image, _: 0 if safe_key(image.key) else 1, 2
+    manifest_records = {
+        "images": read["images"],
+        "dead_letter": read["dead_letter"],
+    } | "Apply" >> ApplyToImages(ProcessImages(make_handler(args), writer, progress), args.mode)
+    config = _run_config(args, codec_fingerprint, denoiser_fingerprint)
+    _ = {"records": manifest_records, "unmatched": read["unmatched"]} | "RecordRun" >> (
+        RecordApplyRun(args.output, config)
     )
-    written = (
-        safe
-        | "RunModels" >> RunInference(handler)
-        | "WriteOutputs"
-        >> beam.ParDo(
-            WriteOutputs(
-                args.output,
-                args.mode,
-                codec_fingerprint,
-                denoiser_fingerprint,
-                codec_setting=registry.codec_setting(args.quality, rate_target(args)),
-            )
-        )
-        | "ReportProgress"
-        >> beam.ParDo(
-            ReportProgress(
-                "apply",
-                expected_inputs(args.input, options),
-                lambda r: r["status"] == manifest.FAILED,
-                args.progress_every,
-                unit="images done",
-            )
-        )
-    )
-    failed_reads = read["dead_letter"] | "FailedReadsToManifest" >> beam.Map(
-        _dead_letter_record, args.mode
-    )
-    refused = unsafe | "UnsafePathsToManifest" >> beam.Map(_unsafe_record, args.mode)
-    manifest_records = (written, failed_reads, refused) | "AllRecords" >> beam.Flatten()
-
-    _ = manifest_records | "WriteManifest" >> records.WriteJsonLines(
-        args.output, manifest.MANIFEST_PREFIX
-    )
-
-    config = {
-        "inputs": args.input,
-        "mode": args.mode,
-        "model": args.model,
-        "quality": args.quality,
-        "target": rate_target(args),
-        "denoiser": args.denoiser,
-        "denoise_ensemble": args.denoise_ensemble,
-        "model_fingerprint": codec_fingerprint,
-        "denoiser_fingerprint": denoiser_fingerprint,
-    }
-    failed = manifest_records | "FailedOnly" >> beam.Filter(
-        lambda r: r["status"] == manifest.FAILED
-    )
-    _ = {
-        "failures": failed
-        | "ToDeadLetter"
-        >> beam.Map(
-            lambda r: records.dead_letter(r["source_path"], "apply", r["reason"], r["detail"])
-        ),
-        "unmatched": read["unmatched"],
-        "totals": manifest_records | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),
-    } | "RunRecords" >> records.WriteRunRecords(args.output, _summarize, config)
-    summary_path = records.join(args.output, records.SUMMARY_FILE)
 
     result, finished = run_pipeline(pipeline, options)
     if not finished:
         return result  # a launched job: the caller may inspect it
+    summary_path = records.join(args.output, records.SUMMARY_FILE)
     summary = records.read_json(summary_path)
-    against = "cleaned images" if args.mode == BOTH else "inputs"
-    print(
-        f"apply: {summary['matched']} matched, {summary['written']} written, "
-        f"{summary['failed']} failed; {summary['bytes_in']} bytes in -> "
-        f"{summary['code_bytes']} bytes of codes ({summary['mean_bpp']:.4f} bpp, "
-        f"{summary['mean_psnr_db']:.2f} dB PSNR against the {against})"
-        + (f" and {summary['clean_bytes']} bytes of cleaned PNG" if summary["clean_bytes"] else "")
-    )
-    outputs = [f"summary {summary_path}"]
-    if summary["written"] and args.mode in (COMPRESS, BOTH):
-        outputs.append(f"code files {records.join(args.output, manifest.CODES_DIR)}/")
-    if summary["written"] and (args.mode == DENOISE or args.keep_cleaned and args.mode == BOTH):
-        outputs.append(f"cleaned images {records.join(args.output, manifest.CLEAN_DIR)}/")
-    print("wrote " + ", ".join(outputs))
+    _report(args, summary, summary_path)
     dead_letters = records.join(args.output, records.DEAD_LETTER_PREFIX + "-*.jsonl")
     return run_outcome("apply", summary, summary["written"], dead_letters, args.strict)
 

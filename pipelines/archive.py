@@ -30,7 +30,6 @@ import time
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import RunInference
 
 from models import registry
 from pipelines.options import (
@@ -49,7 +48,7 @@ from pipelines.options import (
     stage_parser,
 )
 from transforms import archive, manifest, metadata, reasons, records
-from transforms.apply_models import WriteOutputs
+from transforms.apply_models import ProcessImages, WriteOutputs
 from transforms.archive import ARCHIVED, INCOMPLETE, OLDER
 from transforms.progress import ReportProgress
 from transforms.read_images import DEAD_LETTER, DecodeImages, MatchFiles
@@ -279,16 +278,69 @@ def _summarize(counts: dict, totals: dict, run_id: str) -> dict:
     }
 
 
-def run(argv=None, save_main_session=True, test_pipeline=None):
-    args, options = split_args(build_parser(), argv, save_main_session)
-    args.model, args.quality = resolve_codec(args)
-    if not args.input:
-        from latentpress.samples import sample_paths
+class TriageInputs(beam.PTransform):
+    """{"files": (sha256, MatchedFile) of the run, "held": (sha256, archive_state)} -> the
+    files to process (main output) and, tagged, the contents ARCHIVED, DUPLICATE (a second
+    file of a content this run processes), OLDER and INCOMPLETE (held, redone)."""
 
-        args.input = sample_paths()
-    codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
-    codec_setting = registry.codec_setting(args.quality, rate_target(args))
-    run_id = archive.new_run_id()
+    def expand(self, inputs):
+        return (
+            inputs
+            | "JoinWithArchive" >> beam.CoGroupByKey()
+            | "TriageByContent"
+            >> beam.ParDo(_triage_content).with_outputs(
+                ARCHIVED, DUPLICATE, OLDER, INCOMPLETE, main="files"
+            )
+        )
+
+
+class RecordArchiveRun(beam.PTransform):
+    """Commits a run: its ok records appended to the archive's manifest, its failures as dead
+    letters and ``summary.json`` in the run's folder (whose PCollection it returns).
+
+    Input: {"written": manifest records, "failures": dead-letter records of the steps before,
+    "unmatched": patterns that matched nothing, "counted": one event name per triaged input}.
+    """
+
+    def __init__(self, archive_dir: str, run_id: str, config: dict):
+        super().__init__()
+        self._archive_dir = archive_dir
+        self._run_id = run_id
+        self._config = config
+
+    def expand(self, inputs):
+        written = inputs["written"]
+        ok = written | "OkOnly" >> beam.Filter(lambda r: r["status"] == manifest.OK)
+        _ = ok | "AppendToManifest" >> records.WriteJsonLines(
+            records.join(self._archive_dir, archive.MANIFEST_DIR), self._run_id
+        )
+        failed = (
+            written
+            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
+            | "FailedToDeadLetter"
+            >> beam.Map(
+                lambda r: records.dead_letter(r["source_path"], "archive", r["reason"], r["detail"])
+            )
+        )
+        return {
+            "failures": (inputs["failures"], failed) | "AllFailures" >> beam.Flatten(),
+            "unmatched": inputs["unmatched"],
+            "counted": inputs["counted"],
+            "totals": ok | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),
+        } | "RunRecords" >> records.WriteRunRecords(
+            archive.run_dir(self._archive_dir, self._run_id),
+            functools.partial(_summarize, run_id=self._run_id),
+            self._config,
+        )
+
+
+def _count(pcollection, event: str):
+    return pcollection | f"Count_{event}" >> beam.Map(lambda _: event)
+
+
+def _tidy_and_store_models(args, codec_fingerprint: str, denoiser_fingerprint: str) -> None:
+    """Before a run: retention (old run folders, stale temporary files), and every model that
+    writes into the archive stored there, so its codes stay decodable from the archive alone."""
     records.check_output_folder(args.archive)
     pruned = archive.prune(args.archive, args.keep_runs, args.temp_max_age_hours)
     if any(pruned.values()):
@@ -299,84 +351,12 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         (args.model, codec_fingerprint),
         (args.denoiser, denoiser_fingerprint),
     ):
-        if fingerprint:  # every model that writes into the archive stays addressable there
+        if fingerprint:
             archive.store_model(args.archive, registry.resolve(name), fingerprint)
-    LOG.info("archive run %s into %s", run_id, args.archive)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    known = pipeline | "ReadHoldings" >> ArchiveHoldings(
-        args.archive,
-        args.mode,
-        registry.codec_identity(codec_fingerprint, codec_setting),
-        denoiser_fingerprint,
-        args.reprocess_older_models,
-        args.keep_cleaned,
-    )
-    matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
-    hashed = matched["files"] | "HashInputs" >> HashInputs(args.archive, run_id, args.rehash)
-    triaged = (
-        {"files": hashed["hashed"], "held": known}
-        | "JoinWithArchive" >> beam.CoGroupByKey()
-        | "TriageByContent"
-        >> beam.ParDo(_triage_content).with_outputs(
-            ARCHIVED, DUPLICATE, OLDER, INCOMPLETE, main="files"
-        )
-    )
-    # New files are read a second time here rather than carrying their bytes through the
-    # JoinWithArchive shuffle; files already archived are read once, to hash them.
-    decoded = triaged.files | "Decode" >> beam.ParDo(
-        DecodeImages(args.max_pixels, min_side=1, options=decode_options(args))
-    ).with_outputs(DEAD_LETTER, main="images")
-    written = (
-        decoded.images
-        | "RunModels" >> RunInference(make_handler(args))
-        | "WriteOutputs"
-        >> beam.ParDo(
-            WriteArchiveOutputs(
-                args.archive,
-                args.mode,
-                codec_fingerprint,
-                denoiser_fingerprint,
-                run_id,
-                codec_setting,
-            )
-        )
-        # No total: what is new is known only after the join with the archive.
-        | "ReportProgress"
-        >> beam.ParDo(
-            ReportProgress(
-                "archive",
-                None,
-                lambda r: r["status"] == manifest.FAILED,
-                args.progress_every,
-                unit="new images done",
-            )
-        )
-    )
-    ok = written | "OkOnly" >> beam.Filter(lambda r: r["status"] == manifest.OK)
-    _ = ok | "AppendToManifest" >> records.WriteJsonLines(
-        records.join(args.archive, archive.MANIFEST_DIR), run_id
-    )
 
-    run_folder = archive.run_dir(args.archive, run_id)
-    dead_letters = (
-        hashed[DEAD_LETTER],
-        decoded[DEAD_LETTER],
-        written
-        | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
-        | "FailedToDeadLetter"
-        >> beam.Map(
-            lambda r: records.dead_letter(r["source_path"], "archive", r["reason"], r["detail"])
-        ),
-    ) | "AllFailures" >> beam.Flatten()
-    counted = (
-        matched["files"] | "CountMatched" >> beam.Map(lambda _: "matched"),
-        hashed[TO_HASH] | "CountRead" >> beam.Map(lambda _: "hashed"),
-        triaged[ARCHIVED] | "CountArchived" >> beam.Map(lambda _: ARCHIVED),
-        triaged[DUPLICATE] | "CountDuplicates" >> beam.Map(lambda _: DUPLICATE),
-        triaged[OLDER] | "CountOlder" >> beam.Map(lambda _: OLDER),
-        triaged[INCOMPLETE] | "CountIncomplete" >> beam.Map(lambda _: INCOMPLETE),
-    ) | "AllCounted" >> beam.Flatten()
-    config = {
+
+def _run_config(args, codec_fingerprint: str, denoiser_fingerprint: str) -> dict:
+    return {
         "inputs": args.input,
         "archive": args.archive,
         "mode": args.mode,
@@ -388,19 +368,71 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "reprocess_older_models": args.reprocess_older_models,
         "rehash": args.rehash,
     }
+
+
+def run(argv=None, save_main_session=True, test_pipeline=None):
+    args, options = split_args(build_parser(), argv, save_main_session)
+    args.model, args.quality = resolve_codec(args)
+    if not args.input:
+        from latentpress.samples import sample_paths
+
+        args.input = sample_paths()
+    codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    codec_setting = registry.codec_setting(args.quality, rate_target(args))
+    run_id = archive.new_run_id()
+    _tidy_and_store_models(args, codec_fingerprint, denoiser_fingerprint)
+    LOG.info("archive run %s into %s", run_id, args.archive)
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    known = pipeline | "ReadHoldings" >> ArchiveHoldings(
+        args.archive,
+        args.mode,
+        registry.codec_identity(codec_fingerprint, codec_setting),
+        denoiser_fingerprint,
+        args.reprocess_older_models,
+        args.keep_cleaned,
+    )
+    matched = pipeline | "MatchFiles" >> MatchFiles(args.input)
+    hashed = matched["files"] | "HashInputs" >> HashInputs(args.archive, run_id, args.rehash)
+    triaged = {"files": hashed["hashed"], "held": known} | "Triage" >> TriageInputs()
+    # New files are read a second time here rather than carrying their bytes through the
+    # JoinWithArchive shuffle; files already archived are read once, to hash them.
+    decoded = triaged.files | "Decode" >> beam.ParDo(
+        DecodeImages(args.max_pixels, min_side=1, options=decode_options(args))
+    ).with_outputs(DEAD_LETTER, main="images")
+    writer = WriteArchiveOutputs(
+        args.archive, args.mode, codec_fingerprint, denoiser_fingerprint, run_id, codec_setting
+    )
+    # No total: what is new is known only after the join with the archive.
+    progress = ReportProgress(
+        "archive",
+        None,
+        lambda r: r["status"] == manifest.FAILED,
+        args.progress_every,
+        unit="new images done",
+    )
+    written = decoded.images | "ProcessImages" >> ProcessImages(
+        make_handler(args), writer, progress
+    )
+    counted = (
+        _count(matched["files"], "matched"),
+        _count(hashed[TO_HASH], "hashed"),
+        *(_count(triaged[state], state) for state in (ARCHIVED, DUPLICATE, OLDER, INCOMPLETE)),
+    ) | "AllCounted" >> beam.Flatten()
     _ = {
-        "failures": dead_letters,
+        "written": written,
+        "failures": (hashed[DEAD_LETTER], decoded[DEAD_LETTER]) | "ReadFailures" >> beam.Flatten(),
         "unmatched": matched["unmatched"],
         "counted": counted,
-        "totals": ok | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),
-    } | "RunRecords" >> records.WriteRunRecords(
-        run_folder, functools.partial(_summarize, run_id=run_id), config
+    } | "RecordRun" >> RecordArchiveRun(
+        args.archive, run_id, _run_config(args, codec_fingerprint, denoiser_fingerprint)
     )
-    summary_path = records.join(run_folder, records.SUMMARY_FILE)
 
     result, finished = run_pipeline(pipeline, options)
     if not finished:
         return result  # a launched job: the caller may inspect it
+    run_folder = archive.run_dir(args.archive, run_id)
+    summary_path = records.join(run_folder, records.SUMMARY_FILE)
     summary = records.read_json(summary_path)
     print(
         f"archive run {run_id}: {summary['matched']} matched, {summary['already_archived']} "

@@ -304,3 +304,98 @@ def test_what_each_mode_needs_held_counts_codes_of_cleaned_images_and_old_record
     older = held("e" * 16, 0, denoiser)
     assert state([older], "both") == archive.ARCHIVED
     assert state([older], "both", exact=True) == archive.OLDER
+
+
+def test_triage_inputs_alone_processes_each_new_content_once():
+    """The join with the archive's holdings: content held in full is archived (every file of
+    it), a new content is processed once and its other files are duplicates, content held by
+    older models or without this mode's outputs is processed and counted as such, and
+    content held but not listed this run yields nothing."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.read_images import MatchedFile
+
+    def file(path):
+        return MatchedFile(path, path, "", 1)
+
+    hashed = [
+        ("held", file("a.jpg")),
+        ("held", file("a-renamed.jpg")),
+        ("new", file("n2.jpg")),
+        ("new", file("n1.jpg")),
+        ("old", file("o.jpg")),
+        ("partial", file("p.jpg")),
+    ]
+    held = [
+        ("held", archive.ARCHIVED),
+        ("old", archive.OLDER),
+        ("partial", archive.INCOMPLETE),
+        ("gone", archive.ARCHIVED),
+    ]
+    with TestPipeline() as pipeline:
+        triaged = {
+            "files": pipeline | "Files" >> beam.Create(hashed),
+            "held": pipeline | "Held" >> beam.Create(held),
+        } | archive_job.TriageInputs()
+        to_process = triaged.files | "Paths" >> beam.Map(lambda f: f.path)
+        assert_that(to_process, equal_to(["n1.jpg", "o.jpg", "p.jpg"]), label="process")
+        assert_that(
+            triaged[archive.ARCHIVED], equal_to(["a.jpg", "a-renamed.jpg"]), label="archived"
+        )
+        assert_that(
+            triaged[archive_job.DUPLICATE],
+            equal_to([{"path": "n2.jpg", "same_as": "n1.jpg"}]),
+            label="duplicates",
+        )
+        assert_that(triaged[archive.OLDER], equal_to(["old"]), label="older")
+        assert_that(triaged[archive.INCOMPLETE], equal_to(["partial"]), label="incomplete")
+
+
+def test_record_archive_run_alone_commits_ok_records_and_accounts_for_every_input(tmp_path):
+    """Committing a run: ok records appended to the archive's manifest (failed ones never),
+    every failure, from this step or the ones before, a dead letter in the run's folder, and
+    a summary whose counts add up."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from transforms import manifest
+
+    ok = manifest.record(
+        source_path="a.jpg",
+        content_sha256="aa",
+        status=manifest.OK,
+        width=8,
+        height=8,
+        bytes_in=300,
+        code_bytes=30,
+        psnr_db=30.0,
+    )
+    failed = manifest.failed("b.jpg", "b.jpg", "both", reasons.INFERENCE_FAILED, "oom")
+    unreadable = records.dead_letter("c.jpg", "hash", reasons.UNREADABLE, "gone")
+    counted = ["matched"] * 4 + ["hashed"] * 3 + [archive.ARCHIVED]
+    with TestPipeline() as pipeline:
+        _ = {
+            "written": pipeline | "Written" >> beam.Create([ok, failed]),
+            "failures": pipeline | "Failures" >> beam.Create([unreadable]),
+            "unmatched": pipeline | "Unmatched" >> beam.Create([]),
+            "counted": pipeline | "Counted" >> beam.Create(counted),
+        } | archive_job.RecordArchiveRun(str(tmp_path), "run-1", {"mode": "both"})
+    held = records.read_json_lines(archive.manifest_pattern(str(tmp_path)))
+    assert [r["source_path"] for r in held] == ["a.jpg"]
+    run_folder = archive.run_dir(str(tmp_path), "run-1")
+    letters = records.read_json_lines(records.join(run_folder, "dead_letter-*.jsonl"))
+    assert sorted((d["path"], d["reason"]) for d in letters) == [
+        ("b.jpg", reasons.INFERENCE_FAILED),
+        ("c.jpg", reasons.UNREADABLE),
+    ]
+    summary = records.read_json(records.join(run_folder, records.SUMMARY_FILE))
+    assert (summary["matched"], summary["hashed"], summary["already_archived"]) == (4, 3, 1)
+    assert (summary["processed"], summary["failed"], summary["code_bytes"]) == (1, 2, 30)
+    assert summary["matched"] == (
+        summary["already_archived"]
+        + summary["duplicates"]
+        + summary["processed"]
+        + summary["failed"]
+    )

@@ -49,7 +49,9 @@ def dataflow_args(bucket: str, *extra: str, dry_run: bool = True) -> list[str]:
 
 
 def step_names(result) -> set[str]:
-    return {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
+    """Every step's name, and the names of the composites it is nested in."""
+    transforms = result.job.proto_pipeline.components.transforms.values()
+    return {name for t in transforms for name in t.unique_name.split("/")}
 
 
 def container_images(result) -> set[str]:

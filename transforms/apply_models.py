@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models import codefile
 from transforms import decode, manifest, metadata, reasons
@@ -286,4 +286,25 @@ class WriteOutputs(beam.DoFn):
             codec_setting=self.codec_setting if code_bytes else "",
             target_met=result.target_met,
             **common,
+        )
+
+
+class ProcessImages(beam.PTransform):
+    """DecodedImage -> one manifest record per image, ok or failed: the models run in
+    RunInference, ``writer`` writes what they made, progress is logged as records come (the
+    apply and archive stages differ only in their writer and progress)."""
+
+    def __init__(self, handler: LatentpressModelHandler, writer: WriteOutputs, progress):
+        super().__init__()
+        self._handler = handler
+        self._writer = writer
+        self._progress = progress
+
+    def expand(self, images):
+        return (
+            images
+            | "RunModels" >> RunInference(self._handler)
+            | "WriteOutputs" >> beam.ParDo(self._writer)
+            # fused with the writer: behind a shuffle it would see the records only at the end
+            | "ReportProgress" >> beam.ParDo(self._progress)
         )
