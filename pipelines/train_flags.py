@@ -1,0 +1,215 @@
+"""The flags of ``latentpress train``: what a run trains (task, model size, warm start), on what
+(data, noise, crops) and how (schedule, precision, devices, checkpoints).  Their own module so
+that the training code reads without 200 lines of help text in the way."""
+
+from __future__ import annotations
+
+import argparse
+
+from models.denoiser import ARCHITECTURES
+from models.export import CODEC, DENOISER
+from models.trainer import PRECISIONS
+from pipelines.options import stage_parser
+
+TASKS = {"codec": CODEC, "denoise": DENOISER}  # the flag's words -> the export's task names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("latentpress train", "Train the codec or the denoiser, then export it.")
+    parser.add_argument("--data", required=True, help="Output directory of the prepare stage.")
+    parser.add_argument(
+        "--model-dir", required=True, help="Checkpoints, TensorBoard logs and the export."
+    )
+    parser.add_argument("--task", choices=sorted(TASKS), required=True, help="What to train.")
+    parser.add_argument("--steps", type=int, default=20000, help="Total optimizer steps.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Global batch size.")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate at the start of a run (a resumed run keeps its own, which "
+        "plateaus and non-finite losses may have lowered).",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=200,
+        help="Linear learning-rate warm-up over the first N steps of a fresh run.",
+    )
+    parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=1.0,
+        help="Clip each step's gradients to this global norm (0: no clipping).",
+    )
+    parser.add_argument(
+        "--plateau-patience",
+        type=int,
+        default=6,
+        help="Multiply the learning rate by --plateau-factor after N evaluations without a "
+        "better eval loss (0: never).  Needs no final step count, so a resumed, extended "
+        "run finds its learning rate where the curve left it.",
+    )
+    parser.add_argument("--plateau-factor", type=float, default=0.5, help="See above.")
+    parser.add_argument(
+        "--collapse-factor",
+        type=float,
+        default=2.0,
+        help="Roll back to the best checkpoint (checkpoints/best/) at a lower learning rate "
+        "when an eval loss exceeds this many times the best one: a collapse with a finite "
+        "loss (measured: a denoiser whose ReLUs died fell to the noisy input's PSNR at step "
+        "10,600 and its last good checkpoint had been rotated out).  0: never.",
+    )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="Evaluate and export an exponential moving average of the weights with this "
+        "decay (e.g. 0.999: about the last 1,000 steps), which smooths out the noise of the "
+        "last steps; 0: the weights as trained.  May be switched on when resuming.",
+    )
+    parser.add_argument(
+        "--min-learning-rate",
+        type=float,
+        default=1e-5,
+        help="Floor for plateau cuts; a run that keeps turning non-finite below it stops.",
+    )
+    parser.add_argument(
+        "--reset-learning-rate",
+        type=float,
+        default=None,
+        help="On resuming, set the learning rate to this and forget the plateau state (best "
+        "eval loss, evaluations since): for a run whose eval changed or whose rate was cut "
+        "too early.  No effect on a fresh run (use --learning-rate).",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="Warm start: copy the weights of a shipped model (name) or an exported model "
+        "directory into a fresh run (the optimizer starts anew).  Ignored when the run "
+        "resumes from its own checkpoints.  The model card adds up steps and CPU hours.",
+    )
+    parser.add_argument(
+        "--train-noise",
+        default=None,
+        help="Denoiser: draw fresh noise on the clean patches at every step from this noise "
+        "SPEC (e.g. gaussian:0-55), seeded from (--seed, example index); the stored noisy "
+        "patches remain the eval set.  Default: train on the stored noisy patches.",
+    )
+    parser.add_argument(
+        "--train-float-noise",
+        type=float,
+        default=0.0,
+        help="Denoiser, with --train-noise: the share (0-1) of training patches whose noise is "
+        "left unrounded and unclipped, the float noise published results use (evaluate "
+        "--float-noise); the rest is rounded to 8 bits, as saved photographs are.",
+    )
+    parser.add_argument(
+        "--synthesis-quantizer",
+        choices=["straight-through", "noise"],
+        default="straight-through",
+        help="Codec training: the synthesis decodes rounded latents with a straight-through "
+        "gradient, or the noisy latents the rate is measured on.",
+    )
+    parser.add_argument(
+        "--lmbda",
+        type=float,
+        default=0.01,
+        help="Codec rate-distortion trade-off: loss = bpp + lmbda * MSE (8-bit scale).",
+    )
+    parser.add_argument(
+        "--lmbdas",
+        default=None,
+        help="Variable-rate codec: comma-separated trade-offs of its rate levels, lowest "
+        "first (e.g. 0.0025,0.005,0.01,0.02,0.04); --quality 0-100 then spans them.  "
+        "Training draws a quality per image.  Overrides --lmbda.",
+    )
+    parser.add_argument(
+        "--num-filters", type=int, default=64, help="Codec N (analysis and synthesis)."
+    )
+    parser.add_argument("--latent-filters", type=int, default=96, help="Codec M.")
+    parser.add_argument(
+        "--mean-scale",
+        action="store_true",
+        help="The codec's hyperprior predicts the latents' means too (Minnen et al. 2018); "
+        "with --init-from a scale-only codec, the means start at zero.",
+    )
+    parser.add_argument(
+        "--revive-latents",
+        action="store_true",
+        help="With --init-from a codec: latent channels that code nothing (0 on every "
+        "training patch at the top rate) are revived by splitting the busiest live ones "
+        "into them (a copy of the encoder's filter, each read with half the decoder's "
+        "weights: nearly the same image, more bits at first, and a gradient through both).",
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=0,
+        help="Channel context (Minnen & Singh 2020): code the latents in this many slices, "
+        "each slice's means and scales refined from the slices before it, plus a latent "
+        "residual prediction.  Needs --mean-scale; 0: off.  With --init-from a codec "
+        "without slices, the context starts refining nothing (same code, same image).",
+    )
+    parser.add_argument(
+        "--hyper-filters",
+        type=int,
+        default=0,
+        help="Channels of the codec's hyper transforms and side information (default: N).",
+    )
+    parser.add_argument("--depth", type=int, default=10, help="Denoiser convolution layers.")
+    parser.add_argument("--filters", type=int, default=48, help="Denoiser channels.")
+    parser.add_argument(
+        "--unshuffle",
+        type=int,
+        default=1,
+        help="Denoiser: pixel-unshuffle factor (2: FFDNet-style, at half resolution).",
+    )
+    parser.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default="dncnn",
+        help="Denoiser: dncnn (--depth plain layers) or unet (residual blocks at --levels "
+        "resolutions, --filters channels at the top, doubled per level down).",
+    )
+    parser.add_argument("--levels", type=int, default=2, help="Denoiser unet: resolutions.")
+    parser.add_argument(
+        "--blocks", type=int, default=2, help="Denoiser unet: residual blocks per level and side."
+    )
+    parser.add_argument("--crop", type=int, default=0, help="Random crop of each patch (0: none).")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=200, help="Save a checkpoint every N steps."
+    )
+    parser.add_argument("--eval-every", type=int, default=500, help="Evaluate every N steps.")
+    parser.add_argument("--eval-batches", type=int, default=20, help="Batches per evaluation.")
+    parser.add_argument(
+        "--cpu-replicas",
+        type=int,
+        default=0,
+        help="Split the CPU into N logical devices under MirroredStrategy (testing the "
+        "multi-device path without GPUs).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads for the model's ops (0: all cores).  One process per core "
+        "with --threads 1 trains more steps per CPU-second than one process on all.",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="auto",
+        help="Compute precision: auto (mixed float16 on GPU, float32 on CPU), float32, or "
+        "mixed bfloat16/float16 (float32 variables; exports serve in float32).  bfloat16 "
+        "trains ~1.9x faster on CPUs with AVX512_BF16 or AMX.",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="Log lines, not a bar.")
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="Export the latest checkpoint without training (e.g. while the run goes on in "
+        "another process, to evaluate or ship it).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of initialization and shuffle.")
+    return parser
