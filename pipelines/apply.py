@@ -136,16 +136,8 @@ class RecordApplyRun(beam.PTransform):
         _ = manifest_records | "WriteManifest" >> records.WriteJsonLines(
             self._output, manifest.MANIFEST_PREFIX
         )
-        failures = (
-            manifest_records
-            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
-            | "ToDeadLetter"
-            >> beam.Map(
-                lambda r: records.dead_letter(r["source_path"], "apply", r["reason"], r["detail"])
-            )
-        )
         return {
-            "failures": failures,
+            "failures": manifest_records | "Failures" >> manifest.DeadLettersOfFailed("apply"),
             "unmatched": inputs["unmatched"],
             "totals": manifest_records
             | "Totals" >> beam.CombineGlobally(manifest.SummarizeManifest()),

@@ -314,14 +314,7 @@ class RecordArchiveRun(beam.PTransform):
         _ = ok | "AppendToManifest" >> records.WriteJsonLines(
             records.join(self._archive_dir, archive.MANIFEST_DIR), self._run_id
         )
-        failed = (
-            written
-            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == manifest.FAILED)
-            | "FailedToDeadLetter"
-            >> beam.Map(
-                lambda r: records.dead_letter(r["source_path"], "archive", r["reason"], r["detail"])
-            )
-        )
+        failed = written | "Failures" >> manifest.DeadLettersOfFailed("archive")
         return {
             "failures": (inputs["failures"], failed) | "AllFailures" >> beam.Flatten(),
             "unmatched": inputs["unmatched"],

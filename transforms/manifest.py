@@ -49,6 +49,7 @@ import apache_beam as beam
 
 from models import codefile
 from models.codefile import SUFFIX as CODE_FILE_SUFFIX
+from transforms import records
 
 OK = "ok"
 FAILED = "failed"
@@ -199,3 +200,22 @@ class SummarizeManifest(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return _finish(accumulator)
+
+
+class DeadLettersOfFailed(beam.PTransform):
+    """Manifest records -> the dead letter (``records.dead_letter``) of each failed one."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self._stage = stage
+
+    def expand(self, manifest_records):
+        stage = self._stage
+        return (
+            manifest_records
+            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == FAILED)
+            | "ToDeadLetter"
+            >> beam.Map(
+                lambda r: records.dead_letter(r["source_path"], stage, r["reason"], r["detail"])
+            )
+        )
