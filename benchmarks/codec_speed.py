@@ -1,10 +1,17 @@
 """Codec speed on CPU: encode and decode milliseconds per megapixel, network vs entropy coding.
 
-    python -m benchmarks.codec_speed [--model codec] [--images N] [--repeats R]
+    python -m benchmarks.codec_speed [--model codec | --untrained N,M,K[,H]]
+        [--baseline-model codec] [--images N] [--repeats R]
 
 Images: ../shared/datasets/CBSD68 when present, else the embedded sample photographs.  Each
 image is compressed and decompressed R times after one warm-up; the fastest repeat counts.
-Pillow's JPEG (quality 75) on the same images is the baseline of the same run.
+Pillow's JPEG (quality 75) on the same images is the baseline of the same run, and with
+``--baseline-model`` another codec too, image by image (``over_baseline``: the ratios).
+
+``--untrained N,M,K[,H]`` times a codec of that shape before anyone trains it (N transform
+channels, M latents, K x K kernels, H hyper channels; variable-rate, mean-scale): what an
+architecture would cost.  Its network times are those of a trained one; its entropy-coding
+time is not (an untrained codec codes few bits), so compare that part at equal rates.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,26 +81,69 @@ def fastest(runs: list[dict]) -> dict:
     return {key: min(run[key] for run in runs) for key in runs[0]}
 
 
+# the rate levels of an untrained candidate (the shipped range's ends and what issue 30 adds)
+UNTRAINED_LMBDAS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+
+
+def export_untrained(shape: str, folder: str) -> str:
+    """An untrained codec of shape "N,M,K[,H]" exported to ``folder``."""
+    import tensorflow as tf
+
+    from models.codec import CodecConfig, ScaleHyperprior
+    from models.export import CODEC, export_model
+
+    num, latent, kernel, *hyper = (int(v) for v in shape.split(","))
+    config = CodecConfig(
+        num,
+        latent,
+        lmbdas=UNTRAINED_LMBDAS,
+        hyper_filters=hyper[0] if hyper else 0,
+        mean_scale=True,
+        kernel_size=kernel,
+    )
+    model = ScaleHyperprior(config)
+    model.build_for_images()
+    # Random weights of full fan-in exceed the exact hyperprior's fixed-point range, and a
+    # network's time does not depend on its values: the hyper synthesis starts at zero.
+    for weight in model.hyper_synthesis_transform.weights:
+        weight.assign(tf.zeros_like(weight))
+    export_model(model, CODEC, folder, {"name": f"untrained {shape}"})
+    return folder
+
+
+def measure(compressors: dict, images: list[np.ndarray], repeats: int) -> dict[str, dict]:
+    """name -> summed fastest seconds per part over the images ("jpeg" among them), the
+    variants interleaved image by image so a busy spell slows all alike."""
+    totals: dict[str, dict] = {name: {} for name in [*compressors, "jpeg"]}
+    for x in images:
+        for name, compressor in compressors.items():
+            codec_times(compressor, x)  # warm-up: traces the signatures for this shape
+            runs = [codec_times(compressor, x) for _ in range(repeats)]
+            for key, value in fastest(runs).items():
+                totals[name][key] = totals[name].get(key, 0.0) + value
+        for key, value in fastest([jpeg_times(x) for _ in range(repeats)]).items():
+            totals["jpeg"][key] = totals["jpeg"].get(key, 0.0) + value
+    return totals
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="codec")
+    parser.add_argument("--untrained", help="Time an untrained codec of shape N,M,K[,H].")
+    parser.add_argument("--baseline-model", help="Another codec timed beside it.")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    compressor = Compressor(args.model)
-    images = load_images(args.images)
-    totals: dict[str, float] = {}
-    jpeg_totals: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        model = export_untrained(args.untrained, folder) if args.untrained else args.model
+        compressors = {"model": Compressor(model)}
+        if args.baseline_model:
+            compressors["baseline"] = Compressor(args.baseline_model)
+        images = load_images(args.images)
+        measured = measure(compressors, images, args.repeats)
+    totals, jpeg_totals = measured["model"], measured["jpeg"]
     megapixels = sum(x.shape[0] * x.shape[1] for x in images) / 1e6
     pixels = megapixels * 1e6
-    for x in images:
-        codec_times(compressor, x)  # warm-up: traces the signatures for this shape
-        for key, value in fastest(
-            [codec_times(compressor, x) for _ in range(args.repeats)]
-        ).items():
-            totals[key] = totals.get(key, 0.0) + value
-        for key, value in fastest([jpeg_times(x) for _ in range(args.repeats)]).items():
-            jpeg_totals[key] = jpeg_totals.get(key, 0.0) + value
     per_mp = {k: round(1000 * v / megapixels, 1) for k, v in totals.items() if k != "bytes"}
     encode = per_mp["encode_network"] + per_mp["encode_entropy"]
     decode = per_mp["decode_network"] + per_mp["decode_entropy"]
@@ -121,6 +172,25 @@ def main(argv=None) -> dict:
             "jpeg_q75": round(codefile.bits_per_pixel(jpeg_totals["bytes"], pixels), 4),
         },
     }
+    if args.baseline_model:
+        base = measured["baseline"]
+        results["baseline_ms_per_megapixel"] = {
+            k: round(1000 * v / megapixels, 1) for k, v in base.items() if k != "bytes"
+        }
+        results["over_baseline"] = {
+            "encode_network": round(totals["encode_network"] / base["encode_network"], 3),
+            "decode_network": round(totals["decode_network"] / base["decode_network"], 3),
+            "encode": round(
+                (totals["encode_network"] + totals["encode_entropy"])
+                / (base["encode_network"] + base["encode_entropy"]),
+                3,
+            ),
+            "decode": round(
+                (totals["decode_network"] + totals["decode_entropy"])
+                / (base["decode_network"] + base["decode_entropy"]),
+                3,
+            ),
+        }
     print(json.dumps(results, indent=2))
     return results
 

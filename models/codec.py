@@ -66,6 +66,10 @@ class CodecConfig:
     # latent residual prediction.  0: off.  Needs mean_scale.  Spatially parallel: decoding
     # runs one small network per slice, not per latent.
     slices: int = 0
+    # Kernel side of the analysis and synthesis convolutions: 5 as Ballé et al.; 3 costs 2.8x
+    # less per channel pair, which pays for wider transforms (what high rates need) at the
+    # same speed (benchmarks.codec_speed).
+    kernel_size: int = 5
 
     def __post_init__(self):
         if self.slices:
@@ -103,6 +107,7 @@ class CodecConfig:
         values["hyper_filters"] = int(values.get("hyper_filters") or 0)
         values["slices"] = int(values.get("slices") or 0)
         values["mean_scale"] = bool(values.get("mean_scale", False))
+        values["kernel_size"] = int(values.get("kernel_size") or 5)
         return cls(**values)
 
 
@@ -126,23 +131,23 @@ def _deconv(filters, kernel, strides, activation=None, name=None):
 class AnalysisTransform(keras.Sequential):
     """g_a: image -> latents y."""
 
-    def __init__(self, num_filters, latent_filters):
+    def __init__(self, num_filters, latent_filters, kernel_size=5):
         super().__init__(name="analysis")
         for i in range(ANALYSIS_HALVINGS - 1):
-            self.add(_conv(num_filters, 5, 2, name=f"layer_{i}"))
+            self.add(_conv(num_filters, kernel_size, 2, name=f"layer_{i}"))
             self.add(GDN(name=f"gdn_{i}"))
-        self.add(_conv(latent_filters, 5, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
+        self.add(_conv(latent_filters, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
 
 
 class SynthesisTransform(keras.Sequential):
     """g_s: latents y_hat -> image x_hat."""
 
-    def __init__(self, num_filters):
+    def __init__(self, num_filters, kernel_size=5):
         super().__init__(name="synthesis")
         for i in range(ANALYSIS_HALVINGS - 1):
-            self.add(_deconv(num_filters, 5, 2, name=f"layer_{i}"))
+            self.add(_deconv(num_filters, kernel_size, 2, name=f"layer_{i}"))
             self.add(GDN(inverse=True, name=f"igdn_{i}"))
-        self.add(_deconv(3, 5, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
+        self.add(_deconv(3, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
 
 
 class HyperAnalysisTransform(keras.Sequential):
@@ -194,8 +199,10 @@ class ScaleHyperprior(keras.Model):
     def __init__(self, config: CodecConfig):
         super().__init__(name="scale_hyperprior")
         self.config = config
-        self.analysis_transform = AnalysisTransform(config.num_filters, config.latent_filters)
-        self.synthesis_transform = SynthesisTransform(config.num_filters)
+        self.analysis_transform = AnalysisTransform(
+            config.num_filters, config.latent_filters, config.kernel_size
+        )
+        self.synthesis_transform = SynthesisTransform(config.num_filters, config.kernel_size)
         self.hyper_analysis_transform = HyperAnalysisTransform(config.side_filters)
         # h_s outputs the latents' scale positions, then (mean_scale) their means
         self.hyper_synthesis_transform = HyperSynthesisTransform(

@@ -50,6 +50,12 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             and model.config.variable_rate
             and source_lmbdas != tuple(model.config.lmbdas)
         )
+        if recorded.kernel_size != model.config.kernel_size:
+            raise ValueError(
+                f"--init-from {name_or_path}: its transforms have {recorded.kernel_size}x"
+                f"{recorded.kernel_size} kernels, this codec's {model.config.kernel_size}x"
+                f"{model.config.kernel_size}: train it fresh"
+            )
         if sizes["slices"] not in (0, model.config.slices):
             raise ValueError(
                 f"--init-from {name_or_path}: its latents are coded in {sizes['slices']} "

@@ -78,6 +78,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.hyper_filters,
             args.mean_scale,
             args.slices,
+            args.kernel_size,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

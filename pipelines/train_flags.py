@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "without slices, the context starts refining nothing (same code, same image).",
     )
     parser.add_argument(
+        "--kernel-size",
+        type=int,
+        default=5,
+        choices=(3, 5),
+        help="Codec: kernel side of the analysis and synthesis convolutions (3: 2.8x cheaper "
+        "per channel pair, so wider transforms at the same speed).",
+    )
+    parser.add_argument(
         "--hyper-filters",
         type=int,
         default=0,

@@ -26,3 +26,24 @@ def test_denoise_speed_times_the_denoiser_and_its_ensemble():
     times = results["cpu_seconds_per_megapixel"]
     assert set(times) == {"denoiser x1", "denoiser x2"}
     assert times["denoiser x2"] > times["denoiser x1"] > 0
+
+
+def test_codec_speed_times_an_untrained_shape_beside_a_baseline():
+    """--untrained N,M,K,H builds and exports that codec (3x3 kernels here) and times it beside
+    the baseline in the same run, image by image."""
+    results = codec_speed.main(
+        [
+            "--untrained",
+            "24,32,3,16",
+            "--baseline-model",
+            "codec",
+            "--images",
+            "1",
+            "--repeats",
+            "1",
+        ]
+    )
+    assert results["baseline_ms_per_megapixel"]["decode_network"] > 0
+    ratios = results["over_baseline"]
+    assert set(ratios) == {"encode_network", "decode_network", "encode", "decode"}
+    assert all(value > 0 for value in ratios.values())

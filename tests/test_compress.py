@@ -455,3 +455,26 @@ def test_a_slice_codec_file_decodes_the_same_in_a_fresh_process(slice_codec, tmp
     (png,) = out.glob("*.png")
     here = Compressor(directory).decompress(code.read_bytes())
     np.testing.assert_array_equal(np.asarray(Image.open(png)), here)
+
+
+def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_path):
+    """--kernel-size 3 (wider transforms at the same speed): the card records it, the model
+    the card describes has 3x3 transforms, and its code files decode at both ends of the
+    quality range, the higher quality the larger file."""
+    from models.codec import CodecConfig, ScaleHyperprior
+
+    folder = export_untrained_codec(tmp_path / "k3", "k3", lmbdas=(0.005, 0.02), kernel_size=3)
+    config = CodecConfig.from_card(json.loads((Path(folder) / "model_card.json").read_text()))
+    assert config.kernel_size == 3
+    assert CodecConfig.from_card({"config": {"num_filters": 64}}).kernel_size == 5  # old cards
+    model = ScaleHyperprior(config)
+    model.build_for_images()
+    for transform in (model.analysis_transform, model.synthesis_transform):
+        assert {layer.kernel.shape[:2] for layer in transform.layers if "layer" in layer.name} == {
+            (3, 3)
+        }
+    compressor = Compressor(folder)
+    x = sample_crop("coffee.png", 96, 130)
+    low, high = (compressor.compress(x, quality=q) for q in (0.0, 100.0))
+    assert len(low) < len(high)
+    assert compressor.decompress(high).shape == x.shape

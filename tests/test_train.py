@@ -363,6 +363,11 @@ def test_init_from_refuses_another_architecture(prepared, tmp_path):
     _, trainer = make_trainer(prepared, tmp_path / "w", ["--steps=1", *narrower])
     with pytest.raises(ValueError, match="same architecture"):
         growth.load_exported_weights(trainer.model, str(source / "export"))
+    _, trainer = make_trainer(
+        prepared, tmp_path / "k", ["--steps=1", "--kernel-size=3", *TINY_CODEC]
+    )
+    with pytest.raises(ValueError, match="5x5 kernels, this codec's 3x3"):
+        growth.load_exported_weights(trainer.model, str(source / "export"))
 
 
 def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_path):
