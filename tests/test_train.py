@@ -201,6 +201,8 @@ def test_export_in_a_fresh_process_matches_the_trained_model(prepared, tmp_path,
 
 
 def test_mirrored_strategy_trains_over_two_logical_cpus(prepared, tmp_path):
+    """The multi-device path (what several GPUs run), with the U-Net denoiser: its functional
+    body's variables are mirrored like the plain network's."""
     code = (
         "import json, sys; from pipelines import train; "
         "card = train.run(sys.argv[1:]); print(json.dumps(card))"
@@ -214,12 +216,13 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(prepared, tmp_path):
         "--batch-size=8",
         "--learning-rate=1e-3",
         "--ema-decay=0.9",  # the average is updated by the first replica only
-        *TINY_DENOISER,
+        *TINY_UNET,
         *QUIET,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     card = json.loads(done.stdout.strip().splitlines()[-1])
     assert card["replicas"] == 2 and card["ema_decay"] == 0.9
+    assert card["architecture"] == "UNetDenoiser"
     assert card["steps"] == 30
     noisy_psnr, psnr = card["eval"]["noisy_psnr"], card["eval"]["psnr"]
     assert psnr > noisy_psnr, card["eval"]  # it learned to denoise across both replicas
