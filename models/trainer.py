@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.codec import QUALITY_MAX, QUALITY_MIN, ScaleHyperprior, pad_to_multiple
+from models.growth import latent_usage
 
 LOG = logging.getLogger(__name__)
 
@@ -355,4 +356,9 @@ class Trainer:
                         add(f"{name}_q{level:g}", float(value))
             if isinstance(self.model, ScaleHyperprior):
                 add("psnr_unquantized", float(transform_ceiling(self.model, clean)))
-        return {name: total / counts[name] for name, total in totals.items()}
+        results = {name: total / counts[name] for name, total in totals.items()}
+        if isinstance(self.model, ScaleHyperprior):
+            # latent channels whose code is 0 on every eval patch at the top rate (issue 30)
+            usage = latent_usage(self.model, dataset.take(batches))
+            results["dead_latents"] = int((usage == 0).sum())
+        return results

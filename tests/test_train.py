@@ -432,6 +432,7 @@ def test_revive_latents_splits_live_channels_into_dead_ones_and_they_learn(prepa
     usage = growth.latent_usage(killed.model, batches)
     found = np.flatnonzero(usage == 0)  # a 2-step codec has others too
     assert set(dead) <= set(found) and len(found) < 24
+    assert killed.evaluate(batches, 4)["dead_latents"] == len(found)  # the eval's count
     x = pad_to_multiple(next(iter(batches))[1][:2])
     top = tf.constant([100.0, 100.0])
     before = killed.model(x, training=False, quality=top)
@@ -444,6 +445,7 @@ def test_revive_latents_splits_live_channels_into_dead_ones_and_they_learn(prepa
     assert abs(float(mse_after) - float(mse_before)) < 0.05 * float(mse_before)
     revived_usage = growth.latent_usage(killed.model, batches)
     assert np.all(revived_usage[dead] > 0)  # coding from step 0: a gradient through g_s
+    assert killed.evaluate(batches, 4)["dead_latents"] == int((revived_usage == 0).sum())
 
     revived = tmp_path / "revived"
     flags = [f"--data={prepared}", f"--model-dir={revived}", "--steps=5", "--learning-rate=1e-2"]
