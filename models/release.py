@@ -54,9 +54,22 @@ def measured(results: dict, card: dict) -> dict:
     else:
         if config.get("denoiser_fingerprint", card["fingerprint"]) != card["fingerprint"]:
             raise ValueError(f"the evaluation did not measure denoiser {card['fingerprint']}")
-        summary["noise"] = "float" if config["float_noise"] else "gaussian, rounded to 8 bits"
+        if config.get("pairs"):  # real camera noise: photographs with their clean references
+            summary["noise"] = "real, noisy/clean pairs"
+            summary["pairs"] = config["pairs"]
+        else:
+            summary["noise"] = "float" if config["float_noise"] else "gaussian, rounded to 8 bits"
         summary["psnr_db"] = {
             sigma: round(methods["latentpress"]["psnr_db"], 2)
+            for sigma, methods in results["denoising"].items()
+        }
+        # what the input and the classical baselines measured in the same run, for scale
+        summary["others_psnr_db"] = {
+            sigma: {
+                method: round(values["psnr_db"], 2)
+                for method, values in methods.items()
+                if method != "latentpress"
+            }
             for sigma, methods in results["denoising"].items()
         }
     return summary

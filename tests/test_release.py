@@ -58,6 +58,29 @@ def test_the_card_carries_what_the_evaluation_measured_of_this_model_only():
     assert codec["curve"][1]["psnr_db"] == 31.2 and codec["bd_rate_psnr_pct"] == {"jpeg": -14.8}
     denoiser = measured(results, {"task": "denoiser", "fingerprint": "dddd"})
     assert denoiser["psnr_db"] == {"25": 30.72} and "8 bits" in denoiser["noise"]
+    assert denoiser["others_psnr_db"] == {"25": {"noisy": 20.2}}
+    real = {  # a --pairs evaluation: real noise, the input and CBM3D beside the model
+        "config": {
+            "images": [],
+            "image_count": 12,
+            "pairs": ["SIDD/noisy/*.png", "SIDD/clean/*.png"],
+            "denoiser_fingerprint": "dddd",
+            "float_noise": False,
+        },
+        "denoising": {
+            "real": {
+                "latentpress": {"psnr_db": 27.163},
+                "noisy": {"psnr_db": 22.977},
+                "cbm3d": {"psnr_db": 24.241},
+            }
+        },
+    }
+    on_real = measured(real, {"task": "denoiser", "fingerprint": "dddd"})
+    assert (
+        on_real["noise"] == "real, noisy/clean pairs" and on_real["pairs"][0] == "SIDD/noisy/*.png"
+    )
+    assert on_real["psnr_db"] == {"real": 27.16}
+    assert on_real["others_psnr_db"] == {"real": {"noisy": 22.98, "cbm3d": 24.24}}
     with pytest.raises(ValueError, match="did not measure codec bbbb"):
         measured(results, {"task": "codec", "fingerprint": "bbbb"})
     with pytest.raises(ValueError, match="did not measure denoiser eeee"):
