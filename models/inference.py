@@ -75,10 +75,21 @@ def unview(pixels: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray
 
 
 class Denoiser:
-    def __init__(self, model: str = registry.DEFAULT_DENOISER, tile: int = TILE, ensemble: int = 1):
+    def __init__(
+        self,
+        model: str = registry.DEFAULT_DENOISER,
+        tile: int = TILE,
+        ensemble: int = 1,
+        strength: float = 1.0,
+    ):
         if ensemble not in ENSEMBLE_SIZES:
             raise ValueError(f"denoiser ensemble {ensemble}: choose one of {ENSEMBLE_SIZES}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"denoising strength {strength}: a share from 0 to 1")
         self.ensemble = ensemble
+        # The network is blind (it estimates the noise itself); the strength only says how much
+        # of that estimate to remove: 1 all of it, 0.5 half (keeps some grain), 0 none.
+        self.strength = strength
         self.model_dir = registry.resolve(model)
         self.card = registry.card(self.model_dir, "denoiser")
         self.module = load_saved_model(self.model_dir)
@@ -104,14 +115,20 @@ class Denoiser:
         """(H, W, 3) uint8, or float on the 0-255 scale (noise never rounded) -> uint8 (H, W, 3).
 
         Tiled when a side exceeds the tile size; with ``ensemble`` > 1, the mean over that many
-        turned and mirrored views (each view costs one pass)."""
+        turned and mirrored views (each view costs one pass); with ``strength`` < 1, that share
+        of the estimated noise is removed."""
         if self.ensemble == 1:
-            return self._denoise_tiled(pixels)
-        total = np.zeros(pixels.shape, np.float32)
-        for quarter_turns, mirrored in ENSEMBLE_VIEWS[: self.ensemble]:
-            seen = np.ascontiguousarray(view(pixels, quarter_turns, mirrored))
-            total += unview(self._denoise_tiled(seen), quarter_turns, mirrored)
-        return np.clip(np.rint(total / self.ensemble), 0, 255).astype(np.uint8)
+            denoised = self._denoise_tiled(pixels).astype(np.float32)
+        else:
+            denoised = np.zeros(pixels.shape, np.float32)
+            for quarter_turns, mirrored in ENSEMBLE_VIEWS[: self.ensemble]:
+                seen = np.ascontiguousarray(view(pixels, quarter_turns, mirrored))
+                denoised += unview(self._denoise_tiled(seen), quarter_turns, mirrored)
+            denoised /= self.ensemble
+        if self.strength != 1.0:
+            noisy = pixels.astype(np.float32)
+            denoised = noisy + self.strength * (denoised - noisy)
+        return np.clip(np.rint(denoised), 0, 255).astype(np.uint8)
 
     def _denoise_tiled(self, pixels: np.ndarray) -> np.ndarray:
         height, width = pixels.shape[:2]

@@ -153,6 +153,7 @@ def _run_config(args, codec_fingerprint: str, denoiser_fingerprint: str) -> dict
         "target": rate_target(args),
         "denoiser": args.denoiser,
         "denoise_ensemble": args.denoise_ensemble,
+        "denoise_strength": args.denoise_strength,
         "model_fingerprint": codec_fingerprint,
         "denoiser_fingerprint": denoiser_fingerprint,
     }

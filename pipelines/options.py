@@ -280,6 +280,20 @@ def add_ensemble_arg(parser: argparse.ArgumentParser) -> None:
         help="Denoise each image as the mean of this many turned and mirrored views (a "
         "geometric self-ensemble): a little more PSNR for that many times the denoising time.",
     )
+    parser.add_argument(
+        "--denoise-strength",
+        type=_share,
+        default=1.0,
+        help="Share of the noise the denoiser finds that it removes (0-1; default 1: all of "
+        "it). The denoiser is blind either way; below 1 keeps some grain.",
+    )
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a share from 0 to 1")
+    return value
 
 
 def make_handler(args):
@@ -294,7 +308,8 @@ def make_handler(args):
         args.gpu_memory_mb,
         args.quality,
         rate_target(args),
-        getattr(args, "denoise_ensemble", 1),  # apply's flag; the archive runs one pass
+        getattr(args, "denoise_ensemble", 1),  # apply's flags; the archive runs one full pass
+        getattr(args, "denoise_strength", 1.0),
         args.keep_cleaned,
     )
 

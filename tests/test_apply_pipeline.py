@@ -272,6 +272,34 @@ def test_a_denoise_ensemble_writes_the_mean_of_its_views(tmp_path):
     assert summary["config"]["denoise_ensemble"] == 2
 
 
+def test_a_denoise_strength_removes_that_share_of_the_noise(tmp_path):
+    """--denoise-strength 0.5 reaches the worker: the cleaned image is halfway between the
+    input and the full denoising (the denoiser still blind), and the summary records it; a
+    strength outside 0-1 is refused before anything runs."""
+    from models.inference import Denoiser
+    from transforms.decode import decode_image
+
+    photo = noisy_photo(tmp_path, (150, 100), seed=2)
+    output = tmp_path / "out"
+    flags = [f"--input={photo}", "--mode=denoise", "--inference-threads=1", *IN_PROCESS]
+    apply.run([*flags, f"--output={output}", "--denoise-strength=0.5"])
+    (row,) = read_manifest(output)
+    cleaned = np.asarray(Image.open(row["clean_path"])).astype(int)
+    source = decode_image(photo.read_bytes())
+    full = Denoiser().denoise(source).astype(int)
+    halfway = (source.astype(int) + full) / 2
+    assert np.abs(cleaned - halfway).max() <= 1.0  # rounding of the two steps
+    assert np.abs(cleaned - full).mean() > 2 * np.abs(cleaned - halfway).mean()
+    assert (
+        records.read_json(str(output / records.SUMMARY_FILE))["config"]["denoise_strength"] == 0.5
+    )
+    with pytest.raises(SystemExit):
+        apply.run([*flags, f"--output={tmp_path / 'x'}", "--denoise-strength=1.5"])
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="share from 0 to 1"):
+        Denoiser(strength=-0.1)
+
+
 def test_mode_both_stores_the_code_of_the_cleaned_image_and_no_png_unless_asked(tmp_path, capsys):
     """--mode both keeps what an archive wants: one code file per image, which decodes to the
     denoised image (not the input); the cleaned PNG (~18x the code) only with --keep-cleaned.

@@ -141,9 +141,11 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         quality: float | None = None,
         target: dict | None = None,
         denoise_ensemble: int = 1,
+        denoise_strength: float = 1.0,
         keep_cleaned: bool = False,
     ):
         super().__init__()
+        self._denoise_strength = denoise_strength
         self._keep_cleaned = keep_cleaned
         self._denoise_ensemble = denoise_ensemble
         self._mode = mode
@@ -162,7 +164,9 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
 
         return Models(
             Compressor(self._codec) if self._mode in (COMPRESS, BOTH) else None,
-            Denoiser(self._denoiser, ensemble=self._denoise_ensemble)
+            Denoiser(
+                self._denoiser, ensemble=self._denoise_ensemble, strength=self._denoise_strength
+            )
             if self._mode in (DENOISE, BOTH)
             else None,
         )
