@@ -37,14 +37,12 @@ from pipelines.options import (
     configure_logging,
     decode_options,
     expected_inputs,
-    fingerprints,
     make_handler,
     rate_target,
-    resolve_codec,
     run_outcome,
     run_pipeline,
-    split_args,
     stage_parser,
+    start_model_stage,
 )
 from transforms import manifest, reasons, records
 from transforms.apply_models import (
@@ -177,13 +175,9 @@ def _report(args, summary: dict, summary_path: str) -> None:
 
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
-    args, options = split_args(build_parser(), argv, save_main_session)
-    args.model, args.quality = resolve_codec(args)
-    if not args.input:
-        from latentpress.samples import sample_paths
-
-        args.input = sample_paths()
-    codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    args, options, codec_fingerprint, denoiser_fingerprint = start_model_stage(
+        build_parser(), argv, save_main_session
+    )
     records.clear_earlier_run(
         args.output,
         [

@@ -38,14 +38,12 @@ from pipelines.options import (
     add_model_args,
     configure_logging,
     decode_options,
-    fingerprints,
     make_handler,
     rate_target,
-    resolve_codec,
     run_outcome,
     run_pipeline,
-    split_args,
     stage_parser,
+    start_model_stage,
 )
 from transforms import archive, manifest, metadata, reasons, records
 from transforms.apply_models import ProcessImages, WriteOutputs
@@ -364,13 +362,9 @@ def _run_config(args, codec_fingerprint: str, denoiser_fingerprint: str) -> dict
 
 
 def run(argv=None, save_main_session=True, test_pipeline=None):
-    args, options = split_args(build_parser(), argv, save_main_session)
-    args.model, args.quality = resolve_codec(args)
-    if not args.input:
-        from latentpress.samples import sample_paths
-
-        args.input = sample_paths()
-    codec_fingerprint, denoiser_fingerprint = fingerprints(args)  # fails early if missing
+    args, options, codec_fingerprint, denoiser_fingerprint = start_model_stage(
+        build_parser(), argv, save_main_session
+    )
     codec_setting = registry.codec_setting(args.quality, rate_target(args))
     run_id = archive.new_run_id()
     _tidy_and_store_models(args, codec_fingerprint, denoiser_fingerprint)

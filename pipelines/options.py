@@ -453,3 +453,17 @@ def run_pipeline(pipeline, options: PipelineOptions):
         return result, False
     result.wait_until_finish()
     return result, True
+
+
+def start_model_stage(parser: argparse.ArgumentParser, argv, save_main_session: bool):
+    """How apply and archive start: their flags and the Beam options, the codec setting
+    resolved, the embedded sample photographs when no --input is given, and both models'
+    fingerprints (which fails early when a model is missing).
+    Returns (args, options, codec_fingerprint, denoiser_fingerprint)."""
+    args, options = split_args(parser, argv, save_main_session)
+    args.model, args.quality = resolve_codec(args)
+    if not args.input:
+        from latentpress.samples import sample_paths
+
+        args.input = sample_paths()
+    return args, options, *fingerprints(args)
