@@ -1,7 +1,7 @@
 """Peak resident memory of compress, decompress and apply against image size.
 
     python -m benchmarks.memory [--megapixels 1,12,48] [--stages compress,decompress,apply]
-        [--work-dir DIR]
+        [--work-dir DIR] [--denoiser D]
 
 Each stage runs as a fresh ``latentpress`` process on a photograph of each size (an embedded
 sample photograph scaled up, with seeded sensor-like noise so it codes like a real one, saved
@@ -55,7 +55,7 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float, int]:
     return usage.ru_maxrss / 1024.0, time.perf_counter() - start, process.returncode
 
 
-def run(megapixels: list[float], stages: list[str], work_dir: Path) -> dict:
+def run(megapixels: list[float], stages: list[str], work_dir: Path, denoiser: str = "") -> dict:
     cli = [sys.executable, "-m", "latentpress.cli"]
     rows = []
     for size in megapixels:
@@ -90,8 +90,11 @@ def run(megapixels: list[float], stages: list[str], work_dir: Path) -> dict:
                 "-o",
                 str(work_dir / f"applied-{size:g}"),
                 "--overwrite",
-                "--mode",
-                "compress",
+                *(
+                    ["--mode", "both", "--denoiser", denoiser]
+                    if denoiser
+                    else ["--mode", "compress"]
+                ),
             ],
         }
         row = {"megapixels": size}
@@ -116,15 +119,20 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--work-dir", help="Keep the images and outputs here (default: a temp dir)."
     )
+    parser.add_argument(
+        "--denoiser",
+        default="",
+        help="apply runs --mode both with this denoiser (default: compress).",
+    )
     args = parser.parse_args(argv)
     sizes = [float(v) for v in args.megapixels.split(",")]
     stages = [s for s in args.stages.split(",") if s]
     if args.work_dir:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-        results = run(sizes, stages, Path(args.work_dir))
+        results = run(sizes, stages, Path(args.work_dir), args.denoiser)
     else:
         with tempfile.TemporaryDirectory() as scratch:
-            results = run(sizes, stages, Path(scratch))
+            results = run(sizes, stages, Path(scratch), args.denoiser)
     print(json.dumps(results, indent=2))
     return results
 
