@@ -43,6 +43,10 @@ class DenoiserConfig:
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"denoiser architecture {self.architecture!r}: one of {ARCHITECTURES}")
+        if self.architecture == "unet" and (self.levels < 1 or self.blocks < 1):
+            raise ValueError(
+                f"a unet needs levels and blocks >= 1 (got {self.levels}, {self.blocks})"
+            )
 
     @property
     def receptive_radius(self) -> int:
@@ -108,13 +112,9 @@ class _ResidualDenoiser(keras.Model):
         align = self.config.align
         if align == 1:
             return y - tf.cast(self.noise_estimator(standardized), tf.float32)
-        # Edge-pad to whole blocks of the coarsest level, work on them, crop back.
+        # Mirror-pad to whole blocks of the coarsest level, work on them, crop back.
         height, width = tf.shape(y)[1], tf.shape(y)[2]
-        padded = tf.pad(
-            standardized,
-            [[0, 0], [0, (-height) % align], [0, (-width) % align], [0, 0]],
-            mode="SYMMETRIC",
-        )
+        padded = _mirror_pad(standardized, (-height) % align, (-width) % align, align)
         factor = self.config.unshuffle
         if factor > 1:
             padded = tf.nn.space_to_depth(padded, factor)
@@ -122,6 +122,19 @@ class _ResidualDenoiser(keras.Model):
         if factor > 1:
             v = tf.nn.depth_to_space(v, factor)
         return y - tf.cast(v[:, :height, :width], tf.float32)
+
+
+def _mirror_pad(x, bottom, right, align: int):
+    """x padded by ``bottom`` rows and ``right`` columns (each < align) of its mirror image.
+    A mirror can add at most the image's own size at once, so an image smaller than the pad
+    (a 3-pixel-high strip for an align of 8) is mirrored again until the pad is reached."""
+    for _ in range(max(align - 1, 1).bit_length()):
+        height, width = tf.shape(x)[1], tf.shape(x)[2]
+        rows = tf.minimum(bottom, height)
+        columns = tf.minimum(right, width)
+        x = tf.pad(x, [[0, 0], [0, rows], [0, columns], [0, 0]], mode="SYMMETRIC")
+        bottom, right = bottom - rows, right - columns
+    return x
 
 
 class DnCNN(_ResidualDenoiser):

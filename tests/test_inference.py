@@ -155,3 +155,17 @@ def test_an_ensemble_size_outside_the_views_is_refused():
 
     with pytest.raises(ValueError, match="ensemble 3"):
         Denoiser(ensemble=3)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (9, 2), (17, 33)])
+def test_a_unet_denoises_images_smaller_than_its_blocks(size):
+    """Any image size: mirror padding to the coarsest level's blocks works also where the pad
+    exceeds the image (a 3-pixel strip padded to 8), and the output has the input's size."""
+    from models.denoiser import DenoiserConfig, build_denoiser
+
+    model = build_denoiser(
+        DenoiserConfig(architecture="unet", filters=4, levels=3, blocks=1, unshuffle=2)
+    )
+    image = np.random.default_rng(2).uniform(0, 1, (1, *size, 3)).astype(np.float32)
+    out = model(image).numpy()
+    assert out.shape == image.shape and np.isfinite(out).all()

@@ -171,3 +171,5 @@ def test_a_model_card_has_one_reader_that_fills_what_older_cards_lack():
     assert DenoiserConfig.from_card(json.loads(json.dumps({"config": unet.as_dict()}))) == unet
     with pytest.raises(ValueError, match="architecture"):
         DenoiserConfig.from_card({"config": {"architecture": "transformer"}})
+    with pytest.raises(ValueError, match="levels and blocks"):
+        DenoiserConfig(architecture="unet", levels=0)
