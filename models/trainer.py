@@ -346,6 +346,7 @@ class Trainer:
             totals[name] = totals.get(name, 0.0) + value
             counts[name] = counts.get(name, 0) + 1
 
+        usage = 0.0
         for noisy, clean in dataset.take(batches):
             for level in qualities or [None]:
                 quality = None if level is None else tf.fill([tf.shape(clean)[0]], float(level))
@@ -356,9 +357,9 @@ class Trainer:
                         add(f"{name}_q{level:g}", float(value))
             if isinstance(self.model, ScaleHyperprior):
                 add("psnr_unquantized", float(transform_ceiling(self.model, clean)))
+                # summed per batch: a channel is dead if its code is 0 on every eval patch
+                usage = usage + latent_usage(self.model, [(noisy, clean)])
         results = {name: total / counts[name] for name, total in totals.items()}
         if isinstance(self.model, ScaleHyperprior):
-            # latent channels whose code is 0 on every eval patch at the top rate (issue 30)
-            usage = latent_usage(self.model, dataset.take(batches))
-            results["dead_latents"] = int((usage == 0).sum())
+            results["dead_latents"] = int((usage == 0).sum())  # at the top rate (issue 30)
         return results
