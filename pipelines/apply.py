@@ -199,7 +199,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     progress = ReportProgress(
         "apply",
         expected_inputs(args.input, options),
-        lambda r: r["status"] == manifest.FAILED,
+        manifest.is_failed,
         args.progress_every,
         unit="images done",
     )

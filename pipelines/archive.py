@@ -394,7 +394,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     progress = ReportProgress(
         "archive",
         None,
-        lambda r: r["status"] == manifest.FAILED,
+        manifest.is_failed,
         args.progress_every,
         unit="new images done",
     )

@@ -141,6 +141,10 @@ def failed(source_path: str, key: str, mode: str, reason: str, detail: str, **va
     )
 
 
+def is_failed(record: dict) -> bool:
+    return record["status"] == FAILED
+
+
 def _totals(r: dict) -> dict:
     ok = r["status"] == OK
     coded = ok and r["code_bytes"] > 0
@@ -213,7 +217,7 @@ class DeadLettersOfFailed(beam.PTransform):
         stage = self._stage
         return (
             manifest_records
-            | "FailedOnly" >> beam.Filter(lambda r: r["status"] == FAILED)
+            | "FailedOnly" >> beam.Filter(is_failed)
             | "ToDeadLetter"
             >> beam.Map(
                 lambda r: records.dead_letter(r["source_path"], stage, r["reason"], r["detail"])
