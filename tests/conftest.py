@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,39 @@ from PIL import Image
 
 from latentpress.samples import sample_paths
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def latentpress_process(*args: str) -> subprocess.CompletedProcess:
+    """`latentpress ARGS` in a fresh process, as a user runs it.  For what only a new process
+    shows (a quiet TensorFlow start-up, a decode without this process's state); everything
+    else uses the ``latentpress`` fixture: each process start costs a TensorFlow import."""
+    return subprocess.run(
+        [sys.executable, "-m", "latentpress.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+@pytest.fixture
+def latentpress(capfd):
+    """`latentpress ARGS` through the command's own ``main`` in this process: the same exit
+    code, stdout and stderr (captured at the file descriptors) as the command."""
+    from latentpress import cli
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capfd.readouterr()
+        environment = dict(os.environ)  # main sets TF_CPP_MIN_LOG_LEVEL for its process
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse's usage errors and --help
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["latentpress", *args], code, out, err)
+
+    return run
 
 
 def shared_dataset(name: str) -> Path:

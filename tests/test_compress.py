@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -21,20 +19,10 @@ from latentpress.samples import sample_paths
 from models.codefile import CodeFile, CodeFileError, bits_per_pixel
 from models.compressor import Compressor
 from models.inference import psnr
-from tests.conftest import export_untrained_codec
+from tests.conftest import export_untrained_codec, latentpress_process
 from tests.legacy_files import legacy_code_file
 
 ODD_SIZES = [(321, 481), (375, 500), (61, 97)]  # (height, width)
-REPO = Path(__file__).resolve().parents[1]
-
-
-def latentpress(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "latentpress.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
 
 
 def sample_crop(name: str, height: int, width: int) -> np.ndarray:
@@ -81,7 +69,7 @@ def test_decompress_of_compress_equals_the_models_quantized_reconstruction(
     assert np.abs(decoded.astype(int) - reference.astype(int)).max() <= 1
 
 
-def test_cli_round_trip_reports_the_file_size_as_bpp(images, tmp_path):
+def test_cli_round_trip_reports_the_file_size_as_bpp(latentpress, images, tmp_path):
     sources = [str(p) for name, p in images.items() if "gray" not in name]
     done = latentpress("compress", *sources, "-o", str(tmp_path / "codes"))
     assert done.returncode == 0, done.stderr
@@ -113,8 +101,8 @@ def test_decoding_is_identical_in_another_process_and_batch(compressor, images, 
         (codes / (source.stem + ".lpc")).write_bytes(compressor.compress(x))
     target = codes / (sources[0].stem + ".lpc")
     here = compressor.decompress(target.read_bytes())
-    alone = latentpress("decompress", str(target), "-o", str(tmp_path / "alone"))
-    batch = latentpress(
+    alone = latentpress_process("decompress", str(target), "-o", str(tmp_path / "alone"))
+    batch = latentpress_process(
         "decompress", *sorted(str(p) for p in codes.iterdir()), "-o", str(tmp_path / "batch")
     )
     assert alone.returncode == 0 and batch.returncode == 0, alone.stderr + batch.stderr
@@ -123,7 +111,7 @@ def test_decoding_is_identical_in_another_process_and_batch(compressor, images, 
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "alone" / name)), here)
 
 
-def test_grayscale_source_decodes_to_grayscale_of_the_same_shape(images, tmp_path):
+def test_grayscale_source_decodes_to_grayscale_of_the_same_shape(latentpress, images, tmp_path):
     gray = images["camera_gray.png"]
     assert latentpress("compress", str(gray), "-o", str(tmp_path)).returncode == 0
     done = latentpress("decompress", str(tmp_path / "camera_gray.png.lpc"), "-o", str(tmp_path))
@@ -141,7 +129,7 @@ def other_model(tmp_path_factory) -> str:
 
 
 def test_every_bad_code_file_gives_one_line_and_a_nonzero_exit(
-    compressor, images, other_model, tmp_path
+    latentpress, compressor, images, other_model, tmp_path
 ):
     x = np.asarray(Image.open(images["chelsea_97x61.png"]).convert("RGB"))
     good = compressor.compress(x)
@@ -192,7 +180,7 @@ def test_the_model_card_is_the_one_source_of_the_fingerprint(compressor, tmp_pat
         Compressor(str(copy))
 
 
-def test_unknown_model_is_a_one_line_error(tmp_path):
+def test_unknown_model_is_a_one_line_error(latentpress, tmp_path):
     done = latentpress("compress", "--model", "no-such-model", "x.png", "-o", str(tmp_path))
     assert done.returncode == 2
     assert "no exported model" in done.stderr and "Traceback" not in done.stderr
@@ -207,7 +195,9 @@ def test_exported_codec_keeps_working_after_reloading(compressor):
     np.testing.assert_array_equal(first, second["y"].numpy())
 
 
-def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_model(tmp_path):
+def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_model(
+    latentpress, tmp_path
+):
     """--quality picks a shipped codec; decompress finds it again from the file's header."""
     source = sample_paths()[2]  # chelsea
     sizes, errors = {}, {}
@@ -305,7 +295,7 @@ def test_a_version_1_file_given_to_a_variable_rate_codec_is_a_clear_error(
         compressor.decompress(bytes(version_1))
 
 
-def test_quality_on_the_command_line(variable_rate_codec, tmp_path, capsys):
+def test_quality_on_the_command_line(latentpress, variable_rate_codec, tmp_path, capfd):
     source = sample_paths()[2]
     done = latentpress(
         "compress", "--model", variable_rate_codec, "--quality", "30", source, "-o", str(tmp_path)
@@ -328,7 +318,7 @@ def test_quality_on_the_command_line(variable_rate_codec, tmp_path, capsys):
     ):
         flags = ["--model", model, "--quality", bad, source, "-o", str(tmp_path / "x")]
         assert compress.main(flags) != 0
-        assert message in capsys.readouterr().err
+        assert message in capfd.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -441,7 +431,7 @@ def test_a_slice_codec_decodes_what_the_model_does_and_its_file_is_its_rate(slic
     assert abs(stream_bits - estimated_bits) < 0.1 * estimated_bits + 64
 
 
-def test_a_slice_codec_file_decodes_the_same_in_a_fresh_process(slice_codec, tmp_path):
+def test_a_slice_codec_file_decodes_the_same_in_a_fresh_process(latentpress, slice_codec, tmp_path):
     _, directory = slice_codec
     source = sample_paths()[1]
     done = latentpress(
@@ -450,7 +440,7 @@ def test_a_slice_codec_file_decodes_the_same_in_a_fresh_process(slice_codec, tmp
     assert done.returncode == 0, done.stderr
     (code,) = tmp_path.glob("*.lpc")
     out = tmp_path / "decoded"
-    done = latentpress("decompress", "--model", directory, str(code), "-o", str(out))
+    done = latentpress_process("decompress", "--model", directory, str(code), "-o", str(out))
     assert done.returncode == 0, done.stderr
     (png,) = out.glob("*.png")
     here = Compressor(directory).decompress(code.read_bytes())

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,6 @@ from PIL import Image
 from models import codefile
 from tests.carried_files import XMP, exif_tags, write_carried_files
 from transforms import decode, metadata, reasons
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +107,9 @@ def test_an_item_over_the_size_limit_is_left_out_with_a_note(carried, monkeypatc
     assert frame.carried.icc == b""  # 588 bytes: over this limit too
 
 
-def latentpress(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "latentpress.cli", *args], capture_output=True, text=True, cwd=REPO
-    )
-
-
-def test_compress_and_decompress_give_back_exif_icc_alpha_and_every_page(carried, tmp_path):
+def test_compress_and_decompress_give_back_exif_icc_alpha_and_every_page(
+    latentpress, carried, tmp_path
+):
     """The issue's folder through the real command line: identical EXIF tags and ICC bytes,
     identical alpha, both pages, a line for the bit depth and for the CMYK profile."""
     sources = [str(p) for p in carried.values()]
@@ -151,7 +143,9 @@ def test_compress_and_decompress_give_back_exif_icc_alpha_and_every_page(carried
         assert back.mode == "L" and p.mode == "RGB"
 
 
-def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carried, tmp_path):
+def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(
+    latentpress, carried, tmp_path
+):
     folder = carried["exif"].parent
     out = tmp_path / "applied"
     done = latentpress("apply", "--input", f"{folder}/*", "--output", str(out), "--keep-cleaned")
@@ -227,7 +221,7 @@ def test_apply_and_archive_carry_what_the_source_carries_and_account_for_it(carr
         assert exif_tags(written) == {**exif_tags(source), 0x0112: 1}
 
 
-def test_apply_refuses_a_multi_frame_file_by_name_when_asked(carried, tmp_path):
+def test_apply_refuses_a_multi_frame_file_by_name_when_asked(latentpress, carried, tmp_path):
     out = tmp_path / "refused"
     pages = carried["pages"]
     done = latentpress(
