@@ -174,19 +174,20 @@ def test_beam_decompress_writes_every_image_and_dead_letters_bad_files(applied, 
 
 @pytest.mark.slow
 def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
-    """Real photographs (every 8th of CBSD68: 9) on two workers, decoded with `latentpress
-    decompress`: each manifest PSNR is the decoded file's, each bpp the file's size."""
+    """Real photographs (every 8th of CBSD68: 9), decoded with `latentpress decompress`: each
+    manifest PSNR is the decoded file's, each bpp the file's size.  In this process (two
+    workers are test_two_workers_write_the_same_bytes_as_one's subject)."""
     photos = tmp_path / "cbsd68"
     photos.mkdir()
     for path in sorted(shared_dataset("CBSD68").glob("*.png"))[::8]:
         shutil.copy(path, photos / path.name)
     output = tmp_path / "applied"
-    flags = ["--mode=both", "--keep-cleaned", *TWO_WORKERS]
+    flags = ["--mode=both", "--keep-cleaned", *IN_PROCESS]
     apply.run([f"--input={photos}/*.png", f"--output={output}", *flags])
     rows = read_manifest(output)
     assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
     decoded_dir = tmp_path / "decoded"
-    decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *BEAM_TWO_WORKERS])
+    decompress.run([f"--input={output}/codes/*.lpc", f"--output={decoded_dir}", *IN_PROCESS])
     for row in rows:
         with Image.open(decoded_dir / manifest.output_name(row["key"], ".png")) as decoded:
             with Image.open(row["clean_path"]) as clean:
