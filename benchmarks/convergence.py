@@ -6,14 +6,17 @@
     python -m benchmarks.convergence --task denoise --data PREPARED \
         --recipe 'dncnn=--depth=10 --filters=48' \
         --recipe 'unshuffle=--depth=12 --filters=96 --unshuffle=2' --cpu-seconds 900
+    python -m benchmarks.convergence --task codec \
+        --recipe 'cbsd432=--data=PREPARED_A' --recipe 'more=--data=PREPARED_B' --steps 3000
 
 Each recipe is a set of ``latentpress train`` flags, trained from scratch (or from
-``--init-from`` if a recipe says so) in this process with one TensorFlow thread, and evaluated
-at fixed intervals on centre crops of CBSD68 (``--images``): PSNR with real rounding and bpp
-for the codec; PSNR on the crops with seeded 8-bit Gaussian noise (``--sigma``) for the
-denoiser.  CPU time is the process's own (``time.process_time``), so a machine shared with
-other work still gives comparable figures.  Prints a Markdown table per recipe and writes
-``--out`` (JSON) with every point.
+``--init-from`` if a recipe says so) in this process with one TensorFlow thread
+(``--threads``), on ``--data`` or on the recipe's own ``--data`` (to compare training sets
+at equal steps), and evaluated at fixed intervals on centre crops of CBSD68 (``--images``):
+PSNR with real rounding and bpp for the codec; PSNR on the crops with seeded 8-bit Gaussian
+noise (``--sigma``) for the denoiser.  CPU time is the process's own
+(``time.process_time``), so a machine shared with other work still gives comparable figures.
+Prints a Markdown table per recipe and writes ``--out`` (JSON) with every point.
 """
 
 from __future__ import annotations
@@ -90,11 +93,13 @@ def _evaluate(model, task: str, crops: np.ndarray, noisy: np.ndarray) -> dict:
     return point
 
 
-def run_recipe(name: str, flags: list[str], args, stats: dict, crops, noisy) -> list[dict]:
+def run_recipe(name: str, flags: list[str], args, crops, noisy) -> list[dict]:
     with tempfile.TemporaryDirectory() as model_dir:
+        default_data = [f"--data={args.data}"] if args.data else []
         train_args = train.build_parser().parse_args(
-            [f"--data={args.data}", f"--model-dir={model_dir}", f"--task={args.task}", *flags]
+            [*default_data, f"--model-dir={model_dir}", f"--task={args.task}", *flags]
         )
+        stats = statistics.read_stats(os.path.join(train_args.data, features.TRANSFORM_DIR))
         trainer = trainers.Trainer(
             train_args, tf.distribute.get_strategy(), lambda: train.build_model(train_args, stats)
         )
@@ -102,7 +107,7 @@ def run_recipe(name: str, flags: list[str], args, stats: dict, crops, noisy) -> 
             growth.load_exported_weights(trainer.model, train_args.init_from)
             trainer.restart_average()
         dataset = training_data.make_dataset(
-            args.data,
+            train_args.data,
             features.TRAIN_DIR,
             train_args.batch_size,
             True,
@@ -143,7 +148,12 @@ def table(name: str, flags: list[str], points: list[dict]) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["codec", "denoise"], required=True)
-    parser.add_argument("--data", required=True, help="A prepare-stage output directory.")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="A prepare-stage output directory: every recipe's training data unless the "
+        "recipe gives its own --data.",
+    )
     parser.add_argument(
         "--recipe",
         action="append",
@@ -157,12 +167,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--crop", type=int, default=256, help="Evaluation centre-crop side.")
     parser.add_argument("--sigma", type=float, default=25.0, help="Denoiser evaluation noise.")
     parser.add_argument("--out", default="convergence.json", help="JSON with every point.")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="TensorFlow threads (0: TensorFlow's choice)."
+    )
     args = parser.parse_args(argv)
     if not (args.steps or args.cpu_seconds):
         parser.error("give --steps or --cpu-seconds (or both)")
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    stats = statistics.read_stats(os.path.join(args.data, features.TRANSFORM_DIR))
+    if args.threads:  # before TensorFlow starts; 0 leaves it as it is (e.g. in a test process)
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     crops = eval_crops(args.images, args.crop)
     noisy = noisy_crops(crops, args.sigma)
     results = {}
@@ -170,7 +183,7 @@ def main(argv=None) -> dict:
         name, _, text = recipe.partition("=")
         flags = shlex.split(text)
         tf.keras.utils.set_random_seed(0)
-        points = run_recipe(name, flags, args, stats, crops, noisy)
+        points = run_recipe(name, flags, args, crops, noisy)
         results[name] = {"flags": flags, "points": points}
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump({"task": args.task, "images": args.images, "results": results}, handle, indent=2)
