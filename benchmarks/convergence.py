@@ -53,6 +53,8 @@ def eval_crops(pattern: str, size: int) -> np.ndarray:
     crops = []
     for path in paths:
         pixels = np.asarray(Image.open(path).convert("RGB"))
+        if min(pixels.shape[:2]) < size:
+            raise SystemExit(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}: under --crop {size}")
         top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
         crops.append(pixels[top : top + size, left : left + size])
     return np.stack(crops)
