@@ -213,18 +213,30 @@ def _fmt(value, digits=2, suffix="") -> str:
 
 
 def _markdown(results: dict) -> str:
+    """The report of what was measured: no rate-distortion section for ``--no-codec``, no
+    denoising section for ``--no-denoise``."""
     config = results["config"]
+    measured = ", ".join(config["images"]) or "noisy/clean pairs"
+    header = [f"{config['image_count']} images ({measured})"]
+    if results["curves"]:
+        header.append("codecs: " + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items()))
+    if results["denoising"]:
+        ensemble = config.get("denoise_ensemble", 1)
+        views = f" (mean of {ensemble} turned/mirrored views)" if ensemble > 1 else ""
+        header.append(f"denoiser `{config['denoiser']}`{views}")
+    lines = ["# latentpress evaluation", "", "; ".join(header) + "."]
+    if results["curves"]:
+        lines += _rate_distortion_lines(results)
+    if results["denoising"]:
+        lines += _denoising_lines(results)
+    lines += ["## Example", "", "![before and after](grid.png)", ""]
+    if results["failed"]:
+        lines += [f"{len(results['failed'])} tasks failed; see results.json `failed`.", ""]
+    return "\n".join(lines)
+
+
+def _rate_distortion_lines(results: dict) -> list[str]:
     lines = [
-        "# latentpress evaluation",
-        "",
-        f"{config['image_count']} images ({', '.join(config['images'])}); codecs: "
-        + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items())
-        + f"; denoiser `{config['denoiser']}`"
-        + (
-            f" (mean of {config['denoise_ensemble']} turned/mirrored views)."
-            if config.get("denoise_ensemble", 1) > 1
-            else "."
-        ),
         "",
         "## Rate-distortion",
         "",
@@ -267,13 +279,18 @@ def _markdown(results: dict) -> str:
                 f"| {codec} | all | | | | {speed['encode_ms_per_mp']:.0f} | "
                 f"{speed['decode_ms_per_mp']:.0f} |"
             )
+    return lines
+
+
+def _denoising_lines(results: dict) -> list[str]:
+    config = results["config"]
     rounding = "float, unrounded" if config.get("float_noise") else "rounded to 8 bits"
     if config.get("pairs"):
         noisy, clean = config["pairs"]
         kind = f"real noise: {noisy} against {clean}; baselines get σ estimated per image"
     else:
         kind = f"AWGN, seeded, {rounding}"
-    lines += ["", f"## Denoising ({kind})", ""]
+    lines = ["", f"## Denoising ({kind})", ""]
     for sigma, methods in results["denoising"].items():
         lines += [
             "Real noise:" if sigma == REAL_NOISE else f"σ = {sigma}:",
@@ -287,10 +304,7 @@ def _markdown(results: dict) -> str:
                 f"{m['seconds_per_image']:.2f} |"
             )
         lines.append("")
-    lines += ["## Example", "", "![before and after](grid.png)", ""]
-    if results["failed"]:
-        lines += [f"{len(results['failed'])} tasks failed; see results.json `failed`.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(points: list[dict], out: str, config: dict, sample_path: str | None) -> str:

@@ -235,7 +235,11 @@ def test_real_noise_pairs_are_measured_as_given_with_the_sigma_estimated(tmp_pat
     assert table["wavelet"]["psnr_db"] == pytest.approx(
         rate_distortion.psnr(clean, wavelet), abs=1e-3
     )
-    assert "Real noise" in (out / "report.md").read_text() and (out / "grid.png").exists()
+    report = (out / "report.md").read_text()
+    assert "Real noise" in report and (out / "grid.png").exists()
+    # --no-codec: no rate-distortion section pointing at plots that were never drawn
+    assert "noisy/clean pairs" in report and "Rate-distortion" not in report
+    assert "codecs:" not in report and not (out / "rd_psnr.png").exists()
 
 
 def test_a_noisy_image_without_its_clean_reference_is_an_error(tmp_path):
