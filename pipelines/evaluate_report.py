@@ -216,8 +216,8 @@ def _markdown(results: dict) -> str:
     """The report of what was measured: no rate-distortion section for ``--no-codec``, no
     denoising section for ``--no-denoise``."""
     config = results["config"]
-    measured = ", ".join(config["images"]) or "noisy/clean pairs"
-    header = [f"{config['image_count']} images ({measured})"]
+    inputs = ", ".join(config["images"]) or "noisy/clean pairs"
+    header = [f"{config['image_count']} images ({inputs})"]
     if results["curves"]:
         header.append("codecs: " + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items()))
     if results["denoising"]:
