@@ -1,7 +1,7 @@
 """Codec speed on CPU: encode and decode milliseconds per megapixel, network vs entropy coding.
 
     python -m benchmarks.codec_speed [--model codec | --untrained N,M,K[,H]]
-        [--baseline-model codec] [--images N] [--repeats R]
+        [--baseline-model codec] [--images N] [--repeats R] [--quality Q]
 
 Images: ../shared/datasets/CBSD68 when present, else the embedded sample photographs.  Each
 image is compressed and decompressed R times after one warm-up; the fastest repeat counts.
@@ -48,18 +48,21 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
-def codec_times(compressor: Compressor, x: np.ndarray) -> dict[str, float]:
+def codec_times(
+    compressor: Compressor, x: np.ndarray, quality: float | None = None
+) -> dict[str, float]:
     """Seconds of each part of a compress and a decompress of ``x``: the networks (analysis
     and hyper-analysis; synthesis), and the entropy coding with its exact model (the integer
     hyperprior and the range coder; for a codec with channel slices its context too)."""
     height, width = x.shape[:2]
-    y, analysis = timed(compressor.latents, x)
+    quality = compressor.clamp_quality(quality)
+    y, analysis = timed(compressor.latents, x, quality)
     z_hat, hyper_analysis = timed(compressor.side_information, y)
     latents, exact_encode = timed(compressor.code_latents, y, z_hat)
-    data, code = timed(compressor.encode, latents, height, width, 3)
+    data, code = timed(compressor.encode, latents, height, width, 3, quality)
     parsed, parse = timed(compressor.parse, data)
     decoded, decode = timed(compressor.decode_latents, parsed)
-    _, synthesize = timed(compressor.synthesize, decoded, height, width)
+    _, synthesize = timed(compressor.synthesize, decoded, height, width, parsed.quality)
     return {
         "encode_network": analysis + hyper_analysis,
         "encode_entropy": exact_encode + code,
@@ -111,14 +114,16 @@ def export_untrained(shape: str, folder: str) -> str:
     return folder
 
 
-def measure(compressors: dict, images: list[np.ndarray], repeats: int) -> dict[str, dict]:
+def measure(
+    compressors: dict, images: list[np.ndarray], repeats: int, quality: float | None = None
+) -> dict[str, dict]:
     """name -> summed fastest seconds per part over the images ("jpeg" among them), the
     variants interleaved image by image so a busy spell slows all alike."""
     totals: dict[str, dict] = {name: {} for name in [*compressors, "jpeg"]}
     for x in images:
         for name, compressor in compressors.items():
-            codec_times(compressor, x)  # warm-up: traces the signatures for this shape
-            runs = [codec_times(compressor, x) for _ in range(repeats)]
+            codec_times(compressor, x, quality)  # warm-up: traces the signatures for this shape
+            runs = [codec_times(compressor, x, quality) for _ in range(repeats)]
             for key, value in fastest(runs).items():
                 totals[name][key] = totals[name].get(key, 0.0) + value
         for key, value in fastest([jpeg_times(x) for _ in range(repeats)]).items():
@@ -133,6 +138,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline-model", help="Another codec timed beside it.")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--quality", type=float, help="A variable-rate codec's quality, 0-100 (default medium)."
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         model = export_untrained(args.untrained, folder) if args.untrained else args.model
@@ -140,7 +148,7 @@ def main(argv=None) -> dict:
         if args.baseline_model:
             compressors["baseline"] = Compressor(args.baseline_model)
         images = load_images(args.images)
-        measured = measure(compressors, images, args.repeats)
+        measured = measure(compressors, images, args.repeats, args.quality)
     totals, jpeg_totals = measured["model"], measured["jpeg"]
     megapixels = sum(x.shape[0] * x.shape[1] for x in images) / 1e6
     pixels = megapixels * 1e6
@@ -150,6 +158,7 @@ def main(argv=None) -> dict:
     jpeg_encode = 1000 * jpeg_totals["encode"] / megapixels
     jpeg_decode = 1000 * jpeg_totals["decode"] / megapixels
     results = {
+        "quality": args.quality,
         "images": len(images),
         "megapixels": round(megapixels, 3),
         "ms_per_megapixel": {

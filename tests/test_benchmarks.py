@@ -14,6 +14,16 @@ def test_codec_speed_measures_a_real_round_trip_of_the_shipped_codec():
     assert 0 < results["bpp"]["codec"] < 24  # a real code file's size, header included
 
 
+def test_codec_speed_times_each_end_of_the_rate_range():
+    """--quality reaches the codec: the top of the range codes more bits than the bottom."""
+    ends = {
+        quality: codec_speed.main(["--images", "1", "--repeats", "1", "--quality", quality])
+        for quality in ("0", "100")
+    }
+    assert ends["0"]["quality"] == 0 and ends["100"]["quality"] == 100
+    assert ends["100"]["bpp"]["codec"] > 1.5 * ends["0"]["bpp"]["codec"]
+
+
 def test_codec_speed_times_a_codec_with_channel_slices(tmp_path):
     model = export_untrained_codec(tmp_path / "slices", "slices", mean_scale=True, slices=3)
     results = codec_speed.main(["--model", model, "--images", "1", "--repeats", "1"])
