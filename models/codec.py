@@ -293,14 +293,15 @@ class ScaleHyperprior(keras.Model):
             y_hat = y_hat * self.gains(quality)[1]
         return self.synthesis_transform(y_hat)
 
-    def call(self, x, training=False, quality=None):
+    def call(self, x, training=False, quality=None, balance_levels=False):
         """x: [batch, H, W, 3] in [0, 1], H and W multiples of PAD_MULTIPLE.
 
         Returns (loss, bpp, mse, x_hat).  With ``training`` the quantizer is additive uniform
         noise; without, it is rounding, and bpp is the model's estimate for the real bitstream.
         A variable-rate codec takes one quality per image ([B], 0-100); training without one
         draws them uniformly, so every rate between the levels is trained.  Its loss weighs
-        each image's distortion by the trade-off of its quality.
+        each image's distortion by the trade-off of its quality.  ``balance_levels`` divides
+        each image's gradient by its own loss (the loss's value is unchanged).
         """
         batch = tf.shape(x)[0]
         if self.config.variable_rate and quality is None:
@@ -347,7 +348,14 @@ class ScaleHyperprior(keras.Model):
         error = tf.square(tf.cast(x, tf.float32) - tf.cast(x_hat, tf.float32))
         mse = tf.reduce_mean(error, axis=[1, 2, 3]) * 255.0**2
         lmbda = self.lmbda_at(quality) if self.config.variable_rate else self.config.lmbda
-        loss = tf.reduce_mean(bpp + lmbda * mse)
+        per_image = bpp + lmbda * mse
+        loss = tf.reduce_mean(per_image)
+        if balance_levels:
+            # A top-rate image's loss is ~30x a bottom-rate one's, and so is its gradient: in a
+            # mixed batch the low rates barely train.  Each image's gradient over its own loss
+            # weighs relative progress alike at every rate (as BD-rate and PSNR measure it).
+            held = tf.stop_gradient(per_image)
+            loss = tf.stop_gradient(loss) * tf.reduce_mean(per_image / held)
         return loss, tf.reduce_mean(bpp), tf.reduce_mean(mse), x_hat
 
     # --- channel context (config.slices) ---------------------------------------------

@@ -74,11 +74,15 @@ class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         return {"warmup_steps": self.warmup_steps}
 
 
-def task_losses(model, noisy, clean, training: bool, quality=None) -> dict[str, tf.Tensor]:
+def task_losses(
+    model, noisy, clean, training: bool, quality=None, balance_levels=False
+) -> dict[str, tf.Tensor]:
     """The objective and the metrics of one batch (codec ignores ``noisy``; ``quality``, one
-    per image, is a variable-rate codec's rate)."""
+    per image, is a variable-rate codec's rate; ``balance_levels``: see ScaleHyperprior.call)."""
     if isinstance(model, ScaleHyperprior):
-        loss, bpp, mse, _ = model(clean, training=training, quality=quality)
+        loss, bpp, mse, _ = model(
+            clean, training=training, quality=quality, balance_levels=balance_levels
+        )
         psnr = 10.0 * tf.math.log(255.0**2 / mse) / tf.math.log(10.0)
         return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
     x_hat = model(noisy)
@@ -290,7 +294,13 @@ class Trainer:
     def train_step(self, batch):
         def replica_step(noisy, clean):
             with tf.GradientTape() as tape:
-                metrics = task_losses(self.model, noisy, clean, training=True)
+                metrics = task_losses(
+                    self.model,
+                    noisy,
+                    clean,
+                    training=True,
+                    balance_levels=self.args.balance_levels,
+                )
                 loss = metrics["loss"] / self.strategy.num_replicas_in_sync
                 if self.loss_scaled:
                     loss = self.optimizer.get_scaled_loss(loss)

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Clip each step's gradients to this global norm (0: no clipping).",
     )
     parser.add_argument(
+        "--balance-levels",
+        action="store_true",
+        help="Variable-rate codec: divide each image's gradient by its own loss, so a "
+        "batch's low-rate images are not swamped by its high-rate ones (whose loss is ~30x "
+        "larger); the reported loss is unchanged.",
+    )
+    parser.add_argument(
         "--plateau-patience",
         type=int,
         default=6,

@@ -173,3 +173,35 @@ def test_a_model_card_has_one_reader_that_fills_what_older_cards_lack():
         DenoiserConfig.from_card({"config": {"architecture": "transformer"}})
     with pytest.raises(ValueError, match="levels and blocks"):
         DenoiserConfig(architecture="unet", levels=0)
+
+
+def test_balanced_levels_weigh_each_images_gradient_by_its_own_loss():
+    """--balance-levels: the loss's value is the plain mean, but each image's gradient is
+    divided by its own loss, so the bottom rate's image (loss ~1) is not swamped by the top
+    rate's (loss ~30) in a mixed batch.  Deterministic (rounding) so images can be compared
+    one by one with the batch."""
+    model = ScaleHyperprior(CodecConfig(16, 24, lmbdas=(0.0025, 0.64), mean_scale=True))
+    model.build_for_images()
+    x = tf.random.stateless_uniform([1, 64, 64, 3], seed=(3, 4))
+    weights = model.synthesis_transform.trainable_variables
+
+    def loss_and_gradient(images, qualities, balance):
+        with tf.GradientTape() as tape:
+            loss = model(images, quality=tf.constant(qualities), balance_levels=balance)[0]
+        return float(loss), tape.gradient(loss, weights)
+
+    low, low_gradient = loss_and_gradient(x, [0.0], False)
+    high, high_gradient = loss_and_gradient(x, [100.0], False)
+    assert high > 5 * low  # what the balancing is for
+
+    pair = tf.concat([x, x], axis=0)
+    plain, plain_gradient = loss_and_gradient(pair, [0.0, 100.0], False)
+    balanced, balanced_gradient = loss_and_gradient(pair, [0.0, 100.0], True)
+    np.testing.assert_allclose(balanced, plain, rtol=1e-5)
+    mean = (low + high) / 2
+    for g, g_plain, g_low, g_high in zip(
+        balanced_gradient, plain_gradient, low_gradient, high_gradient, strict=True
+    ):
+        np.testing.assert_allclose(g_plain, (g_low + g_high) / 2, rtol=1e-3, atol=1e-6)
+        expected = (mean / low * g_low + mean / high * g_high) / 2
+        np.testing.assert_allclose(g, expected, rtol=1e-3, atol=1e-6)

@@ -70,8 +70,16 @@ def make_trainer(prepared: Path, model_dir: Path, flags: list[str]):
     )
 
 
+TINY_BALANCED = [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--balance-levels"]
+
+
 @pytest.mark.parametrize(
-    "flags", [TINY_CODEC + ["--learning-rate=1e-3"], TINY_DENOISER + ["--learning-rate=1e-3"]]
+    "flags",
+    [
+        TINY_CODEC + ["--learning-rate=1e-3"],
+        TINY_BALANCED + ["--learning-rate=1e-3"],
+        TINY_DENOISER + ["--learning-rate=1e-3"],
+    ],
 )
 def test_a_short_run_on_real_patches_lowers_the_loss(prepared, tmp_path, flags):
     # Seeded like `train.run`: otherwise the start depends on the tests that ran before.
