@@ -12,6 +12,9 @@ Pillow's JPEG (quality 75) on the same images is the baseline of the same run, a
 channels, M latents, K x K kernels, H hyper channels; variable-rate, mean-scale): what an
 architecture would cost.  Its network times are those of a trained one; its entropy-coding
 time is not (an untrained codec codes few bits), so compare that part at equal rates.
+
+``--quality Q`` (0-100; default medium) times a variable-rate codec at that rate, e.g. at either
+end of its range (measured: its entropy coding costs per latent, not per bit).
 """
 
 from __future__ import annotations
