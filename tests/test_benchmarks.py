@@ -3,7 +3,8 @@ speed is measured by running them, never asserted)."""
 
 from __future__ import annotations
 
-from benchmarks import codec_speed, denoise_speed
+from benchmarks import codec_speed, denoise_speed, latent_ceiling
+from latentpress.samples import sample_paths
 from tests.conftest import export_untrained_codec
 
 
@@ -57,3 +58,14 @@ def test_codec_speed_times_an_untrained_shape_beside_a_baseline():
     ratios = results["over_baseline"]
     assert set(ratios) == {"encode_network", "decode_network", "encode", "decode"}
     assert all(value > 0 for value in ratios.values())
+
+
+def test_latent_ceiling_rises_with_the_latents_and_is_lossless_at_full_size():
+    """More latents per block keep more of the image; 768 (every value of a 16x16x3 block) keep
+    all of it, so the PCA is real and the blocks are cut and measured right."""
+    fit = latent_ceiling.blocks(sample_paths()[:2])
+    test = latent_ceiling.blocks(sample_paths()[2:3])
+    ceilings = latent_ceiling.linear_ceilings(fit, test, [64, 192, 256, 768])
+    assert ceilings[64] < ceilings[192] < ceilings[256] < ceilings[768]
+    assert ceilings[768] > 90  # exact after rounding
+    assert 20 < ceilings[64] < 60
