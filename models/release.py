@@ -4,10 +4,15 @@
         --status interim --licence "BSDS500 images: non-commercial research use" \
         [--work-dir ~/lp-work] [--evaluation EVAL_DIR]
 
-Copies the export (SavedModel and model card) and adds the release fields to its card, so
-the card a user reads says what the model is, how it was made, how it measured (``measured``:
-the curve or PSNRs of a ``latentpress evaluate`` output folder of this very model) and under
-which terms its training data came.
+Copies the export (SavedModel, a codec's exact entropy model, model card) and adds the
+release fields to its card, so the card a user reads says what the model is, how it was made,
+how it measured (``measured``: the curve or PSNRs of a ``latentpress evaluate`` output folder of
+this very model) and under which terms its training data came.
+
+A codec that replaces another stays in the package as ``NAME-FINGERPRINT``: code files name
+the codec that wrote them, and the decoder finds it among the shipped models by that
+fingerprint, so every file written by an earlier release still decodes.  (A denoiser writes no
+files that need it later: the one it replaces goes.)
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import os
 import shutil
 
-from models.export import SAVED_MODEL_DIR, load_model_card, write_model_card
+from models.export import MODEL_CARD, load_model_card, write_model_card
 from models.registry import PRETRAINED_DIR
 
 
@@ -75,6 +80,22 @@ def measured(results: dict, card: dict) -> dict:
     return summary
 
 
+def keep_replaced_codec(target: str, card: dict) -> str | None:
+    """Moves the shipped codec in ``target`` to ``TARGET-FINGERPRINT`` when ``card`` is another
+    codec, so the files it wrote keep decoding; returns where it went (None: nothing kept)."""
+    old = load_model_card(target)
+    if old.get("task") != "codec" or old.get("fingerprint") == card.get("fingerprint"):
+        return None
+    kept = f"{target}-{old['fingerprint']}"
+    if os.path.exists(kept):
+        shutil.rmtree(kept)
+    os.rename(target, kept)
+    old["name"] = os.path.basename(kept)
+    old["status"] = f"replaced by {card.get('fingerprint')}: kept to decode the files it wrote"
+    write_model_card(kept, old)
+    return kept
+
+
 def release(
     export_dir: str,
     name: str,
@@ -94,10 +115,12 @@ def release(
                 card["measured"].append(measured(json.load(handle), card))
     target = os.path.join(PRETRAINED_DIR, name)
     if os.path.exists(target):
+        keep_replaced_codec(target, card)
+    if os.path.exists(target):
         shutil.rmtree(target)
-    shutil.copytree(
-        os.path.join(export_dir, SAVED_MODEL_DIR), os.path.join(target, SAVED_MODEL_DIR)
-    )
+    # everything the export holds (the SavedModel, a codec's exact entropy model); the card
+    # is written below
+    shutil.copytree(export_dir, target, ignore=shutil.ignore_patterns(MODEL_CARD))
     card["name"] = name
     card["status"] = status
     card["training_data"] = {**card.get("training_data", {}), "licence": licence}

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from models import release
+import latentpress
+from latentpress import api
+from latentpress.samples import sample_paths
+from models import registry, release
+from models.codefile import CodeFile
 from models.release import measured, without_machine_paths
+from tests.conftest import export_untrained_codec
 
 
 def test_the_working_folder_becomes_a_placeholder_in_every_field(tmp_path):
@@ -110,3 +118,49 @@ def test_release_puts_every_evaluation_on_the_card(tmp_path, monkeypatch):
     assert [m["psnr_db"]["25"] for m in shipped["measured"]] == [30.73, 30.71]
     assert [m["noise"] for m in shipped["measured"]] == ["gaussian, rounded to 8 bits", "float"]
     assert (tmp_path / "pretrained" / "denoiser" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_a_codec_released_over_another_keeps_it_so_its_files_still_decode(
+    tmp_path, monkeypatch, request
+):
+    """The user's side of a release: a file written with the shipped codec before a new codec
+    ships decodes after it (found by the fingerprint the file names), to the same pixels; the
+    new codec ships with its exact entropy model, so it codes too."""
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(registry.resolve("codec"), pretrained / "codec")
+    monkeypatch.setattr(release, "PRETRAINED_DIR", str(pretrained))
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", str(pretrained))
+    # the API keeps a compressor per model name: none from this test may outlive it
+    api._compressor.cache_clear()
+    request.addfinalizer(api._compressor.cache_clear)
+    old = registry.card("codec")["fingerprint"]
+    pixels = np.asarray(Image.open(sample_paths()[0]).convert("RGB"))[:64, :96]
+    data = latentpress.compress(pixels)
+    before = latentpress.decompress(data)
+
+    new = export_untrained_codec(tmp_path / "new", "new", mean_scale=True)
+    shipped = release.release(new, "codec", "interim", "test data")
+    api._compressor.cache_clear()  # a new process, as a user's next run would be
+
+    assert shipped["fingerprint"] != old
+    assert registry.shipped_with_fingerprint(old) == f"codec-{old}"
+    assert "replaced by" in registry.card(f"codec-{old}")["status"]
+    np.testing.assert_array_equal(latentpress.decompress(data), before)
+    fresh = latentpress.compress(pixels)  # the new codec, exact model included
+    assert latentpress.decompress(fresh).shape == pixels.shape
+    assert CodeFile.from_bytes(fresh).fingerprint == shipped["fingerprint"]
+
+
+def test_re_releasing_the_same_codec_or_a_denoiser_keeps_no_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    codec = export_untrained_codec(tmp_path / "codec", "codec", mean_scale=True)
+    release.release(codec, "codec", "interim", "test data")
+    release.release(codec, "codec", "release", "test data", notes="same weights, new card")
+    denoiser = tmp_path / "denoiser"
+    (denoiser / "saved_model").mkdir(parents=True)
+    for fingerprint in ("d1", "d2"):
+        (denoiser / "model_card.json").write_text(
+            json.dumps({"task": "denoiser", "fingerprint": fingerprint})
+        )
+        release.release(str(denoiser), "denoiser", "interim", "test data")
+    assert sorted(p.name for p in (tmp_path / "pretrained").iterdir()) == ["codec", "denoiser"]
