@@ -31,6 +31,7 @@ from pipelines import evaluate_report
 from pipelines.evaluate_report import (
     NOISY,
     OURS,
+    REFERENCE,
     image_name,
     our_setting,
     split_setting,
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "of one rate-distortion curve. Default: the shipped codec(s).",
     )
     parser.add_argument(
+        "--reference-model",
+        help="Another learned codec measured beside it at the same qualities (e.g. the shipped "
+        "`codec`, to judge a newly trained one): its curve is `reference`, and the report "
+        "gives `latentpress vs reference` with the classical deltas.",
+    )
+    parser.add_argument(
         "--qualities",
         default="0,12.5,25,37.5,50,62.5,75,87.5,100",
         help="Qualities at which a variable-rate codec is measured, comma-separated.",
@@ -122,11 +129,16 @@ def make_tasks(paths: list[str], args) -> list[dict]:
     tasks = []
     for path in paths:
         if not args.no_codec:
-            for model in args.model:
+            learned = [(OURS, model) for model in args.model]
+            if args.reference_model:
+                learned.append((REFERENCE, args.reference_model))
+            for codec, model in learned:
                 qualities = _names(args.qualities) if registry.is_variable_rate(model) else [None]
                 for quality in qualities:
                     setting = our_setting(model, None if quality is None else float(quality))
-                    tasks.append({"path": path, "kind": "codec", "codec": OURS, "setting": setting})
+                    tasks.append(
+                        {"path": path, "kind": "codec", "codec": codec, "setting": setting}
+                    )
             for codec in _names(args.codecs):
                 for setting in rate_distortion.CLASSICAL[codec][1]:
                     tasks.append(
@@ -214,7 +226,7 @@ class Evaluate(beam.DoFn):
         yield point
 
     def _codec_point(self, clean: np.ndarray, task: dict) -> dict:
-        if task["codec"] == OURS:
+        if task["codec"] in (OURS, REFERENCE):
             from models.compressor import Compressor
 
             model, quality = split_setting(task["setting"])
@@ -289,6 +301,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     args.model = args.model or shipped or [registry.DEFAULT_CODEC]
     for model in args.model:
         registry.card(model, "codec")  # a missing or wrong model fails now, with its name
+    if args.reference_model:
+        registry.card(args.reference_model, "codec")
     registry.card(args.denoiser, "denoiser")
     records.check_output_folder(args.out)
     unknown = set(_names(args.codecs)) - set(rate_distortion.CLASSICAL)
@@ -343,6 +357,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "images": args.images,
         "image_count": len(paths),
         "models": {m: registry.card(m).get("fingerprint", "") for m in args.model},
+        "reference_model": (
+            {args.reference_model: registry.card(args.reference_model).get("fingerprint", "")}
+            if args.reference_model
+            else {}
+        ),
         "denoiser": args.denoiser,
         "denoiser_fingerprint": registry.card(args.denoiser)["fingerprint"],
         "sigmas": [float(s) for s in _names(args.sigma)],

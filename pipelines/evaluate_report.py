@@ -16,6 +16,8 @@ from transforms.patches import noise_seed
 
 # The vocabulary of evaluated points (results.json), shared with the evaluate stage.
 OURS = "latentpress"
+# The curve of another learned codec measured beside ours (evaluate --reference-model).
+REFERENCE = "reference"
 NOISY = "noisy"  # the "method" that does nothing: the noisy input itself
 
 
@@ -60,7 +62,8 @@ def mean_curves(points: list[dict]) -> dict[str, list[dict]]:
 
 
 def bjontegaard(curves: dict[str, list[dict]]) -> dict[str, dict]:
-    """Deltas of our curve (and of WebP/AVIF/JPEG 2000) against each other classical codec."""
+    """Deltas of our curve against every other one (the classical codecs and a reference
+    codec), and of each other curve against JPEG."""
     deltas = {}
     for test in curves:
         for anchor in curves:
@@ -220,6 +223,8 @@ def _markdown(results: dict) -> str:
     header = [f"{config['image_count']} images ({inputs})"]
     if results["curves"]:
         header.append("codecs: " + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items()))
+        for model, fingerprint in config.get("reference_model", {}).items():
+            header.append(f"{REFERENCE}: `{model}` ({fingerprint})")
     if results["denoising"]:
         ensemble = config.get("denoise_ensemble", 1)
         views = f" (mean of {ensemble} turned/mirrored views)" if ensemble > 1 else ""
@@ -268,13 +273,15 @@ def _rate_distortion_lines(results: dict) -> list[str]:
         "| codec | setting | bpp | PSNR dB | MS-SSIM | encode ms/MP | decode ms/MP |",
         "|---|---|---|---|---|---|---|",
     ]
-    for p in results["curves"].get(OURS, []):
-        lines.append(
-            f"| {OURS} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_db']:.2f} | "
-            f"{p['ms_ssim']:.4f} | {p['encode_ms_per_mp']:.0f} | {p['decode_ms_per_mp']:.0f} |"
-        )
+    for codec in (OURS, REFERENCE):
+        for p in results["curves"].get(codec, []):
+            lines.append(
+                f"| {codec} | {p['setting']} | {p['bpp']:.3f} | {p['psnr_db']:.2f} | "
+                f"{p['ms_ssim']:.4f} | {p['encode_ms_per_mp']:.0f} | "
+                f"{p['decode_ms_per_mp']:.0f} |"
+            )
     for codec, speed in results["speed"].items():
-        if codec != OURS:
+        if codec not in (OURS, REFERENCE):
             lines.append(
                 f"| {codec} | all | | | | {speed['encode_ms_per_mp']:.0f} | "
                 f"{speed['decode_ms_per_mp']:.0f} |"

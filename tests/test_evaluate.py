@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models import registry
 from pipelines import evaluate, evaluate_report
 from tests.conftest import copy_samples, export_untrained_codec, shared_dataset
 from transforms import rate_distortion
@@ -154,6 +155,39 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
     again = json.loads((out / "results.json").read_text())
     assert set(again["curves"]) == {"latentpress", "jpeg"}
     assert again["denoising"] == results["denoising"]
+
+
+def test_a_reference_codec_is_measured_at_the_same_qualities_beside_ours(tmp_path):
+    """--reference-model: the curve a trained codec is judged against (e.g. the shipped one)
+    comes from real files at the same qualities; the same codec as both gives a delta of 0."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in copy_samples(tmp_path / "samples", 2, 4):
+        with Image.open(path) as image:
+            image.convert("RGB").crop((0, 0, 128, 96)).save(images / path.name)
+    out = tmp_path / "report"
+    evaluate.run(
+        [f"--images={images}/*.png", f"--out={out}", "--model=codec"]
+        + ["--reference-model=codec", "--qualities=0,50,100", "--codecs=jpeg"]
+        + ["--no-denoise", "--runner=DirectRunner"],
+        save_main_session=False,
+    )
+    results = json.loads((out / "results.json").read_text())
+    curves = results["curves"]
+    assert [p["setting"] for p in curves["reference"]] == [
+        p["setting"] for p in curves["latentpress"]
+    ]
+    assert [p["bpp"] for p in curves["reference"]] == [p["bpp"] for p in curves["latentpress"]]
+    deltas = results["bjontegaard"]
+    assert deltas["latentpress vs reference"]["bd_rate_psnr_pct"] == pytest.approx(0, abs=1e-9)
+    assert deltas["reference vs jpeg"]["bd_rate_psnr_pct"] == pytest.approx(
+        deltas["latentpress vs jpeg"]["bd_rate_psnr_pct"]
+    )
+    fingerprint = registry.card("codec")["fingerprint"]
+    assert results["config"]["reference_model"] == {"codec": fingerprint}
+    report = (out / "report.md").read_text()
+    assert f"reference: `codec` ({fingerprint})" in report
+    assert "| latentpress vs reference |" in report and "| reference | codec@100 |" in report
 
 
 def test_cbsd68_denoising_beats_noise_and_classical_wavelet(tmp_path):
