@@ -1,9 +1,11 @@
 """The speed benchmarks still drive the models they measure (their figures are not tested:
-speed is measured by running them, never asserted)."""
+speed is measured by running them, never asserted); the analysis tools compute what they say."""
 
 from __future__ import annotations
 
-from benchmarks import codec_speed, denoise_speed, latent_ceiling
+import pytest
+
+from benchmarks import codec_speed, compare_runs, denoise_speed, latent_ceiling
 from latentpress.samples import sample_paths
 from tests.conftest import export_untrained_codec
 
@@ -69,3 +71,43 @@ def test_latent_ceiling_rises_with_the_latents_and_is_lossless_at_full_size():
     assert ceilings[64] < ceilings[192] < ceilings[256] < ceilings[768]
     assert ceilings[768] > 90  # exact after rounding
     assert 20 < ceilings[64] < 60
+
+
+def _log_evaluations(run_dir, evaluations: dict[int, dict[str, float]]) -> None:
+    """Eval scalars written as `latentpress train` writes them (tf.summary, RUN/logs)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(run_dir / "logs"))
+    with writer.as_default():
+        for step, metrics in evaluations.items():
+            for name, value in metrics.items():
+                tf.summary.scalar(f"eval/{name}", value, step=step)
+    writer.close()
+
+
+def _levels(rates, psnrs, **more) -> dict[str, float]:
+    qualities = [0, 25, 50, 75, 100]
+    metrics = {f"bpp_q{q}": r for q, r in zip(qualities, rates, strict=True)}
+    metrics.update({f"psnr_q{q}": p for q, p in zip(qualities, psnrs, strict=True)})
+    return {"loss": 5.0, "psnr_unquantized": 36.0, **metrics, **more}
+
+
+def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, capsys):
+    """B codes every level's PSNR in 0.9x A's bits: 10% fewer bits over the whole curve and
+    each half; a step evaluated again after a resume counts with its last value."""
+    psnrs = [27.0, 30.0, 32.5, 34.0, 35.0]
+    rates = [0.4, 0.8, 1.3, 1.9, 2.6]
+    _log_evaluations(tmp_path / "a", {1000: _levels(rates, psnrs)})
+    _log_evaluations(tmp_path / "b", {2000: _levels([2 * r for r in rates], psnrs)})
+    _log_evaluations(tmp_path / "b", {2000: _levels([0.9 * r for r in rates], psnrs)})  # resumed
+    result = compare_runs.main([str(tmp_path / "a"), f"{tmp_path / 'b'}@2000"])
+    for key in ("bd_rate_pct", "lower_half_bd_rate_pct", "upper_half_bd_rate_pct"):
+        assert result[key] == pytest.approx(-10.0, abs=0.01)
+    assert result["a"]["step"] == 1000 and result["bd_psnr_db"] > 0
+    assert "B against A: BD-rate -10.00%" in capsys.readouterr().out
+    history = compare_runs.main([str(tmp_path / "b"), "--history"])["history"]
+    assert list(history) == [2000] and history[2000]["bpp_q0"] == pytest.approx(0.36)
+    with pytest.raises(ValueError, match="no evaluation at step 5"):
+        compare_runs.main([str(tmp_path / "a"), f"{tmp_path / 'b'}@5"])
+    with pytest.raises(FileNotFoundError, match="no training logs"):
+        compare_runs.eval_history(str(tmp_path / "missing"))

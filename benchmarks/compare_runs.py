@@ -1,0 +1,135 @@
+"""Two training runs' rate-distortion curves on their eval patches, and the BD-rate between them.
+
+    python -m benchmarks.compare_runs RUN_A[@STEP] RUN_B[@STEP]
+    python -m benchmarks.compare_runs RUN --history
+
+How recipes are judged while they train (the A/B of a learning rate, a grown shape, a loss): a
+variable-rate codec's run evaluates every level on the same eval patches (``train
+--eval-every``), which gives one rate-distortion curve per evaluation; the Bjøntegaard delta of
+B's curve against A's (``transforms.rate_distortion``) says how many fewer bits B needs at equal
+PSNR, over the whole curve and over its lower and upper halves (a change often moves one end).
+Without ``@STEP`` a run's latest evaluation is used.  ``--history`` prints one run's evaluations:
+loss, the ends and middle of its curve, the unquantized ceiling and the dead latents.
+
+Read from the run's TensorBoard logs (``RUN/logs``, written by ``latentpress train``); a step
+evaluated twice (a resumed run) keeps its last value.  Compare runs at equal steps, or at equal
+CPU time when their step costs differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from collections import defaultdict
+
+from transforms.rate_distortion import bd_quality, bd_rate
+
+EVAL_PREFIX = "eval/"
+
+
+def eval_history(run_dir: str) -> dict[int, dict[str, float]]:
+    """step -> the eval scalars logged at that step (names without ``eval/``)."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    paths = sorted(glob.glob(os.path.join(run_dir, "logs", "events.out.tfevents.*")))
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no training logs (logs/events.out.tfevents.*)")
+    history: dict[int, dict[str, float]] = defaultdict(dict)
+    for path in paths:  # in the order written: a later file's value of a step wins
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag.startswith(EVAL_PREFIX):
+                    number = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                    scalar = float(number) if number is not None else float(value.simple_value)
+                    history[int(event.step)][value.tag[len(EVAL_PREFIX) :]] = scalar
+    if not history:
+        raise ValueError(f"{run_dir}: no evaluations logged yet")
+    return dict(sorted(history.items()))
+
+
+def curve(metrics: dict[str, float]) -> list[tuple[float, float, float]]:
+    """(quality, bpp, PSNR) of every level evaluated, by quality."""
+    qualities = sorted(
+        float(name[len("psnr_q") :]) for name in metrics if name.startswith("psnr_q")
+    )
+    if not qualities:
+        raise ValueError("this evaluation has no per-level curve (not a variable-rate codec)")
+    return [(q, metrics[f"bpp_q{q:g}"], metrics[f"psnr_q{q:g}"]) for q in qualities]
+
+
+def deltas(reference: list, test: list) -> dict[str, float | None]:
+    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``reference``, over the whole curves
+    and their lower and upper halves (each half includes the middle level)."""
+    a = [(bpp, psnr) for _, bpp, psnr in reference]
+    b = [(bpp, psnr) for _, bpp, psnr in test]
+    mid_a, mid_b = len(a) // 2, len(b) // 2
+    return {
+        "bd_rate_pct": bd_rate(a, b),
+        "bd_psnr_db": bd_quality(a, b),
+        "lower_half_bd_rate_pct": bd_rate(a[: mid_a + 1], b[: mid_b + 1]),
+        "upper_half_bd_rate_pct": bd_rate(a[mid_a:], b[mid_b:]),
+    }
+
+
+def run_at(text: str) -> tuple[str, int | None]:
+    run, at, step = text.rpartition("@")
+    return (run, int(step)) if at and step.isdigit() else (text, None)
+
+
+def evaluation(run_dir: str, step: int | None) -> tuple[int, dict[str, float]]:
+    history = eval_history(run_dir)
+    step = max(history) if step is None else step
+    if step not in history:
+        raise ValueError(f"{run_dir}: no evaluation at step {step} (evaluated: {list(history)})")
+    return step, history[step]
+
+
+def _fmt(value, unit: str) -> str:
+    return "n/a (no overlap)" if value is None else f"{value:+.2f}{unit}"
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    points = curve(metrics)
+    ends = [points[0], points[len(points) // 2], points[-1]]
+    text = "  ".join(f"q{q:g} {bpp:.3f}/{psnr:.2f}" for q, bpp, psnr in ends)
+    ceiling = metrics.get("psnr_unquantized")
+    text += f"  ceiling {ceiling:.2f}" if ceiling is not None else ""
+    text += f"  loss {metrics['loss']:.4f}"
+    if "dead_latents" in metrics:
+        text += f"  dead latents {int(metrics['dead_latents'])}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="RUN_DIR[@STEP]: A then B, or one with --history")
+    parser.add_argument("--history", action="store_true", help="One run's evaluations.")
+    args = parser.parse_args(argv)
+    if args.history:
+        (run,) = [run_at(text)[0] for text in args.runs]
+        history = eval_history(run)
+        for step, metrics in history.items():
+            print(f"{step:>8}  {_summary(metrics)}")
+        return {"history": history}
+    if len(args.runs) != 2:
+        parser.error("give two runs (A and B), or one with --history")
+    (run_a, step_a), (run_b, step_b) = (run_at(text) for text in args.runs)
+    step_a, metrics_a = evaluation(run_a, step_a)
+    step_b, metrics_b = evaluation(run_b, step_b)
+    result = deltas(curve(metrics_a), curve(metrics_b))
+    print(f"A {run_a} @ {step_a}:  {_summary(metrics_a)}")
+    print(f"B {run_b} @ {step_b}:  {_summary(metrics_b)}")
+    print(
+        f"B against A: BD-rate {_fmt(result['bd_rate_pct'], '%')}, "
+        f"BD-PSNR {_fmt(result['bd_psnr_db'], ' dB')}; "
+        f"lower half {_fmt(result['lower_half_bd_rate_pct'], '%')}, "
+        f"upper half {_fmt(result['upper_half_bd_rate_pct'], '%')}"
+    )
+    return {"a": {"run": run_a, "step": step_a}, "b": {"run": run_b, "step": step_b}, **result}
+
+
+if __name__ == "__main__":
+    main()
