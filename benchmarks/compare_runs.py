@@ -12,14 +12,16 @@ Without ``@STEP`` a run's latest evaluation is used.  ``--history`` prints one r
 loss, the ends and middle of its curve, the unquantized ceiling and the dead latents.
 
 Read from the run's TensorBoard logs (``RUN/logs``, written by ``latentpress train``); a step
-evaluated twice (a resumed run) keeps its last value.  Compare runs at equal steps, or at equal
-CPU time when their step costs differ.
+evaluated twice (a resumed run) keeps its last value.  A warm-started run's steps count from 0;
+"in all" adds the steps of what it began from (``lineage.json``).  Compare runs at equal steps
+in all, or at equal CPU time when their step costs differ.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 from collections import defaultdict
 
@@ -74,6 +76,16 @@ def deltas(reference: list, test: list) -> dict[str, float | None]:
     }
 
 
+def steps_before(run_dir: str) -> int:
+    """Steps of the runs a warm-started run began from (its ``lineage.json``; 0 if none): a
+    grown codec's step 1,000 after 65,500 steps of its source is step 66,500 of the line."""
+    path = os.path.join(run_dir, "lineage.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return int(json.load(handle).get("steps", 0))
+
+
 def run_at(text: str) -> tuple[str, int | None]:
     run, at, step = text.rpartition("@")
     return (run, int(step)) if at and step.isdigit() else (text, None)
@@ -110,9 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.history:
         (run,) = [run_at(text)[0] for text in args.runs]
-        history = eval_history(run)
+        history, before = eval_history(run), steps_before(run)
         for step, metrics in history.items():
-            print(f"{step:>8}  {_summary(metrics)}")
+            print(f"{step:>8} ({step + before} in all)  {_summary(metrics)}")
         return {"history": history}
     if len(args.runs) != 2:
         parser.error("give two runs (A and B), or one with --history")
@@ -120,8 +132,11 @@ def main(argv: list[str] | None = None) -> dict:
     step_a, metrics_a = evaluation(run_a, step_a)
     step_b, metrics_b = evaluation(run_b, step_b)
     result = deltas(curve(metrics_a), curve(metrics_b))
-    print(f"A {run_a} @ {step_a}:  {_summary(metrics_a)}")
-    print(f"B {run_b} @ {step_b}:  {_summary(metrics_b)}")
+    for name, run, step, metrics in (
+        ("A", run_a, step_a, metrics_a),
+        ("B", run_b, step_b, metrics_b),
+    ):
+        print(f"{name} {run} @ {step} ({step + steps_before(run)} in all):  {_summary(metrics)}")
     print(
         f"B against A: BD-rate {_fmt(result['bd_rate_pct'], '%')}, "
         f"BD-PSNR {_fmt(result['bd_psnr_db'], ' dB')}; "
