@@ -1,6 +1,6 @@
 """Two training runs' rate-distortion curves on their eval patches, and the BD-rate between them.
 
-    python -m benchmarks.compare_runs RUN_A[@STEP] RUN_B[@STEP]
+    python -m benchmarks.compare_runs RUN_A[@STEP] RUN_B[@STEP] [--plot ab.png]
     python -m benchmarks.compare_runs RUN --history
 
 How recipes are judged while they train (the A/B of a learning rate, a grown shape, a loss): a
@@ -115,10 +115,30 @@ def _summary(metrics: dict[str, float]) -> str:
     return text
 
 
+def plot(curves: dict[str, list], path: str) -> None:
+    """The runs' eval curves (bpp, PSNR) in one rate-distortion plot, written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 5))
+    for label, points in curves.items():
+        axes.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=label)
+    axes.set_xlabel("bits per pixel (eval patches, the model's estimate)")
+    axes.set_ylabel("PSNR dB")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="RUN_DIR[@STEP]: A then B, or one with --history")
     parser.add_argument("--history", action="store_true", help="One run's evaluations.")
+    parser.add_argument("--plot", help="Also draw both curves into this PNG file.")
     args = parser.parse_args(argv)
     if args.history:
         (run,) = [run_at(text)[0] for text in args.runs]
@@ -143,6 +163,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"lower half {_fmt(result['lower_half_bd_rate_pct'], '%')}, "
         f"upper half {_fmt(result['upper_half_bd_rate_pct'], '%')}"
     )
+    if args.plot:
+        plot(
+            {
+                f"A {os.path.basename(run_a.rstrip('/'))} @ {step_a}": curve(metrics_a),
+                f"B {os.path.basename(run_b.rstrip('/'))} @ {step_b}": curve(metrics_b),
+            },
+            args.plot,
+        )
+        print(f"plot: {args.plot}")
     return {"a": {"run": run_a, "step": step_a}, "b": {"run": run_b, "step": step_b}, **result}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from benchmarks import codec_speed, compare_runs, denoise_speed, latent_ceiling
 from latentpress.samples import sample_paths
@@ -103,10 +104,14 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
     _log_evaluations(tmp_path / "b", {2000: _levels([2 * r for r in rates], psnrs)})
     _log_evaluations(tmp_path / "b", {2000: _levels([0.9 * r for r in rates], psnrs)})  # resumed
     (tmp_path / "b" / "lineage.json").write_text(json.dumps({"steps": 500}))  # warm-started
-    result = compare_runs.main([str(tmp_path / "a"), f"{tmp_path / 'b'}@2000"])
+    result = compare_runs.main(
+        [str(tmp_path / "a"), f"{tmp_path / 'b'}@2000", "--plot", str(tmp_path / "ab.png")]
+    )
     for key in ("bd_rate_pct", "lower_half_bd_rate_pct", "upper_half_bd_rate_pct"):
         assert result[key] == pytest.approx(-10.0, abs=0.01)
     assert result["a"]["step"] == 1000 and result["bd_psnr_db"] > 0
+    with Image.open(tmp_path / "ab.png") as picture:
+        assert picture.size[0] > 300
     printed = capsys.readouterr().out
     assert "B against A: BD-rate -10.00%" in printed and "@ 2000 (2500 in all)" in printed
     history = compare_runs.main([str(tmp_path / "b"), "--history"])["history"]
