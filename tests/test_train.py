@@ -879,8 +879,9 @@ def test_the_convergence_benchmark_trains_each_recipe_on_its_own_data(prepared, 
         ]
     )
     losses = {name: result["points"][-1]["train_loss"] for name, result in results.items()}
-    # Seeded: the same data trains the same (up to the order of float sums); other data not.
-    assert losses["same"] == pytest.approx(losses["default"], rel=1e-4)
+    # Seeded: the same data trains the same (up to the order of float sums, which threads vary:
+    # 1.1e-4 apart measured on a clean clone, 2026-12-05); other data not (15% apart).
+    assert losses["same"] == pytest.approx(losses["default"], rel=1e-3)
     assert losses["fewer"] != pytest.approx(losses["default"], rel=1e-2), losses
     saved = json.loads((tmp_path / "convergence.json").read_text())["results"]
     assert f"--data={fewer}" in saved["fewer"]["flags"]
