@@ -114,9 +114,7 @@ def release(
             with open(os.path.join(evaluation, "results.json")) as handle:
                 card["measured"].append(measured(json.load(handle), card))
     target = os.path.join(PRETRAINED_DIR, name)
-    if os.path.exists(target):
-        keep_replaced_codec(target, card)
-    if os.path.exists(target):
+    if os.path.exists(target) and not keep_replaced_codec(target, card):
         shutil.rmtree(target)
     # everything the export holds (the SavedModel, a codec's exact entropy model); the card
     # is written below
