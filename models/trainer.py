@@ -75,13 +75,24 @@ class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def task_losses(
-    model, noisy, clean, training: bool, quality=None, balance_levels=False
+    model,
+    noisy,
+    clean,
+    training: bool,
+    quality=None,
+    balance_levels=False,
+    quality_per_batch=False,
 ) -> dict[str, tf.Tensor]:
     """The objective and the metrics of one batch (codec ignores ``noisy``; ``quality``, one
-    per image, is a variable-rate codec's rate; ``balance_levels``: see ScaleHyperprior.call)."""
+    per image, is a variable-rate codec's rate; ``balance_levels`` and ``quality_per_batch``:
+    see ScaleHyperprior.call)."""
     if isinstance(model, ScaleHyperprior):
         loss, bpp, mse, _ = model(
-            clean, training=training, quality=quality, balance_levels=balance_levels
+            clean,
+            training=training,
+            quality=quality,
+            balance_levels=balance_levels,
+            quality_per_batch=quality_per_batch,
         )
         psnr = 10.0 * tf.math.log(255.0**2 / mse) / tf.math.log(10.0)
         return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
@@ -300,6 +311,7 @@ class Trainer:
                     clean,
                     training=True,
                     balance_levels=self.args.balance_levels,
+                    quality_per_batch=self.args.quality_per_batch,
                 )
                 loss = metrics["loss"] / self.strategy.num_replicas_in_sync
                 if self.loss_scaled:

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "larger); the reported loss is unchanged.",
     )
     parser.add_argument(
+        "--quality-per-batch",
+        action="store_true",
+        help="Variable-rate codec: draw one quality per batch, not one per image, so each "
+        "clipped step trains one rate (in a mixed batch the highest-rate image sets the step).",
+    )
+    parser.add_argument(
         "--plateau-patience",
         type=int,
         default=6,

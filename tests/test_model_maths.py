@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from models import codec, entropy_models
-from models.codec import CodecConfig, ScaleHyperprior
+from models.codec import CodecConfig, ScaleHyperprior, training_qualities
 from models.compressor import Compressor
 from models.layers import GDN
 
@@ -173,6 +173,16 @@ def test_a_model_card_has_one_reader_that_fills_what_older_cards_lack():
         DenoiserConfig.from_card({"config": {"architecture": "transformer"}})
     with pytest.raises(ValueError, match="levels and blocks"):
         DenoiserConfig(architecture="unet", levels=0)
+
+
+def test_one_quality_per_batch_puts_every_image_of_a_step_at_one_rate():
+    """--quality-per-batch: all images of a batch share one quality, and the draws still
+    cover the whole range; the default draws one per image."""
+    shared = np.array([training_qualities(4, per_batch=True).numpy() for _ in range(300)])
+    assert np.all(shared == shared[:, :1])
+    assert shared.min() < 5 and shared.max() > 95
+    mixed = training_qualities(4).numpy()
+    assert len(set(mixed.tolist())) == 4
 
 
 def test_balanced_levels_weigh_each_images_gradient_by_its_own_loss():

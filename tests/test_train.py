@@ -71,6 +71,7 @@ def make_trainer(prepared: Path, model_dir: Path, flags: list[str]):
 
 
 TINY_BALANCED = [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--balance-levels"]
+TINY_PER_BATCH = [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--quality-per-batch"]
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,7 @@ TINY_BALANCED = [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--balance-levels"]
     [
         TINY_CODEC + ["--learning-rate=1e-3"],
         TINY_BALANCED + ["--learning-rate=1e-3"],
+        TINY_PER_BATCH + ["--learning-rate=1e-3"],
         TINY_DENOISER + ["--learning-rate=1e-3"],
     ],
 )
