@@ -134,20 +134,46 @@ def plot(curves: dict[str, list], path: str) -> None:
     plt.close(figure)
 
 
+def ab_history(run_a: str, run_b: str) -> dict[int, dict[str, float | None]]:
+    """B's deltas against A at every step both runs evaluated (an A/B's course)."""
+    history_a, history_b = eval_history(run_a), eval_history(run_b)
+    common = sorted(set(history_a) & set(history_b))
+    if not common:
+        raise ValueError(f"{run_a} and {run_b} share no evaluated step")
+    before = steps_before(run_b)
+    result = {}
+    for step in common:
+        result[step] = deltas(curve(history_a[step]), curve(history_b[step]))
+        print(
+            f"{step:>8} ({step + before} in all)  B against A: "
+            f"BD-rate {_fmt(result[step]['bd_rate_pct'], '%')}; "
+            f"lower half {_fmt(result[step]['lower_half_bd_rate_pct'], '%')}, "
+            f"upper half {_fmt(result[step]['upper_half_bd_rate_pct'], '%')}; "
+            f"loss {history_a[step]['loss']:.4f} / {history_b[step]['loss']:.4f}"
+        )
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="RUN_DIR[@STEP]: A then B, or one with --history")
-    parser.add_argument("--history", action="store_true", help="One run's evaluations.")
+    parser.add_argument("runs", nargs="+", help="RUN_DIR[@STEP]: A then B (or one with --history)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="One run's evaluations; with two, B against A at every step both evaluated.",
+    )
     parser.add_argument("--plot", help="Also draw both curves into this PNG file.")
     args = parser.parse_args(argv)
-    if args.history:
-        (run,) = [run_at(text)[0] for text in args.runs]
+    if len(args.runs) not in ((1, 2) if args.history else (2,)):
+        parser.error("give two runs (A and B), or one or two with --history")
+    if args.history and len(args.runs) == 1:
+        run = run_at(args.runs[0])[0]
         history, before = eval_history(run), steps_before(run)
         for step, metrics in history.items():
             print(f"{step:>8} ({step + before} in all)  {_summary(metrics)}")
         return {"history": history}
-    if len(args.runs) != 2:
-        parser.error("give two runs (A and B), or one with --history")
+    if args.history:
+        return {"ab_history": ab_history(run_at(args.runs[0])[0], run_at(args.runs[1])[0])}
     (run_a, step_a), (run_b, step_b) = (run_at(text) for text in args.runs)
     step_a, metrics_a = evaluation(run_a, step_a)
     step_b, metrics_b = evaluation(run_b, step_b)

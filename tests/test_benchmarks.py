@@ -116,6 +116,13 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
     assert "B against A: BD-rate -10.00%" in printed and "@ 2000 (2500 in all)" in printed
     history = compare_runs.main([str(tmp_path / "b"), "--history"])["history"]
     assert list(history) == [2000] and history[2000]["bpp_q0"] == pytest.approx(0.36)
+    _log_evaluations(tmp_path / "a", {2000: _levels([2 * r for r in rates], psnrs)})
+    course = compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--history"])
+    assert list(course["ab_history"]) == [2000]  # the only step both runs evaluated
+    assert course["ab_history"][2000]["bd_rate_pct"] == pytest.approx(-55.0, abs=0.01)
+    _log_evaluations(tmp_path / "c", {3000: _levels(rates, psnrs)})
+    with pytest.raises(ValueError, match="share no evaluated step"):
+        compare_runs.main([str(tmp_path / "a"), str(tmp_path / "c"), "--history"])
     with pytest.raises(ValueError, match="no evaluation at step 5"):
         compare_runs.main([str(tmp_path / "a"), f"{tmp_path / 'b'}@5"])
     with pytest.raises(FileNotFoundError, match="no training logs"):
