@@ -193,11 +193,12 @@ def _context_network(outputs: int, name: str) -> keras.Sequential:
     )
 
 
-def training_qualities(batch, per_batch: bool = False):
-    """Uniform qualities for a training batch: one per image, or one shared by the batch."""
+def training_qualities(batch, per_batch: bool = False, low=QUALITY_MIN, high=QUALITY_MAX):
+    """Uniform qualities in [low, high] for a training batch: one per image, or one shared
+    by the batch."""
     if per_batch:
-        return tf.fill([batch], tf.random.uniform([], QUALITY_MIN, QUALITY_MAX))
-    return tf.random.uniform([batch], QUALITY_MIN, QUALITY_MAX)
+        return tf.fill([batch], tf.random.uniform([], low, high))
+    return tf.random.uniform([batch], low, high)
 
 
 class ScaleHyperprior(keras.Model):
@@ -300,7 +301,7 @@ class ScaleHyperprior(keras.Model):
             y_hat = y_hat * self.gains(quality)[1]
         return self.synthesis_transform(y_hat)
 
-    def call(self, x, training=False, quality=None, balance_levels=False, quality_per_batch=False):
+    def call(self, x, training=False, quality=None, balance_levels=False):
         """x: [batch, H, W, 3] in [0, 1], H and W multiples of PAD_MULTIPLE.
 
         Returns (loss, bpp, mse, x_hat).  With ``training`` the quantizer is additive uniform
@@ -309,14 +310,11 @@ class ScaleHyperprior(keras.Model):
         draws them uniformly, so every rate between the levels is trained.  Its loss weighs
         each image's distortion by the trade-off of its quality.  ``balance_levels`` divides
         each image's gradient by its own loss (the loss's value is unchanged).
-        ``quality_per_batch`` draws one quality for the whole batch instead: the gradient is
-        clipped at every step, so then each rate gets whole steps of its own, where in a mixed
-        batch the highest-rate image sets the step (its loss is up to ~40x the others').
         """
         batch = tf.shape(x)[0]
         if self.config.variable_rate and quality is None:
             if training:
-                quality = training_qualities(batch, quality_per_batch)
+                quality = training_qualities(batch)
             else:
                 quality = tf.fill([batch], 50.0)
         y = self.analyze(x, quality)

@@ -13,7 +13,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models.codec import QUALITY_MAX, QUALITY_MIN, ScaleHyperprior, pad_to_multiple
+from models.codec import (
+    QUALITY_MAX,
+    QUALITY_MIN,
+    ScaleHyperprior,
+    pad_to_multiple,
+    training_qualities,
+)
 from models.growth import latent_usage
 
 LOG = logging.getLogger(__name__)
@@ -75,24 +81,13 @@ class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def task_losses(
-    model,
-    noisy,
-    clean,
-    training: bool,
-    quality=None,
-    balance_levels=False,
-    quality_per_batch=False,
+    model, noisy, clean, training: bool, quality=None, balance_levels=False
 ) -> dict[str, tf.Tensor]:
     """The objective and the metrics of one batch (codec ignores ``noisy``; ``quality``, one
-    per image, is a variable-rate codec's rate; ``balance_levels`` and ``quality_per_batch``:
-    see ScaleHyperprior.call)."""
+    per image, is a variable-rate codec's rate; ``balance_levels``: see ScaleHyperprior.call)."""
     if isinstance(model, ScaleHyperprior):
         loss, bpp, mse, _ = model(
-            clean,
-            training=training,
-            quality=quality,
-            balance_levels=balance_levels,
-            quality_per_batch=quality_per_batch,
+            clean, training=training, quality=quality, balance_levels=balance_levels
         )
         psnr = 10.0 * tf.math.log(255.0**2 / mse) / tf.math.log(10.0)
         return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
@@ -301,6 +296,15 @@ class Trainer:
             self.evals_since_best.assign(0)
             LOG.info("eval loss plateaued: learning rate now %.3g", lowered)
 
+    def training_qualities(self, batch):
+        """A variable-rate codec's qualities for one training batch (--quality-per-batch,
+        --quality-range); None for other models, which take none."""
+        model = self.model
+        if not (isinstance(model, ScaleHyperprior) and model.config.variable_rate):
+            return None
+        low, high = self.args.quality_range
+        return training_qualities(batch, self.args.quality_per_batch, low, high)
+
     @tf.function
     def train_step(self, batch):
         def replica_step(noisy, clean):
@@ -310,8 +314,8 @@ class Trainer:
                     noisy,
                     clean,
                     training=True,
+                    quality=self.training_qualities(tf.shape(clean)[0]),
                     balance_levels=self.args.balance_levels,
-                    quality_per_batch=self.args.quality_per_batch,
                 )
                 loss = metrics["loss"] / self.strategy.num_replicas_in_sync
                 if self.loss_scaled:

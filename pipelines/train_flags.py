@@ -14,6 +14,16 @@ from pipelines.options import stage_parser
 TASKS = {"codec": CODEC, "denoise": DENOISER}  # the flag's words -> the export's task names
 
 
+def _quality_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH qualities, got {text!r}") from None
+    if not 0.0 <= low < high <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LOW < HIGH <= 100, got {text!r}")
+    return low, high
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("latentpress train", "Train the codec or the denoiser, then export it.")
     parser.add_argument("--data", required=True, help="Output directory of the prepare stage.")
@@ -54,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Variable-rate codec: draw one quality per batch, not one per image, so each "
         "clipped step trains one rate (in a mixed batch the highest-rate image sets the step).",
+    )
+    parser.add_argument(
+        "--quality-range",
+        type=_quality_range,
+        default=(0.0, 100.0),
+        metavar="LOW,HIGH",
+        help="Variable-rate codec: train only qualities in [LOW, HIGH] (default 0,100), e.g. "
+        "to fine-tune one end of the range, or to measure how far it gets with every step.",
     )
     parser.add_argument(
         "--plateau-patience",

@@ -183,6 +183,8 @@ def test_one_quality_per_batch_puts_every_image_of_a_step_at_one_rate():
     assert shared.min() < 5 and shared.max() > 95
     mixed = training_qualities(4).numpy()
     assert len(set(mixed.tolist())) == 4
+    ranged = np.concatenate([training_qualities(8, low=10.0, high=30.0).numpy() for _ in range(50)])
+    assert ranged.min() >= 10.0 and ranged.max() <= 30.0 and ranged.max() - ranged.min() > 15
 
 
 def test_balanced_levels_weigh_each_images_gradient_by_its_own_loss():

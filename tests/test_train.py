@@ -71,7 +71,12 @@ def make_trainer(prepared: Path, model_dir: Path, flags: list[str]):
 
 
 TINY_BALANCED = [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--balance-levels"]
-TINY_PER_BATCH = [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--quality-per-batch"]
+TINY_PER_BATCH = [
+    *TINY_CODEC[:3],
+    "--lmbdas=0.0025,0.64",
+    "--quality-per-batch",
+    "--quality-range=0,60",
+]
 
 
 @pytest.mark.parametrize(
@@ -95,6 +100,19 @@ def test_a_short_run_on_real_patches_lowers_the_loss(prepared, tmp_path, flags):
     after = trainer.evaluate(fixed, 4)["loss"]
     assert trainer.step == 60
     assert after < 0.8 * before, (before, after)
+
+
+def test_the_trainer_draws_each_steps_qualities_as_its_flags_say(prepared, tmp_path):
+    _, trainer = make_trainer(prepared, tmp_path / "a", TINY_PER_BATCH)
+    drawn = np.array([trainer.training_qualities(4).numpy() for _ in range(40)])
+    assert np.all(drawn == drawn[:, :1])  # one per batch
+    assert drawn.min() >= 0 and drawn.max() <= 60 and drawn.max() > 40
+    _, per_image = make_trainer(prepared, tmp_path / "b", [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64"])
+    assert len(set(per_image.training_qualities(4).numpy().tolist())) == 4
+    _, denoiser = make_trainer(prepared, tmp_path / "c", TINY_DENOISER)
+    assert denoiser.training_qualities(4) is None
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--data=d", "--model-dir=m", "--quality-range=60,10"])
 
 
 def test_killed_run_resumes_with_its_optimizer_state(prepared, tmp_path):
