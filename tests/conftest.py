@@ -86,13 +86,22 @@ def copy_samples(folder: Path, start: int = 0, stop: int | None = None) -> list[
     return copied
 
 
-def export_untrained_codec(directory: Path, name: str, lmbdas: tuple = (), **config) -> str:
+def export_untrained_codec(
+    directory: Path, name: str, lmbdas: tuple = (), seed: int | None = None, **config
+) -> str:
     """A small untrained codec exported like a trained one: "another model" for tests.
 
     With ``lmbdas`` it is variable-rate; its initial gains already order the rates.  Other
-    ``CodecConfig`` fields (mean_scale, slices) go in ``config``."""
+    ``CodecConfig`` fields (mean_scale, slices) go in ``config``.  ``seed`` fixes its weights
+    where a test needs more than format: some random starts code next to nothing at every
+    quality (PSNR and size the same at 0 and 100)."""
+    import tf_keras as keras
+
     from models.codec import CodecConfig, ScaleHyperprior
     from models.export import CODEC, export_model
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
 
     model = ScaleHyperprior(CodecConfig(num_filters=16, latent_filters=24, lmbdas=lmbdas, **config))
     model.build_for_images()

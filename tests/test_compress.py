@@ -226,7 +226,8 @@ def test_quality_levels_trade_size_for_fidelity_and_decode_without_naming_the_mo
 @pytest.fixture(scope="module")
 def variable_rate_codec(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("variable") / "codec-vr"
-    return export_untrained_codec(folder, "codec-vr", lmbdas=(0.0025, 0.01, 0.04))
+    # seeded: the target searches below need rates and PSNRs that differ between the ends
+    return export_untrained_codec(folder, "codec-vr", lmbdas=(0.0025, 0.01, 0.04), seed=3)
 
 
 def test_a_variable_rate_codec_orders_its_rates_and_decodes_at_the_recorded_quality(
