@@ -201,7 +201,8 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
 def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):
     from tests.conftest import export_untrained_codec
 
-    codec = export_untrained_codec(tmp_path / "vr", "vr", lmbdas=(0.0025, 0.01, 0.04))
+    # seeded: some random starts code the same at quality 0 and 100 (no target in between)
+    codec = export_untrained_codec(tmp_path / "vr", "vr", lmbdas=(0.0025, 0.01, 0.04), seed=3)
     photos = copy_samples(tmp_path / "photos", 0, 2)
     for photo in photos:  # small crops keep the trial encodings quick
         with Image.open(photo) as image:
