@@ -70,6 +70,11 @@ class CodecConfig:
     # less per channel pair, which pays for wider transforms (what high rates need) at the
     # same speed (benchmarks.codec_speed).
     kernel_size: int = 5
+    # Kernel side of the two convolutions next to the latents (g_a's last, g_s's first, at
+    # 1/16 and 1/8 resolution, so cheap); 0: kernel_size.  It sets how far one latent reaches
+    # in the image, which matters at low rates, where most latents are zero and the decoder
+    # paints smooth regions from the few that are not.
+    coarse_kernel_size: int = 0
 
     def __post_init__(self):
         if self.slices:
@@ -84,6 +89,11 @@ class CodecConfig:
     @property
     def variable_rate(self) -> bool:
         return len(self.lmbdas) > 1
+
+    @property
+    def latent_kernel_size(self) -> int:
+        """The kernel side of the convolutions next to the latents."""
+        return self.coarse_kernel_size or self.kernel_size
 
     @property
     def slice_filters(self) -> int:
@@ -108,6 +118,7 @@ class CodecConfig:
         values["slices"] = int(values.get("slices") or 0)
         values["mean_scale"] = bool(values.get("mean_scale", False))
         values["kernel_size"] = int(values.get("kernel_size") or 5)
+        values["coarse_kernel_size"] = int(values.get("coarse_kernel_size") or 0)
         return cls(**values)
 
 
@@ -131,21 +142,23 @@ def _deconv(filters, kernel, strides, activation=None, name=None):
 class AnalysisTransform(keras.Sequential):
     """g_a: image -> latents y."""
 
-    def __init__(self, num_filters, latent_filters, kernel_size=5):
+    def __init__(self, num_filters, latent_filters, kernel_size=5, latent_kernel_size=None):
         super().__init__(name="analysis")
         for i in range(ANALYSIS_HALVINGS - 1):
             self.add(_conv(num_filters, kernel_size, 2, name=f"layer_{i}"))
             self.add(GDN(name=f"gdn_{i}"))
-        self.add(_conv(latent_filters, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
+        last = latent_kernel_size or kernel_size
+        self.add(_conv(latent_filters, last, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
 
 
 class SynthesisTransform(keras.Sequential):
     """g_s: latents y_hat -> image x_hat."""
 
-    def __init__(self, num_filters, kernel_size=5):
+    def __init__(self, num_filters, kernel_size=5, latent_kernel_size=None):
         super().__init__(name="synthesis")
         for i in range(ANALYSIS_HALVINGS - 1):
-            self.add(_deconv(num_filters, kernel_size, 2, name=f"layer_{i}"))
+            side = (latent_kernel_size or kernel_size) if i == 0 else kernel_size
+            self.add(_deconv(num_filters, side, 2, name=f"layer_{i}"))
             self.add(GDN(inverse=True, name=f"igdn_{i}"))
         self.add(_deconv(3, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
 
@@ -208,9 +221,14 @@ class ScaleHyperprior(keras.Model):
         super().__init__(name="scale_hyperprior")
         self.config = config
         self.analysis_transform = AnalysisTransform(
-            config.num_filters, config.latent_filters, config.kernel_size
+            config.num_filters,
+            config.latent_filters,
+            config.kernel_size,
+            config.latent_kernel_size,
         )
-        self.synthesis_transform = SynthesisTransform(config.num_filters, config.kernel_size)
+        self.synthesis_transform = SynthesisTransform(
+            config.num_filters, config.kernel_size, config.latent_kernel_size
+        )
         self.hyper_analysis_transform = HyperAnalysisTransform(config.side_filters)
         # h_s outputs the latents' scale positions, then (mean_scale) their means
         self.hyper_synthesis_transform = HyperSynthesisTransform(

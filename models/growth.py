@@ -43,6 +43,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "hyper_filters": recorded.side_filters,
             "mean_scale": recorded.mean_scale,
             "slices": recorded.slices,
+            "coarse_kernel_size": recorded.latent_kernel_size,
         }
         source_lmbdas = recorded.lmbdas
         new_levels = (
@@ -61,7 +62,11 @@ def load_exported_weights(model, name_or_path: str) -> dict:
                 f"--init-from {name_or_path}: its latents are coded in {sizes['slices']} "
                 f"slices, this codec's in {model.config.slices}"
             )
-        target = replace(model.config, hyper_filters=model.config.side_filters)
+        target = replace(
+            model.config,
+            hyper_filters=model.config.side_filters,
+            coarse_kernel_size=model.config.latent_kernel_size,
+        )
         if any(size > getattr(target, name) for name, size in sizes.items()):
             raise ValueError(
                 f"--init-from {name_or_path}: not the same architecture and size, and larger "
@@ -102,6 +107,9 @@ def load_exported_weights(model, name_or_path: str) -> dict:
 def _codec_size(codec: ScaleHyperprior) -> str:
     config = codec.config
     size = f"N={config.num_filters} M={config.latent_filters} hyper={config.side_filters}"
+    size += f" {config.kernel_size}x{config.kernel_size}"
+    if config.latent_kernel_size != config.kernel_size:
+        size += f" ({config.latent_kernel_size}x{config.latent_kernel_size} next to the latents)"
     size += " mean-scale" if config.mean_scale else ""
     return size + (f" {config.slices} slices" if config.slices else "")
 
@@ -134,8 +142,9 @@ def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
 
 
 def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
-    """Copies ``source`` into ``wider`` (more channels N, M or hyper), so ``wider`` decodes the
-    same image from the same code at first (Net2Net-style growth, Chen et al. 2016).
+    """Copies ``source`` into ``wider`` (more channels N, M or hyper, or larger kernels next
+    to the latents), so ``wider`` decodes the same image from the same code at first
+    (Net2Net-style growth, Chen et al. 2016).
 
     A new channel must not change what the old ones compute, and must still learn:
     - new channels going into a GDN start at zero (zero kernel and bias: the GDN couples
@@ -334,9 +343,24 @@ def _embed_scales_and_means(source, old, new, input_axis):
 
 def _embed(old: np.ndarray, new: np.ndarray, input_axis: int | None) -> np.ndarray:
     """``new`` (a larger weight) with ``old`` in its leading corner and, along ``input_axis``,
-    zero weights from the input channels ``old`` lacks, so the layer starts blind to them."""
+    zero weights from the input channels ``old`` lacks, so the layer starts blind to them.
+
+    A kernel of a larger side ([k, k, ...]) takes ``old``'s in its centre, zeros around it:
+    for the codec's stride-2 'same' convolutions, plain and transposed, a 3x3 kernel at
+    offset 1 of a 5x5 computes exactly what it did (any other offset shifts the image)."""
     values = new.copy()
-    values[tuple(slice(0, size) for size in old.shape)] = old
+    border = (new.shape[0] - old.shape[0]) // 2 if new.ndim == 4 else 0
+    if border:
+        ring = np.ones(new.shape[:2], bool)
+        ring[border:-border, border:-border] = False
+        values[ring] = 0.0
+    spatial = 2 if border else 0
+    values[
+        tuple(
+            slice(border, border + size) if axis < spatial else slice(0, size)
+            for axis, size in enumerate(old.shape)
+        )
+    ] = old
     if input_axis is not None and new.shape[input_axis] > old.shape[input_axis]:
         added = [slice(None)] * new.ndim
         added[input_axis] = slice(old.shape[input_axis], None)

@@ -79,6 +79,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.mean_scale,
             args.slices,
             args.kernel_size,
+            args.coarse_kernel_size,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

@@ -191,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
         "per channel pair, so wider transforms at the same speed).",
     )
     parser.add_argument(
+        "--coarse-kernel-size",
+        type=int,
+        default=0,
+        choices=(0, 3, 5),
+        help="Codec: kernel side of the two convolutions next to the latents (the analysis' "
+        "last, the synthesis' first; 0: --kernel-size).  5 with --kernel-size 3 widens what "
+        "one latent reaches in the decoded image from 31 to 47 pixels, at low resolution "
+        "where it costs little (benchmarks.codec_speed).  "
+        "With --init-from a codec of smaller kernels there, they start as its kernels in "
+        "the centre (the same image at first).",
+    )
+    parser.add_argument(
         "--hyper-filters",
         type=int,
         default=0,

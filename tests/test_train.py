@@ -436,6 +436,59 @@ def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_p
     assert np.all(np.abs(reader[..., 24:]).max(axis=(0, 1, 2)) > 0)
 
 
+def test_init_from_a_3x3_codec_grows_5x5_kernels_next_to_the_latents_which_learn(
+    prepared, tmp_path
+):
+    """--coarse-kernel-size 5 from a 3x3 codec: the source's kernels sit in the centre of the
+    two 5x5 ones (zeros around), so the same latents and decoded image at first; training
+    then moves the ring, and the card and code files carry the new shape."""
+    source = tmp_path / "source"
+    k3 = [*TINY_CODEC, "--kernel-size=3", "--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *k3])
+    coarse = [*k3, "--coarse-kernel-size=5"]
+    models = []
+    for flags, name in ((k3, "small"), (coarse, "grown")):
+        _, trainer = make_trainer(prepared, tmp_path / name, flags)
+        growth.load_exported_weights(trainer.model, str(source / "export"))
+        models.append(trainer.model)
+    small, grown = models
+    sides = [
+        [layer.kernel.shape[0] for layer in transform.layers if "layer" in layer.name]
+        for transform in (grown.analysis_transform, grown.synthesis_transform)
+    ]
+    assert sides == [[3, 3, 3, 5], [5, 3, 3, 3]]
+
+    x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
+    for quality in (0.0, 100.0):
+        q = tf.constant([quality])
+        y = [m.analyze(x, q) for m in models]
+        np.testing.assert_allclose(y[1], y[0], rtol=1e-5, atol=1e-5)
+        decoded = [m.synthesize(m.quantize_y(y[0]), q) for m in models]
+        np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
+
+    trained_dir = tmp_path / "trained"
+    card = train.run(
+        [
+            f"--data={prepared}",
+            f"--model-dir={trained_dir}",
+            "--steps=3",
+            f"--init-from={source / 'export'}",
+            *coarse,
+        ]
+    )
+    assert card["config"]["coarse_kernel_size"] == 5 and card["cumulative_steps"] == 6
+    _, trained = make_trainer(prepared, tmp_path / "t", coarse)
+    growth.load_exported_weights(trained.model, str(trained_dir / "export"))
+    ring = trained.model.analysis_transform.layers[-1].kernel.numpy()[[0, -1]]
+    assert np.abs(ring).max() > 0  # zero at the warm start, learned since
+
+    from models.compressor import Compressor
+
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 7], 0, 256, tf.int32))
+    compressor = Compressor(str(trained_dir / "export"))
+    assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
+
+
 def test_revive_latents_splits_live_channels_into_dead_ones_and_they_learn(prepared, tmp_path):
     """--revive-latents: latents that are 0 on every training patch become copies of the
     busiest live ones, each of a pair read with half the decoder's weights: the decoded image
