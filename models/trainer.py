@@ -269,11 +269,12 @@ class Trainer:
         return None
 
     def after_evaluation(self, eval_loss: float) -> None:
-        """Lowers the learning rate after --plateau-patience evaluations without progress."""
+        """Lowers the learning rate after --plateau-patience evaluations without progress: an
+        eval loss below the best by --plateau-threshold (relative), which becomes the best."""
         if not np.isfinite(eval_loss):
             return
         best = float(self.best_eval_loss.numpy())
-        if eval_loss < best:
+        if eval_loss < best * (1.0 - self.args.plateau_threshold):
             self.best_eval_loss.assign(eval_loss)
             self.evals_since_best.assign(0)
             self.best.save(checkpoint_number=self.step)

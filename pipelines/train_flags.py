@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--plateau-factor", type=float, default=0.5, help="See above.")
     parser.add_argument(
+        "--plateau-threshold",
+        type=float,
+        default=1e-3,
+        help="The relative fall of the eval loss that counts as progress for the plateau rule "
+        "(0.001: 0.1%%; as PyTorch's ReduceLROnPlateau threshold).  A curve whose best is "
+        "beaten by a hair at every few evaluations is flat, and keeps its rate without it.",
+    )
+    parser.add_argument(
         "--collapse-factor",
         type=float,
         default=2.0,

@@ -307,6 +307,17 @@ def test_the_learning_rate_drops_only_after_a_plateau(prepared, tmp_path):
     assert trainer.learning_rate.numpy() == pytest.approx(5e-4)
 
 
+def test_a_loss_better_by_less_than_the_threshold_is_no_progress(prepared, tmp_path):
+    flags = ["--plateau-patience=2", "--plateau-threshold=0.01", "--learning-rate=1e-3"]
+    _, trainer = make_trainer(prepared, tmp_path, [*flags, *TINY_DENOISER])
+    for loss in (5.0, 4.9, 4.88):  # 2% better: progress; then 0.4%: not
+        trainer.after_evaluation(loss)
+    assert trainer.learning_rate.numpy() == pytest.approx(1e-3)
+    assert float(trainer.best_eval_loss.numpy()) == pytest.approx(4.9)
+    trainer.after_evaluation(4.86)  # a new best by a hair each time: still a plateau
+    assert trainer.learning_rate.numpy() == pytest.approx(5e-4)
+
+
 def test_fresh_noise_follows_the_spec_and_is_seeded_by_example(prepared):
     dataset = training_data.make_dataset(
         str(prepared), features.TRAIN_DIR, 8, True, train_noise="gaussian:25"
