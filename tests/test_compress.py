@@ -459,7 +459,9 @@ def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_pat
     )
     config = CodecConfig.from_card(json.loads((Path(folder) / "model_card.json").read_text()))
     assert config.kernel_size == 3
-    assert CodecConfig.from_card({"config": {"num_filters": 64}}).kernel_size == 5  # old cards
+    old_card = CodecConfig.from_card({"config": {"num_filters": 64}})
+    assert old_card.kernel_size == old_card.latent_kernel_size == 5  # cards before either
+    assert config.latent_kernel_size == 3  # no coarse_kernel_size: the kernel size
     model = ScaleHyperprior(config)
     model.build_for_images()
     for transform in (model.analysis_transform, model.synthesis_transform):
