@@ -24,7 +24,7 @@ from models.entropy_models import (
     quantize_index,
     scale_from_index,
 )
-from models.layers import GDN
+from models.layers import GDN, subpixel_transposed_conv
 
 # The codec's geometry, owned here: every stride-2 layer halves the sides.  g_a has
 # ANALYSIS_HALVINGS of them (a latent per 16x16 pixels), h_a HYPER_HALVINGS more (a side
@@ -161,6 +161,15 @@ class SynthesisTransform(keras.Sequential):
             self.add(_deconv(num_filters, side, 2, name=f"layer_{i}"))
             self.add(GDN(inverse=True, name=f"igdn_{i}"))
         self.add(_deconv(3, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
+
+    def decode(self, y_hat):
+        """The transform for inference: the same as calling it, its last layer (3 outputs
+        at full resolution) computed in the faster sub-pixel form."""
+        x = y_hat
+        for layer in self.layers[:-1]:
+            x = layer(x)
+        last = self.layers[-1]
+        return subpixel_transposed_conv(x, last) if last.built else last(x)
 
 
 class HyperAnalysisTransform(keras.Sequential):
@@ -313,11 +322,13 @@ class ScaleHyperprior(keras.Model):
             y = y * self.gains(quality)[0]
         return y
 
-    def synthesize(self, y_hat, quality=None):
+    def synthesize(self, y_hat, quality=None, training=False):
         """x_hat = g_s(y_hat), after the quality's inverse gains for a variable-rate codec."""
         if self.config.variable_rate:
             y_hat = y_hat * self.gains(quality)[1]
-        return self.synthesis_transform(y_hat)
+        if training:
+            return self.synthesis_transform(y_hat)
+        return self.synthesis_transform.decode(y_hat)
 
     def call(self, x, training=False, quality=None, balance_levels=False):
         """x: [batch, H, W, 3] in [0, 1], H and W multiples of PAD_MULTIPLE.
@@ -362,7 +373,7 @@ class ScaleHyperprior(keras.Model):
         sigma = scale_from_index(tf.cast(index, tf.float32))
         y_likelihood = self.gaussian_conditional(residual, sigma)
         z_likelihood = self.factorized_prior(z_tilde)
-        x_hat = self.synthesize(synthesis_input, quality)
+        x_hat = self.synthesize(synthesis_input, quality, training)
 
         x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.

@@ -123,7 +123,7 @@ class CodecModule(tf.Module):
 
     @tf.function(input_signature=[Y_HAT_SPEC, HEIGHT_SPEC, WIDTH_SPEC])
     def synthesize(self, y_hat, height, width):
-        x_hat = self.model.synthesis_transform(self._latents(y_hat, None))
+        x_hat = self.model.synthesis_transform.decode(self._latents(y_hat, None))
         return {"image": _to_uint8(x_hat[0, :height, :width])}
 
     # --- format 3: one signature set for every codec variant, run tile by tile -----------
@@ -189,7 +189,7 @@ class MeanScaleCodecModule(CodecModule):
 
     @tf.function(input_signature=[Y_HAT_SPEC, Z_HAT_SPEC, HEIGHT_SPEC, WIDTH_SPEC])
     def synthesize(self, y_hat, z_hat, height, width):
-        x_hat = self.model.synthesis_transform(self._latents(y_hat, z_hat))
+        x_hat = self.model.synthesis_transform.decode(self._latents(y_hat, z_hat))
         return {"image": _to_uint8(x_hat[0, :height, :width])}
 
 

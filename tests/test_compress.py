@@ -473,3 +473,24 @@ def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_pat
     low, high = (compressor.compress(x, quality=q) for q in (0.0, 100.0))
     assert len(low) < len(high)
     assert compressor.decompress(high).shape == x.shape
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_the_decoders_sub_pixel_last_layer_computes_the_transposed_convolution(kernel_size):
+    """Inference runs g_s's last layer as one convolution to 4x3 outputs and depth_to_space
+    (faster on CPU); it must give what the trained transposed convolution gives, on sides
+    that are not powers of two, and training keeps the layer itself."""
+    from models.codec import CodecConfig, ScaleHyperprior
+
+    keras.utils.set_random_seed(11)
+    config = CodecConfig(16, 24, lmbdas=(0.01, 0.04), mean_scale=True, kernel_size=kernel_size)
+    model = ScaleHyperprior(config)
+    model.build_for_images()
+    last = model.synthesis_transform.layers[-1]
+    last.bias.assign(tf.random.normal(last.bias.shape))  # Keras starts it at zero
+    y_hat = tf.random.normal([2, 5, 7, 24])
+    expected = model.synthesis_transform(y_hat)
+    decoded = model.synthesis_transform.decode(y_hat)
+    assert decoded.shape == expected.shape == (2, 80, 112, 3)
+    np.testing.assert_allclose(decoded, expected, atol=1e-5)
+    assert float(tf.reduce_max(tf.abs(expected))) > 0.1  # not two zero images
