@@ -447,6 +447,23 @@ def test_init_from_widens_the_latents_and_decodes_the_same_image(prepared, tmp_p
     assert np.all(np.abs(reader[..., 24:]).max(axis=(0, 1, 2)) > 0)
 
 
+def train_from(prepared, source: Path, model_dir: Path, flags: list[str]):
+    """3 steps of `train --init-from SOURCE/export FLAGS`: (its card, its export read back
+    into a model of those flags, the export's folder)."""
+    card = train.run(
+        [
+            f"--data={prepared}",
+            f"--model-dir={model_dir}",
+            "--steps=3",
+            f"--init-from={source / 'export'}",
+            *flags,
+        ]
+    )
+    _, trainer = make_trainer(prepared, model_dir.with_name(model_dir.name + "-read"), flags)
+    growth.load_exported_weights(trainer.model, str(model_dir / "export"))
+    return card, trainer.model, model_dir / "export"
+
+
 def test_init_from_a_3x3_codec_grows_5x5_kernels_next_to_the_latents_which_learn(
     prepared, tmp_path
 ):
@@ -477,26 +494,15 @@ def test_init_from_a_3x3_codec_grows_5x5_kernels_next_to_the_latents_which_learn
         decoded = [m.synthesize(m.quantize_y(y[0]), q) for m in models]
         np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
 
-    trained_dir = tmp_path / "trained"
-    card = train.run(
-        [
-            f"--data={prepared}",
-            f"--model-dir={trained_dir}",
-            "--steps=3",
-            f"--init-from={source / 'export'}",
-            *coarse,
-        ]
-    )
+    card, trained, export_dir = train_from(prepared, source, tmp_path / "trained", coarse)
     assert card["config"]["coarse_kernel_size"] == 5 and card["cumulative_steps"] == 6
-    _, trained = make_trainer(prepared, tmp_path / "t", coarse)
-    growth.load_exported_weights(trained.model, str(trained_dir / "export"))
-    ring = trained.model.analysis_transform.layers[-1].kernel.numpy()[[0, -1]]
+    ring = trained.analysis_transform.layers[-1].kernel.numpy()[[0, -1]]
     assert np.abs(ring).max() > 0  # zero at the warm start, learned since
 
     from models.compressor import Compressor
 
     image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 7], 0, 256, tf.int32))
-    compressor = Compressor(str(trained_dir / "export"))
+    compressor = Compressor(str(export_dir))
     assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
 
 
@@ -583,26 +589,15 @@ def test_init_from_widens_the_transforms_and_the_new_channels_learn(prepared, tm
         scales = [m.model.scale_indexes(m.model.quantize_z(zi)) for m, zi in pairs]
         np.testing.assert_allclose(scales[1], scales[0], atol=1e-4)
 
-    grown = tmp_path / "grown"
-    card = train.run(
-        [
-            f"--data={prepared}",
-            f"--model-dir={grown}",
-            "--steps=3",
-            f"--init-from={source / 'export'}",
-            *wide_flags,
-        ]
-    )
+    card, trained, export_dir = train_from(prepared, source, tmp_path / "grown", wide_flags)
     assert card["config"]["num_filters"] == 28 and card["cumulative_steps"] == 6
-    _, trained = make_trainer(prepared, tmp_path / "t", wide_flags)
-    growth.load_exported_weights(trained.model, str(grown / "export"))
-    new_kernel = trained.model.analysis_transform.layers[0].kernel.numpy()[..., 16:]
+    new_kernel = trained.analysis_transform.layers[0].kernel.numpy()[..., 16:]
     assert np.abs(new_kernel).max() > 0  # zero at the warm start, learned since
 
     from models.compressor import Compressor  # z has 20 channels, not N: the code says so
 
     image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 6], 0, 256, tf.int32))
-    compressor = Compressor(str(grown / "export"))
+    compressor = Compressor(str(export_dir))
     assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
 
 
