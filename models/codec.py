@@ -75,8 +75,13 @@ class CodecConfig:
     # in the image, which matters at low rates, where most latents are zero and the decoder
     # paints smooth regions from the few that are not.
     coarse_kernel_size: int = 0
+    # h_a reads y with its signs beside |y| (Minnen et al. 2018 give h_a y itself): from |y|
+    # alone a mean-scale hyperprior cannot predict the sign of a mean.  Needs mean_scale.
+    hyper_signs: bool = False
 
     def __post_init__(self):
+        if self.hyper_signs and not self.mean_scale:
+            raise ValueError("hyper_signs serves the means: it needs a mean-scale hyperprior")
         if self.slices:
             if not self.mean_scale:
                 raise ValueError("channel slices need a mean-scale hyperprior (mean_scale)")
@@ -119,6 +124,7 @@ class CodecConfig:
         values["mean_scale"] = bool(values.get("mean_scale", False))
         values["kernel_size"] = int(values.get("kernel_size") or 5)
         values["coarse_kernel_size"] = int(values.get("coarse_kernel_size") or 0)
+        values["hyper_signs"] = bool(values.get("hyper_signs", False))
         return cls(**values)
 
 
@@ -172,12 +178,17 @@ class SynthesisTransform(keras.Sequential):
         return subpixel_transposed_conv(x, last) if last.built else last(x)
 
 
-class HyperAnalysisTransform(keras.Sequential):
-    """h_a: |y| -> side information z."""
+def magnitudes_and_signs(y):
+    """h_a's input with signs: |y|, then y (its first kernel reads them in this order)."""
+    return tf.concat([tf.abs(y), y], axis=-1)
 
-    def __init__(self, num_filters):
+
+class HyperAnalysisTransform(keras.Sequential):
+    """h_a: |y| (and y, with ``signs``) -> side information z."""
+
+    def __init__(self, num_filters, signs=False):
         super().__init__(name="hyper_analysis")
-        self.add(keras.layers.Lambda(tf.abs, name="abs"))
+        self.add(keras.layers.Lambda(magnitudes_and_signs if signs else tf.abs, name="abs"))
         self.add(_conv(num_filters, 3, 1, "relu", name="layer_0"))
         self.add(_conv(num_filters, 5, 2, "relu", name="layer_1"))
         self.add(_conv(num_filters, 5, 2, name="layer_2"))
@@ -238,7 +249,9 @@ class ScaleHyperprior(keras.Model):
         self.synthesis_transform = SynthesisTransform(
             config.num_filters, config.kernel_size, config.latent_kernel_size
         )
-        self.hyper_analysis_transform = HyperAnalysisTransform(config.side_filters)
+        self.hyper_analysis_transform = HyperAnalysisTransform(
+            config.side_filters, config.hyper_signs
+        )
         # h_s outputs the latents' scale positions, then (mean_scale) their means
         self.hyper_synthesis_transform = HyperSynthesisTransform(
             config.side_filters, config.latent_filters * (2 if config.mean_scale else 1)

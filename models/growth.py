@@ -44,6 +44,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "mean_scale": recorded.mean_scale,
             "slices": recorded.slices,
             "coarse_kernel_size": recorded.latent_kernel_size,
+            "hyper_signs": recorded.hyper_signs,
         }
         source_lmbdas = recorded.lmbdas
         new_levels = (
@@ -111,6 +112,7 @@ def _codec_size(codec: ScaleHyperprior) -> str:
     if config.latent_kernel_size != config.kernel_size:
         size += f" ({config.latent_kernel_size}x{config.latent_kernel_size} next to the latents)"
     size += " mean-scale" if config.mean_scale else ""
+    size += " (signs to the hyperprior)" if config.hyper_signs else ""
     return size + (f" {config.slices} slices" if config.slices else "")
 
 
@@ -163,6 +165,7 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
     without channel slices grown into one with them codes the same integers at first.
     """
     hyper_output = wider.hyper_synthesis_transform.layers[-1]
+    hyper_input = wider.hyper_analysis_transform.layers[1]  # after |y| (and y)
     rules = {}  # id(weight) -> (output axis to zero or None, input axis to blind or None)
     for transform in (
         wider.analysis_transform,
@@ -196,6 +199,9 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
         zero_axis, blind_axis = rules.get(id(new), (None, None))
         if wider.config.mean_scale and any(new is w for w in hyper_output.weights):
             new.assign(_embed_scales_and_means(source, old.numpy(), new.numpy(), blind_axis))
+            continue
+        if wider.config.hyper_signs and new is hyper_input.kernel:
+            new.assign(_embed_magnitudes_and_signs(source, old.numpy(), new.numpy()))
             continue
         values = _embed(old.numpy(), new.numpy(), blind_axis)
         if zero_axis is not None:
@@ -324,8 +330,9 @@ def split_latents(model: ScaleHyperprior, usage: np.ndarray, seed: int = 0) -> l
             else:
                 values[..., dead + offset] = values[..., live + offset]
             weight.assign(values)
-    hyper_input = model.hyper_analysis_transform.layers[1]  # after |y|: kernel [k, k, M, S]
-    _set_slices(hyper_input.kernel, (slice(None), slice(None), dead), 0.0)
+    hyper_input = model.hyper_analysis_transform.layers[1]  # after |y| (and y): [k, k, M, S]
+    for offset in (0, latents) if model.config.hyper_signs else (0,):
+        _set_slices(hyper_input.kernel, (slice(None), slice(None), dead + offset), 0.0)
     return [(int(d), int(source)) for d, source in zip(dead, live, strict=True)]
 
 
@@ -339,6 +346,19 @@ def _embed_scales_and_means(source, old, new, input_axis):
     if source.config.mean_scale:
         means = _embed(old[..., old_latents:], means, input_axis)
     return np.concatenate([scales, means], axis=-1)
+
+
+def _embed_magnitudes_and_signs(source, old, new):
+    """h_a's first kernel [k, k, 2M, S] (inputs: M magnitudes, then M signed latents) from
+    ``source``'s: each half to its own; a source that read no signs gives zero weights from
+    them, so z is the same at first."""
+    old_latents = source.config.latent_filters
+    new_latents = new.shape[2] // 2
+    magnitudes = _embed(old[:, :, :old_latents], new[:, :, :new_latents], 2)
+    signed = np.zeros_like(new[:, :, new_latents:])
+    if source.config.hyper_signs:
+        signed = _embed(old[:, :, old_latents:], signed, 2)
+    return np.concatenate([magnitudes, signed], axis=2)
 
 
 def _embed(old: np.ndarray, new: np.ndarray, input_axis: int | None) -> np.ndarray:

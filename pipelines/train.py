@@ -80,6 +80,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.slices,
             args.kernel_size,
             args.coarse_kernel_size,
+            args.hyper_signs,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

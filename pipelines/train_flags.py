@@ -211,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the centre (the same image at first).",
     )
     parser.add_argument(
+        "--hyper-signs",
+        action="store_true",
+        help="Codec, with --mean-scale: the hyper-analysis reads the latents with their signs "
+        "beside their magnitudes, so the hyperprior can predict the signs of the means "
+        "(Minnen et al. 2018 feed it y).  With --init-from a codec without, it starts "
+        "blind to the signs (the same code at first).",
+    )
+    parser.add_argument(
         "--hyper-filters",
         type=int,
         default=0,

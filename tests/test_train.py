@@ -799,6 +799,45 @@ def test_init_from_a_scale_only_codec_gives_a_mean_scale_codec_whose_means_learn
         growth.load_exported_weights(back.model, str(grown / "export"))
 
 
+def test_init_from_a_codec_whose_hyperprior_read_magnitudes_adds_the_signs_which_learn(
+    prepared, tmp_path
+):
+    """--hyper-signs from a mean-scale source without: h_a's new inputs (the signed latents)
+    start with zero weights, so the same side information and code at first; training then
+    reads them, and the means can follow the signs."""
+    source = tmp_path / "source"
+    mean_scale = [*TINY_CODEC, "--mean-scale", "--lmbdas=0.005,0.02", *QUIET]
+    signs = [*mean_scale, "--hyper-signs"]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *mean_scale])
+    models = []
+    for flags, name in ((mean_scale, "plain"), (signs, "signs")):
+        _, trainer = make_trainer(prepared, tmp_path / name, flags)
+        growth.load_exported_weights(trainer.model, str(source / "export"))
+        models.append(trainer.model)
+    assert models[1].hyper_analysis_transform.layers[1].kernel.shape[2] == 2 * 24
+
+    x = tf.constant(np.random.default_rng(3).random((1, 64, 128, 3)), tf.float32)
+    for quality in (0.0, 100.0):
+        q = tf.constant([quality])
+        y = models[0].analyze(x, q)
+        z = [m.hyper_analysis_transform(y) for m in models]
+        np.testing.assert_allclose(z[1], z[0], rtol=1e-5, atol=1e-5)
+        outputs = [m(x, training=False, quality=q) for m in models]
+        for before, after in zip(outputs[0], outputs[1], strict=True):
+            np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+    flags = [*signs, "--learning-rate=1e-2"]
+    card, trained, _ = train_from(prepared, source, tmp_path / "trained", flags)
+    assert card["config"]["hyper_signs"] is True
+    signed = trained.hyper_analysis_transform.layers[1].kernel.numpy()[:, :, 24:]
+    assert np.abs(signed).max() > 0  # zero at the warm start, learned since
+    _, back = make_trainer(prepared, tmp_path / "b", mean_scale)
+    with pytest.raises(ValueError, match="same architecture"):  # signs cannot be dropped
+        growth.load_exported_weights(back.model, str(tmp_path / "trained" / "export"))
+    with pytest.raises(ValueError, match="mean-scale"):
+        make_trainer(prepared, tmp_path / "s", [*TINY_CODEC, "--hyper-signs"])
+
+
 def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared, tmp_path):
     """--slices from a mean-scale source without them: the context networks refine nothing
     at first (same code, rate and image at step 0); training makes them refine."""
