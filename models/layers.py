@@ -60,7 +60,8 @@ def subpixel_transposed_conv(x, layer: keras.layers.Conv2DTranspose):
     convolution to four times its outputs, one per output phase (even/odd row and column),
     interleaved by depth_to_space: the same sums up to float rounding.  On CPU TensorFlow's
     transposed convolution scatters every input pixel, which for a layer with few outputs
-    (the synthesis' last, 3 channels) takes ~1.8x the time (benchmarks.codec_speed).
+    (the synthesis' last, 3 channels) takes 1.5-1.8x the time (that layer timed alone; a
+    codec's decode -6%, benchmarks.codec_speed).
 
     Output 2m + p of an axis sums input m + e times tap p + before - 2e (before: the forward
     convolution's leading pad, (k - 2) // 2, as TensorFlow pads 'same')."""
