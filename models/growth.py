@@ -374,10 +374,9 @@ def _embed(old: np.ndarray, new: np.ndarray, input_axis: int | None) -> np.ndarr
         ring = np.ones(new.shape[:2], bool)
         ring[border:-border, border:-border] = False
         values[ring] = 0.0
-    spatial = 2 if border else 0
     values[
         tuple(
-            slice(border, border + size) if axis < spatial else slice(0, size)
+            slice(border, border + size) if axis < 2 else slice(0, size)
             for axis, size in enumerate(old.shape)
         )
     ] = old
