@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from benchmarks import codec_speed, compare_runs, denoise_speed, latent_ceiling
+from benchmarks import codec_speed, compare_runs, denoise_speed, latent_ceiling, prepare_memory
 from latentpress.samples import sample_paths
 from tests.conftest import export_untrained_codec
 
@@ -127,3 +127,13 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
         compare_runs.main([str(tmp_path / "a"), f"{tmp_path / 'b'}@5"])
     with pytest.raises(FileNotFoundError, match="no training logs"):
         compare_runs.eval_history(str(tmp_path / "missing"))
+
+
+def test_prepare_memory_runs_prepare_at_each_size_against_the_first():
+    results = prepare_memory.main(
+        ["--images", "2", "--patches-per-image", "1,8", "--patch-size", "128"]
+    )
+    baseline, larger = results["runs"]
+    assert larger["output_mb"] > 2 * baseline["output_mb"] > 0
+    assert baseline["peak_rss_mb"] > 100  # a real process that imported TensorFlow
+    assert larger["peak_over_baseline"] > 0 and "mb_per_output_mb" in larger

@@ -71,6 +71,7 @@ def test_prepare_reads_a_gcs_corpus_and_writes_to_gcs(bucket):
     assert sorted(os.path.basename(r["path"]) for r in letters) == sorted(broken)
     assert all(r["path"].startswith(f"gs://{name}/corpus/broken/") for r in letters)
     assert list_paths(f"{output}/train/*.tfrecord")
+    assert not list_paths(f"{output}/*/_staged/*")  # each record's staged copy is deleted
     assert list_paths(f"{output}/transform_output/transform_fn/saved_model.pb")
 
     # The trainer stages gs:// shards locally (TensorFlow's own gs:// bypasses the emulator).

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from pipelines import prepare
 from tests.conftest import copy_samples, shared_dataset, write_broken_files
-from transforms import features, records, statistics
+from transforms import features, records, statistics, tfrecord_shards
 
 IN_PROCESS = ["--runner=DirectRunner"]
 TWO_WORKERS = [
@@ -126,6 +126,16 @@ def test_shards_parse_with_the_feature_spec_and_splits_are_disjoint(first_run):
     eval_keys = {e[features.SOURCE_KEY] for e in evaluation}
     assert not train_keys & eval_keys
     assert b"nested/deeper/coffee.png" in train_keys | eval_keys  # '**' reached two levels down
+
+
+def test_records_staged_for_the_shards_are_gone_once_they_are_written(first_run):
+    """Each record passes through a staged file of its own on its way to a shard (so the
+    shards' GroupByKey holds keys, not records); none is left behind."""
+    output, summary = first_run
+    for split in ("train", "eval"):
+        assert not (output / split / tfrecord_shards.STAGING_DIR).exists()
+        assert {p.suffix for p in (output / split).iterdir()} == {features.SHARD_SUFFIX}
+    assert summary["patches"]["train"] == len(parse_with_feature_spec(output, "train"))
 
 
 def test_gaussian_25_has_sigma_25_on_unclipped_pixels(first_run):

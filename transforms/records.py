@@ -7,10 +7,13 @@ A dead-letter record is one JSON line ``{"path", "stage", "reason", "detail"}`` 
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import tempfile
 import uuid
+from typing import BinaryIO
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -137,9 +140,14 @@ def join(directory: str, *names: str) -> str:
 
 def write_atomically(path: str, data: bytes) -> None:
     """Writes ``data`` under a temporary name and renames it, so ``path`` is never partial."""
+    write_file_atomically(path, io.BytesIO(data))
+
+
+def write_file_atomically(path: str, source: BinaryIO) -> None:
+    """``write_atomically`` of what ``source`` reads, copied in chunks (a file of any size)."""
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(temporary) as handle:
-        handle.write(data)
+        shutil.copyfileobj(source, handle, 8 << 20)
     if "://" not in path:
         os.replace(temporary, path)  # one rename: a reader sees the old file or the new one
     else:

@@ -3,23 +3,53 @@
 Beam's own ``WriteToTFRecord`` assigns records to shards at random and orders them by bundle,
 so a re-run differs.  Here the shard of a record is a hash of its sort key and each shard is
 sorted before writing, which makes the bytes a function of the data alone.
+
+Only the sort keys go through the GroupByKey: each record is first staged as a file of its own
+(named by its key, so a retried bundle rewrites the same file), and a shard's writer streams
+the staged files in key order.  The local runners hold a GroupByKey's input in memory: with
+the records in it, preparing 1,464 photographs (3.4 GB of patches) needed 16.7 GB.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
 import apache_beam as beam
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.features import SHARD_SUFFIX
 from transforms.patches import stable_hash
-from transforms.records import join, write_atomically
+from transforms.records import join, write_file_atomically
+
+STAGING_DIR = "_staged"  # under a split's directory while its shards are written
+RAW = CompressionTypes.UNCOMPRESSED
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
+
+
+def _staged_path(directory: str, sort_key: str) -> str:
+    return join(directory, STAGING_DIR, hashlib.sha256(sort_key.encode()).hexdigest())
+
+
+class _StageRecordFn(beam.DoFn):
+    """(sort_key, record) -> (shard, (sort_key, staged path)), the record written to that path."""
+
+    def __init__(self, directory: str, num_shards: int):
+        self._directory = directory
+        self._num_shards = num_shards
+
+    def process(self, keyed_record):
+        sort_key, record = keyed_record
+        path = _staged_path(self._directory, sort_key)
+        with FileSystems.create(path, compression_type=RAW) as handle:
+            handle.write(record)
+        yield stable_hash(sort_key) % self._num_shards, (sort_key, path)
 
 
 class _WriteShardFn(beam.DoFn):
@@ -28,21 +58,22 @@ class _WriteShardFn(beam.DoFn):
         self._split = split
         self._num_shards = num_shards
 
-    def process(self, shard_and_records):
-        index, records = shard_and_records
-        ordered = [record for _, record in sorted(records, key=lambda pair: pair[0])]
+    def process(self, shard_and_keys):
+        index, keys = shard_and_keys
+        staged = [path for _, path in sorted(keys)]
         # TFRecord framing (lengths and CRCs) comes from TensorFlow's writer on a local
         # file; the bytes then go through Beam's filesystems so gs:// works too.
         with tempfile.TemporaryDirectory() as scratch:
             local = os.path.join(scratch, "shard")
             with tf.io.TFRecordWriter(local) as writer:
-                for record in ordered:
-                    writer.write(record)
+                for path in staged:
+                    with FileSystems.open(path, compression_type=RAW) as f:
+                        writer.write(f.read())
+            path = join(self._directory, shard_name(self._split, index, self._num_shards))
             with open(local, "rb") as handle:
-                data = handle.read()
-        path = join(self._directory, shard_name(self._split, index, self._num_shards))
-        write_atomically(path, data)
-        yield path, len(ordered)
+                write_file_atomically(path, handle)
+        FileSystems.delete(staged)
+        yield path, len(staged)
 
 
 class WriteShards(beam.PTransform):
@@ -60,9 +91,25 @@ class WriteShards(beam.PTransform):
 
     def expand(self, keyed_records):
         num_shards = self._num_shards
-        return (
+        written = (
             keyed_records
-            | "AssignShard" >> beam.Map(lambda kr: (stable_hash(kr[0]) % num_shards, kr))
+            | "StageRecords" >> beam.ParDo(_StageRecordFn(self._directory, num_shards))
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(_WriteShardFn(self._directory, self._split, num_shards))
         )
+        staging = join(self._directory, STAGING_DIR)
+        _ = (
+            written
+            | "CountShards" >> beam.combiners.Count.Globally()
+            | "RemoveStaging" >> beam.Map(lambda _: _remove_if_present(staging))
+        )
+        return written
+
+
+def _remove_if_present(directory: str) -> None:
+    """Deletes what a failed attempt left staged, then the folder (an object store has none)."""
+    left = FileSystems.match([join(directory, "*")])[0].metadata_list
+    if left:
+        FileSystems.delete([m.path for m in left])
+    if "://" not in directory and os.path.isdir(directory):
+        os.rmdir(directory)
