@@ -211,7 +211,10 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
                 _serialize, args.noise
             )
             _ = serialized[split] | f"Write{split.title()}Shards" >> WriteShards(
-                records.join(args.output, split), split, num_shards
+                records.join(args.output, split),
+                split,
+                num_shards,
+                stage_records=not is_dataflow(options),  # a local runner's shuffle is memory
             )
 
         # tf.Transform reads the very examples written to the train shards.

@@ -7,9 +7,11 @@ import json
 import os
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import prepare
 from tests.conftest import copy_samples, shared_dataset, write_broken_files
@@ -217,3 +219,30 @@ def test_strict_makes_a_failed_input_exit_nonzero(tmp_path):
     assert prepare.main(strict) == 1
     summary = records.read_json(str(tmp_path / "strict" / records.SUMMARY_FILE))
     assert summary["failed"] == 1 and summary["decoded"] == 2
+
+
+def test_shards_are_the_same_bytes_whether_records_are_staged_or_shuffled(tmp_path):
+    """Local runners stage each record as a file (their GroupByKey is memory); Dataflow
+    shuffles the records themselves. Either way a shard is its records sorted by key."""
+    rng = np.random.default_rng(0)
+    keyed = [
+        (f"image-{i % 7}\x1f{i:06d}", rng.bytes(int(rng.integers(1, 5000)))) for i in range(60)
+    ]
+    for staged in (True, False):
+        with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(list(reversed(keyed)))
+                | tfrecord_shards.WriteShards(
+                    str(tmp_path / str(staged) / "train"), "train", 3, staged
+                )
+            )
+    assert shard_bytes(tmp_path / "True") == shard_bytes(tmp_path / "False")
+    assert len(shard_bytes(tmp_path / "True")) == 3
+    assert os.listdir(tmp_path / "True") == ["train"]  # the staged records are gone
+    read_back = [
+        bytes(record.numpy())
+        for path in sorted(glob.glob(str(tmp_path / "True" / "train" / "*")))
+        for record in tf.data.TFRecordDataset(path)
+    ]
+    assert sorted(read_back) == sorted(record for _, record in keyed)
