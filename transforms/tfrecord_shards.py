@@ -14,7 +14,6 @@ only add an object per record; both ways write the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 
@@ -35,8 +34,12 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
 
 
+def _shard_of(sort_key: str, num_shards: int) -> int:
+    return stable_hash(sort_key) % num_shards
+
+
 def _staged_path(directory: str, sort_key: str) -> str:
-    return join(directory, STAGING_DIR, hashlib.sha256(sort_key.encode()).hexdigest())
+    return join(directory, STAGING_DIR, f"{stable_hash('staged', sort_key):016x}")
 
 
 class _StageRecordFn(beam.DoFn):
@@ -51,7 +54,7 @@ class _StageRecordFn(beam.DoFn):
         path = _staged_path(self._directory, sort_key)
         with FileSystems.create(path, compression_type=RAW) as handle:
             handle.write(record)
-        yield stable_hash(sort_key) % self._num_shards, (sort_key, path)
+        yield _shard_of(sort_key, self._num_shards), (sort_key, path)
 
 
 class _WriteShardFn(beam.DoFn):
@@ -108,7 +111,7 @@ class WriteShards(beam.PTransform):
             )
         else:
             by_shard = keyed_records | "AssignShard" >> beam.Map(
-                lambda kr: (stable_hash(kr[0]) % num_shards, kr)
+                lambda kr: (_shard_of(kr[0], num_shards), kr)
             )
         written = (
             by_shard
