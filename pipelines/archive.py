@@ -36,7 +36,7 @@ from pipelines.options import (
     add_carry_args,
     add_corpus_args,
     add_model_args,
-    configure_logging,
+    corpus_main,
     decode_options,
     make_handler,
     rate_target,
@@ -432,9 +432,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
 
 def main(argv=None) -> int:
-    configure_logging()
-    outcome = run(argv)
-    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
+    return corpus_main(run, argv)
 
 
 if __name__ == "__main__":

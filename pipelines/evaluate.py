@@ -38,7 +38,7 @@ from pipelines.evaluate_report import (
 )
 from pipelines.options import (
     add_ensemble_arg,
-    configure_logging,
+    corpus_main,
     run_pipeline,
     split_args,
     stage_parser,
@@ -390,9 +390,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
 
 def main(argv=None) -> int:
-    configure_logging()
-    outcome = run(argv)
-    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
+    return corpus_main(run, argv)
 
 
 if __name__ == "__main__":

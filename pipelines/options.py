@@ -89,6 +89,14 @@ def run_outcome(
     return 1 if strict and (failed or unmatched) else 0
 
 
+def corpus_main(run, argv=None) -> int:
+    """The console entry of a corpus stage (prepare, apply, evaluate, archive): logging set up,
+    ``run(argv)``'s exit code, or 0 for a job only launched (it has no outcome yet)."""
+    configure_logging()
+    outcome = run(argv)
+    return outcome if isinstance(outcome, int) else 0
+
+
 class Refused(Exception):
     """An output a file-by-file command must not write; the message says why."""
 

@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from pipelines.options import (
     add_corpus_args,
-    configure_logging,
+    corpus_main,
     expected_inputs,
     is_dataflow,
     run_outcome,
@@ -262,9 +262,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
 
 
 def main(argv=None) -> int:
-    configure_logging()
-    outcome = run(argv)
-    return outcome if isinstance(outcome, int) else 0  # a launched job has no outcome yet
+    return corpus_main(run, argv)
 
 
 if __name__ == "__main__":
