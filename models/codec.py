@@ -175,7 +175,11 @@ class SynthesisTransform(keras.Sequential):
         for layer in self.layers[:-1]:
             x = layer(x)
         last = self.layers[-1]
-        return subpixel_transposed_conv(x, last) if last.built else last(x)
+        x = subpixel_transposed_conv(x, last) if last.built else last(x)
+        # Keras counts a Sequential as built only once called as a whole; every layer of it
+        # now is, and an unbuilt one is left out of SavedModel's Keras metadata (a warning).
+        self.built = True
+        return x
 
 
 def magnitudes_and_signs(y):
