@@ -230,12 +230,15 @@ def _context_network(outputs: int, name: str) -> keras.Sequential:
     )
 
 
-def training_qualities(batch, per_batch: bool = False, low=QUALITY_MIN, high=QUALITY_MAX):
-    """Uniform qualities in [low, high] for a training batch: one per image, or one shared
-    by the batch."""
-    if per_batch:
-        return tf.fill([batch], tf.random.uniform([], low, high))
-    return tf.random.uniform([batch], low, high)
+def training_qualities(
+    batch, per_batch: bool = False, low=QUALITY_MIN, high=QUALITY_MAX, power: float = 1.0
+):
+    """Qualities in [low, high] for a training batch: one per image, or one shared by the
+    batch; low + (high - low) * u**power for uniform u, so power 1 is uniform and a larger
+    power trains the low rates more often (2: 55% of draws in the lowest 30% of the range)."""
+    u = tf.random.uniform([] if per_batch else [batch])
+    quality = low + (high - low) * u**power
+    return tf.fill([batch], quality) if per_batch else quality
 
 
 class ScaleHyperprior(keras.Model):

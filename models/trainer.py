@@ -318,12 +318,14 @@ class Trainer:
 
     def training_qualities(self, batch):
         """A variable-rate codec's qualities for one training batch (--quality-per-batch,
-        --quality-range); None for other models, which take none."""
+        --quality-range, --quality-power); None for other models, which take none."""
         model = self.model
         if not (isinstance(model, ScaleHyperprior) and model.config.variable_rate):
             return None
         low, high = self.args.quality_range
-        return training_qualities(batch, self.args.quality_per_batch, low, high)
+        return training_qualities(
+            batch, self.args.quality_per_batch, low, high, self.args.quality_power
+        )
 
     @tf.function
     def train_step(self, batch):

@@ -24,6 +24,16 @@ def _quality_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("latentpress train", "Train the codec or the denoiser, then export it.")
     parser.add_argument("--data", required=True, help="Output directory of the prepare stage.")
@@ -72,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOW,HIGH",
         help="Variable-rate codec: train only qualities in [LOW, HIGH] (default 0,100), e.g. "
         "to fine-tune one end of the range, or to measure how far it gets with every step.",
+    )
+    parser.add_argument(
+        "--quality-power",
+        type=_positive_float,
+        default=1.0,
+        metavar="P",
+        help="Variable-rate codec: draw qualities as LOW + (HIGH - LOW) * u**P for uniform u "
+        "(default 1: uniform). P > 1 trains the low rates more often (2: 55%% of images in "
+        "the lowest 30%% of the range), P < 1 the high ones.",
     )
     parser.add_argument(
         "--plateau-patience",

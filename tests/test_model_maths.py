@@ -199,6 +199,24 @@ def test_one_quality_per_batch_puts_every_image_of_a_step_at_one_rate():
     assert ranged.min() >= 10.0 and ranged.max() <= 30.0 and ranged.max() - ranged.min() > 15
 
 
+def test_a_quality_power_above_one_draws_the_low_rates_more_often():
+    """--quality-power P draws LOW + (HIGH - LOW) * u**P: the share of draws below quality 30
+    is 0.3**(1/P) (0.30 uniform, 0.55 for P=2, 0.67 for P=3), still within [LOW, HIGH]."""
+    tf.random.set_seed(11)
+
+    def share_below_30(power, low=0.0, high=100.0):
+        drawn = training_qualities(20000, low=low, high=high, power=power).numpy()
+        assert drawn.min() >= low and drawn.max() <= high
+        return float(np.mean(drawn < 30.0))
+
+    assert share_below_30(1.0) == pytest.approx(0.30, abs=0.015)
+    assert share_below_30(2.0) == pytest.approx(0.3**0.5, abs=0.015)
+    assert share_below_30(3.0) == pytest.approx(0.3 ** (1 / 3), abs=0.015)
+    assert share_below_30(2.0, low=20.0, high=60.0) == pytest.approx(0.25**0.5, abs=0.015)
+    shared = training_qualities(4, per_batch=True, power=2.0).numpy()
+    assert np.all(shared == shared[0])
+
+
 def test_balanced_levels_weigh_each_images_gradient_by_its_own_loss():
     """--balance-levels: the loss's value is the plain mean, but each image's gradient is
     divided by its own loss, so the bottom rate's image (loss ~1) is not swamped by the top

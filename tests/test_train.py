@@ -114,6 +114,15 @@ def test_the_trainer_draws_each_steps_qualities_as_its_flags_say(prepared, tmp_p
     assert denoiser.training_qualities(4) is None
     with pytest.raises(SystemExit):
         train.build_parser().parse_args(["--data=d", "--model-dir=m", "--quality-range=60,10"])
+    _, skewed = make_trainer(
+        prepared, tmp_path / "d", [*TINY_CODEC[:3], "--lmbdas=0.0025,0.64", "--quality-power=3"]
+    )
+    low_share = np.mean(
+        np.concatenate([skewed.training_qualities(8).numpy() for _ in range(250)]) < 30
+    )
+    assert 0.6 < low_share < 0.75  # 0.3 ** (1/3) = 0.67; uniform draws would give 0.30
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--data=d", "--model-dir=m", "--quality-power=0"])
 
 
 def test_killed_run_resumes_with_its_optimizer_state(prepared, tmp_path):
