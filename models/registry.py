@@ -2,9 +2,10 @@
 
 A name is a folder under ``models/pretrained/`` (installed with the package), holding an
 exported model (``saved_model/`` and ``model_card.json``).  ``codec`` and ``denoiser`` are the
-defaults; ``codec-low`` and ``codec-high`` are the codecs for ``--quality low|high``
-(``medium`` is ``codec``).  Later releases add names but keep these.  Anything else is taken
-as a path to an exported model directory.
+defaults; ``codec-high-rate`` is the codec for archive quality (rates above the default's top,
+up to ~38 dB); releases before 0.2 had ``codec-low`` and ``codec-high`` for ``--quality
+low|high``.  Later releases add names but keep these.  Anything else is taken as a path to an
+exported model directory.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models import codec, entropy_models
+from models import codec, entropy_models, registry
 from models.codec import CodecConfig, ScaleHyperprior, training_qualities
 from models.compressor import Compressor
 from models.layers import GDN
@@ -130,14 +130,24 @@ def _golden_key(compressor: Compressor) -> str:
     return f"{compressor.fingerprint}/{compressor.exact.identity}"
 
 
-def test_code_file_bytes_of_the_shipped_codec_are_pinned():
+def _shipped_codecs() -> list[str]:
+    """Every codec in the package that writes format 3 (``codec``, ``codec-high-rate``, ...)."""
+    return [
+        name
+        for name in registry.available()
+        if registry.card(name).get("task") == "codec" and registry.card(name).get("exact_identity")
+    ]
+
+
+@pytest.mark.parametrize("name", _shipped_codecs())
+def test_code_file_bytes_of_the_shipped_codecs_are_pinned(name):
     """A changed coder, dependency or model maths that changes the bytes is caught here.
 
-    After shipping a new codec, record its bytes with ``python -m tests.test_model_maths``."""
-    compressor = Compressor()
+    After shipping a codec, record its bytes with ``python -m tests.test_model_maths``."""
+    compressor = Compressor(name)
     pinned = json.loads(GOLDEN.read_text())
     assert _golden_key(compressor) in pinned, (
-        f"no pinned code-file bytes for the shipped codec {_golden_key(compressor)}: "
+        f"no pinned code-file bytes for the shipped codec {name} {_golden_key(compressor)}: "
         "run python -m tests.test_model_maths and commit tests/golden/code_files.json"
     )
     assert _code_file_digests(compressor) == pinned[_golden_key(compressor)]
@@ -147,13 +157,13 @@ def test_code_file_bytes_of_the_shipped_codec_are_pinned():
 
 
 if __name__ == "__main__":
-    # Records the shipped codec's golden bytes (kept for earlier fingerprints too).
-    shipped = Compressor()
+    # Records every shipped codec's golden bytes (kept for earlier fingerprints too).
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-    golden[_golden_key(shipped)] = _code_file_digests(shipped)
+    for shipped in map(Compressor, _shipped_codecs()):
+        golden[_golden_key(shipped)] = _code_file_digests(shipped)
+        print(f"pinned {_golden_key(shipped)}: {golden[_golden_key(shipped)]}", file=sys.stderr)
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
-    print(f"pinned {_golden_key(shipped)}: {golden[_golden_key(shipped)]}", file=sys.stderr)
 
 
 def test_a_model_card_has_one_reader_that_fills_what_older_cards_lack():
