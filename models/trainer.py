@@ -87,16 +87,17 @@ class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """A learning rate held in a variable (plateaus and roll-backs lower it, checkpoints keep
     it), ramped up linearly over the first ``warmup_steps`` steps."""
 
-    def __init__(self, base: tf.Variable, warmup_steps: int):
+    def __init__(self, base: tf.Variable, warmup_steps: int, scale: float = 1.0):
         self.base = base
         self.warmup_steps = warmup_steps
+        self.scale = scale  # a group of weights trained at a multiple of the base rate
 
     def __call__(self, step):
         ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / max(self.warmup_steps, 1))
-        return self.base * ramp
+        return self.base * (ramp * self.scale)
 
     def get_config(self):
-        return {"warmup_steps": self.warmup_steps}
+        return {"warmup_steps": self.warmup_steps, "scale": self.scale}
 
 
 def task_losses(
@@ -160,8 +161,24 @@ class Trainer:
             )
             if self.loss_scaled:
                 optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+            # The channel-context networks may train at a multiple of the rate, with their
+            # own Adam (scaling their gradients would not do: Adam normalizes them away).
+            scale = getattr(args, "context_learning_rate_scale", 1.0)
+            context = {w.ref() for w in getattr(self.model, "context_weights", list)()}
+            self.in_context_group = [w.ref() in context for w in self.model.trainable_variables]
+            self.context_optimizer = None
+            if scale != 1.0 and any(self.in_context_group):
+                if self.loss_scaled:
+                    raise ValueError(
+                        "--context-learning-rate-scale needs --precision float32 or bfloat16"
+                    )
+                self.context_optimizer = keras.optimizers.Adam(
+                    WarmupLearningRate(self.learning_rate, args.warmup_steps, scale)
+                )
             # Create Adam's moments now, so a restore fills them instead of deferring.
-            optimizer.build(self.model.trainable_variables)
+            optimizer.build(self._group(self.model.trainable_variables, False))
+            if self.context_optimizer:
+                self.context_optimizer.build(self._group(self.model.trainable_variables, True))
             self.optimizer = optimizer
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
             self.cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -187,6 +204,8 @@ class Trainer:
             "best_eval_loss": self.best_eval_loss,
             "evals_since_best": self.evals_since_best,
         }
+        if self.context_optimizer:
+            self.state["context_optimizer"] = self.context_optimizer
         average = {"averages": self.averages, "average_steps": self.average_steps}
         self.checkpoint = tf.train.Checkpoint(**self.state, **(average if self.averages else {}))
         self.manager = tf.train.CheckpointManager(
@@ -198,6 +217,13 @@ class Trainer:
             self.checkpoint, os.path.join(args.model_dir, "checkpoints", "best"), max_to_keep=1
         )
 
+    def _group(self, items: list, context: bool) -> list:
+        """The items (one per trainable weight) of the context group, or of the rest; the
+        rest is everything unless the context networks have their own optimizer."""
+        if not self.context_optimizer:
+            return list(items) if not context else []
+        return [x for x, c in zip(items, self.in_context_group, strict=True) if c == context]
+
     @property
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
@@ -206,9 +232,18 @@ class Trainer:
         """Restores a checkpoint, whether or not it holds a moving average: one written
         before --ema-decay was given starts the average at its weights; one written with it,
         resumed without, leaves its average unused."""
-        saved_average = any(
-            name.startswith("averages/") for name, _ in tf.train.list_variables(path)
-        )
+        saved = [name for name, _ in tf.train.list_variables(path)]
+        saved_average = any(name.startswith("averages/") for name in saved)
+        # Adam's moments are kept in the order its weights were given: a run cannot switch
+        # its context networks to or from their own optimizer.
+        if any(name.startswith("context_optimizer/") for name in saved) != bool(
+            self.context_optimizer
+        ):
+            raise ValueError(
+                f"{path} was trained with{'out' if not self.context_optimizer else ''} "
+                "--context-learning-rate-scale; resume it as it was trained, or start a new "
+                "run from its export (--init-from)"
+            )
         if saved_average == bool(self.averages):
             self.checkpoint.restore(path).assert_consumed()
         elif saved_average:
@@ -356,7 +391,12 @@ class Trainer:
                 # moves them a little); the caller then rolls the whole step back.
                 finite = tf.math.is_finite(norm) & tf.math.is_finite(metrics["loss"])
                 gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
-            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            pairs = list(zip(gradients, variables, strict=True))
+            if self.context_optimizer:
+                self.context_optimizer.apply_gradients(self._group(pairs, True))
+                self.optimizer.apply_gradients(self._group(pairs, False))
+            else:
+                self.optimizer.apply_gradients(pairs)
             if self.averages:
                 self.average_steps.assign_add(1)
                 # Warm-up as tf.train.ExponentialMovingAverage's num_updates: the first

@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
         "plateaus and non-finite losses may have lowered).",
     )
     parser.add_argument(
+        "--context-learning-rate-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="K",
+        help="Codec with --slices: train the channel-context networks at K times the learning "
+        "rate (their own Adam).  Grown into a trained codec they start at zero, and at that "
+        "codec's low rate they hardly move (2e-4: last layers at |w| <= 0.09 after 4,000 steps).",
+    )
+    parser.add_argument(
         "--warmup-steps",
         type=int,
         default=200,

@@ -879,6 +879,42 @@ def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared,
             growth.load_exported_weights(model, str(grown / "export"))
 
 
+def test_the_context_networks_can_train_at_a_multiple_of_the_learning_rate(prepared, tmp_path):
+    """--context-learning-rate-scale K: from the same weights and batch, one step moves the
+    channel-context networks K times as far (Adam's first step is ~lr per weight) and every
+    other weight as far as without it; a run keeps the grouping it was trained with."""
+    sliced = [*TINY_CODEC, "--mean-scale", "--slices=2", "--learning-rate=1e-3", "--warmup-steps=1"]
+    keras.utils.set_random_seed(0)
+    _, plain = make_trainer(prepared, tmp_path / "plain", sliced)
+    _, scaled = make_trainer(
+        prepared, tmp_path / "scaled", [*sliced, "--context-learning-rate-scale=10"]
+    )
+    scaled.model.set_weights(plain.model.get_weights())
+    batch = next(iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, False)))
+    moved = {}
+    for name, trainer in (("plain", plain), ("scaled", scaled)):
+        context = {w.ref() for w in trainer.model.context_weights()}
+        before = [w.numpy() for w in trainer.model.trainable_variables]
+        trainer.train_step(batch)
+        moved[name] = {"context": [], "rest": []}
+        for weight, old in zip(trainer.model.trainable_variables, before, strict=True):
+            step = np.abs(weight.numpy() - old)
+            moved[name]["context" if weight.ref() in context else "rest"].append(step.max())
+    # plain and scaled list their weights in the same order
+    pairs = zip(moved["plain"]["context"], moved["scaled"]["context"], strict=True)
+    context_moved = [(a, b) for a, b in pairs if a > 0]
+    assert context_moved, "no context weight moved"
+    for plain_step, scaled_step in context_moved:
+        assert scaled_step == pytest.approx(10 * plain_step, rel=0.05)
+    np.testing.assert_allclose(moved["scaled"]["rest"], moved["plain"]["rest"], rtol=0.05)
+    assert max(moved["plain"]["rest"]) > 0
+
+    scaled.save()
+    _, resumed = make_trainer(prepared, tmp_path / "scaled", sliced)  # without the flag
+    with pytest.raises(ValueError, match="context-learning-rate-scale"):
+        resumed.restore()
+
+
 def test_channel_slices_need_means_and_must_divide_the_latents():
     with pytest.raises(ValueError, match="mean-scale"):
         CodecConfig(latent_filters=24, slices=2)
