@@ -17,6 +17,7 @@ from models.export import MODEL_CARD, SAVED_MODEL_DIR, load_model_card
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 DEFAULT_CODEC = "codec"
 DEFAULT_DENOISER = "denoiser"
+HIGH_RATE_CODEC = "codec-high-rate"  # archive quality, where the default codec stops
 # Named points on a variable-rate codec's quality scale (0-100).
 NAMED_QUALITIES = {"low": 25.0, "medium": 50.0, "high": 75.0}
 # Releases with one-rate codecs shipped one per named quality.

@@ -38,6 +38,7 @@ from pipelines.options import (
     decode_options,
     expected_inputs,
     make_handler,
+    missed_targets_note,
     rate_target,
     run_outcome,
     run_pipeline,
@@ -166,6 +167,8 @@ def _report(args, summary: dict, summary_path: str) -> None:
         f"{summary['mean_psnr_db']:.2f} dB PSNR against the {against})"
         + (f" and {summary['clean_bytes']} bytes of cleaned PNG" if summary["clean_bytes"] else "")
     )
+    if summary.get("targets_missed"):
+        print(missed_targets_note(summary["targets_missed"], args.model))
     outputs = [f"summary {summary_path}"]
     if summary["written"] and args.mode in (COMPRESS, BOTH):
         outputs.append(f"code files {records.join(args.output, manifest.CODES_DIR)}/")

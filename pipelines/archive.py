@@ -39,6 +39,7 @@ from pipelines.options import (
     corpus_main,
     decode_options,
     make_handler,
+    missed_targets_note,
     rate_target,
     run_outcome,
     run_pipeline,
@@ -270,6 +271,7 @@ def _summarize(counts: dict, totals: dict, run_id: str) -> dict:
         "clean_bytes": totals["clean_bytes"],
         "mean_bpp": totals["mean_bpp"],
         "mean_psnr_db": totals["mean_psnr_db"],
+        "targets_missed": totals["targets_missed"],
         # Against everything the run stored, cleaned PNGs included: negative when they
         # outweigh what the codes save (mode both or denoise store a PNG per image).
         "bytes_saved": totals["bytes_in"] - totals["code_bytes"] - totals["clean_bytes"],
@@ -426,6 +428,8 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         f"already archived, {summary['duplicates']} duplicates, {summary['processed']} "
         f"processed, {summary['failed']} failed; summary {summary_path}"
     )
+    if summary["targets_missed"]:
+        print(missed_targets_note(summary["targets_missed"], args.model))
     done = summary["matched"] - summary["failed"]
     dead_letters = records.join(run_folder, records.DEAD_LETTER_PREFIX + "-*.jsonl")
     return run_outcome("archive", summary, done, dead_letters, args.strict)

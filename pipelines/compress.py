@@ -26,6 +26,7 @@ from pipelines.options import (
     add_max_pixels_arg,
     decode_options,
     each_file,
+    missed_targets_note,
     resolve_codec,
     stage_parser,
 )
@@ -83,7 +84,9 @@ def _compress_frame(compressor, frame: DecodedFrame, target: str, quality, args)
         quality, met = compressor.choose_quality(
             pixels, channels, args.target_psnr, args.target_bpp
         )
-        note = f", quality {quality:g}" + ("" if met else " (target not reachable)")
+        note = f", quality {quality:g}" + (
+            "" if met else f" ({missed_targets_note(1, args.model)})"
+        )
     elif quality is not None:
         note = f", quality {quality:g}"
     data = compressor.compress(pixels, channels, quality, metadata.to_chunks(frame.carried))

@@ -198,7 +198,7 @@ def test_cbsd68_codes_decode_to_the_psnr_the_manifest_reports(tmp_path):
     assert len(list((output / "clean").glob("*.png"))) == 9
 
 
-def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):
+def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path, capsys):
     from tests.conftest import export_untrained_codec
 
     # seeded: some random starts code the same at quality 0 and 100 (no target in between)
@@ -234,6 +234,23 @@ def test_a_psnr_target_is_met_per_image_and_recorded(tmp_path):
         code = CodeFile.from_bytes(Path(record["code_path"]).read_bytes())
         assert code.quality == record["quality"]
     assert any(r["target_met"] and 0 < r["quality"] < 100 for r in written)
+    summary = records.read_json(str(output / records.SUMMARY_FILE))
+    assert summary["targets_missed"] == sum(not r["target_met"] for r in written)
+
+    # a target no quality reaches: every image at quality 100, each counted and reported
+    unreachable = tmp_path / "unreachable"
+    apply.run(
+        [
+            f"--input={tmp_path}/photos/*",
+            f"--output={unreachable}",
+            "--mode=compress",
+            f"--model={codec}",
+            "--target-psnr=99",
+            *IN_PROCESS,
+        ]
+    )
+    assert records.read_json(str(unreachable / records.SUMMARY_FILE))["targets_missed"] == 2
+    assert "2 images missed the rate target" in capsys.readouterr().out
 
 
 def noisy_photo(tmp_path: Path, size: tuple[int, int], seed: int) -> Path:

@@ -249,6 +249,11 @@ def test_the_high_rate_codec_reaches_archive_quality_and_decodes_without_naming_
             quality[prefix] = psnr(original, np.asarray(image))
     assert quality["high"] > quality["default"] + 3.0, quality
 
+    # a target past the default codec's top says which shipped codec reaches further
+    done = latentpress("compress", "--target-psnr", "60", source, "-o", str(tmp_path / "t"))
+    assert done.returncode == 0, done.stderr
+    assert "missed the rate target" in done.stdout and "--model codec-high-rate" in done.stdout
+
 
 @pytest.fixture(scope="module")
 def variable_rate_codec(tmp_path_factory) -> str:

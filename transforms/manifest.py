@@ -1,7 +1,9 @@
 """The manifest schema: one JSON line per input of an apply run (or per image an archive
 run processed; see ``transforms.archive``).
 
-Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json``.  Fields of a record:
+Files: ``DIR/manifest-*.jsonl``; totals in ``DIR/summary.json`` (``SummarizeManifest``:
+counts, bytes, mean bpp and PSNR, and ``targets_missed``, the images whose rate target no
+quality met).  Fields of a record:
 
   source_path          the input file as matched
   key                  its path relative to the matched root (its relative output path)
@@ -163,6 +165,8 @@ def _totals(r: dict) -> dict:
         "code_bytes": r["code_bytes"] if ok else 0,
         "clean_bytes": r["clean_bytes"] if ok else 0,
         "frames_beyond_first": int(later_frame),
+        # coded at the nearest end of the codec's range: --target-psnr/--target-bpp unreachable
+        "targets_missed": int(ok and r.get("target_met") is False),
     }
 
 
