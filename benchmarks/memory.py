@@ -1,7 +1,7 @@
 """Peak resident memory of compress, decompress and apply against image size.
 
     python -m benchmarks.memory [--megapixels 1,12,48] [--stages compress,decompress,apply]
-        [--work-dir DIR] [--denoiser D]
+        [--work-dir DIR] [--denoiser D] [--model codec]
 
 Each stage runs as a fresh ``latentpress`` process on a photograph of each size (an embedded
 sample photograph scaled up, with seeded sensor-like noise so it codes like a real one, saved
@@ -55,7 +55,13 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float, int]:
     return usage.ru_maxrss / 1024.0, time.perf_counter() - start, process.returncode
 
 
-def run(megapixels: list[float], stages: list[str], work_dir: Path, denoiser: str = "") -> dict:
+def run(
+    megapixels: list[float],
+    stages: list[str],
+    work_dir: Path,
+    denoiser: str = "",
+    model: str = "codec",
+) -> dict:
     cli = [sys.executable, "-m", "latentpress.cli"]
     rows = []
     for size in megapixels:
@@ -73,7 +79,10 @@ def run(megapixels: list[float], stages: list[str], work_dir: Path, denoiser: st
         )
         codes = work_dir / f"codes-{size:g}"
         commands = {
-            "compress": [*cli, "compress", str(image), "-o", str(codes), "--overwrite"],
+            "compress": [
+                *[*cli, "compress", str(image), "-o", str(codes), "--overwrite"],
+                *["--model", model],
+            ],
             "decompress": [
                 *cli,
                 "decompress",
@@ -90,6 +99,7 @@ def run(megapixels: list[float], stages: list[str], work_dir: Path, denoiser: st
                 "-o",
                 str(work_dir / f"applied-{size:g}"),
                 "--overwrite",
+                *["--model", model],
                 *(
                     ["--mode", "both", "--denoiser", denoiser]
                     if denoiser
@@ -124,15 +134,16 @@ def main(argv=None) -> dict:
         default="",
         help="apply runs --mode both with this denoiser (default: compress).",
     )
+    parser.add_argument("--model", default="codec", help="The codec (a shipped name or a path).")
     args = parser.parse_args(argv)
     sizes = [float(v) for v in args.megapixels.split(",")]
     stages = [s for s in args.stages.split(",") if s]
     if args.work_dir:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-        results = run(sizes, stages, Path(args.work_dir), args.denoiser)
+        results = run(sizes, stages, Path(args.work_dir), args.denoiser, args.model)
     else:
         with tempfile.TemporaryDirectory() as scratch:
-            results = run(sizes, stages, Path(scratch), args.denoiser)
+            results = run(sizes, stages, Path(scratch), args.denoiser, args.model)
     print(json.dumps(results, indent=2))
     return results
 

@@ -1,6 +1,6 @@
 """Do code files decode on other machines?  Encode here, decode with other kernels and devices.
 
-    python -m benchmarks.portability [--images 68] [--large-megapixels 12]
+    python -m benchmarks.portability [--model codec] [--images 68] [--large-megapixels 12]
         [--qualities 0,50,100] [--work-dir DIR]
 
 Images: ../shared/datasets/CBSD68 when present (else the embedded samples), plus one large
@@ -33,7 +33,7 @@ CONFIGURATIONS = {
 }
 
 
-def decode_all(folder: Path, out: Path, threads: int) -> dict:
+def decode_all(folder: Path, out: Path, threads: int, model: str) -> dict:
     """Decodes every .lpc file of ``folder`` into ``out`` (.npy); {name: error} of failures."""
     import tensorflow as tf
 
@@ -43,7 +43,7 @@ def decode_all(folder: Path, out: Path, threads: int) -> dict:
     from models.codefile import CodeFileError
     from models.compressor import Compressor
 
-    compressor = Compressor()
+    compressor = Compressor(model)
     failures = {}
     for path in sorted(folder.glob("*.lpc")):
         try:
@@ -53,10 +53,12 @@ def decode_all(folder: Path, out: Path, threads: int) -> dict:
     return {"failures": failures, "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
-def encode_all(images: dict, qualities: list[float], folder: Path, reference: Path) -> None:
+def encode_all(
+    images: dict, qualities: list[float], folder: Path, reference: Path, model: str
+) -> None:
     from models.compressor import Compressor
 
-    compressor = Compressor()
+    compressor = Compressor(model)
     for name, pixels in images.items():
         for quality in qualities:
             stem = f"{name}-q{quality:g}"
@@ -85,9 +87,15 @@ def run(args, work: Path) -> dict:
     folder.mkdir(exist_ok=True)
     reference.mkdir(exist_ok=True)
     qualities = [float(q) for q in args.qualities.split(",")]
-    encode_all(load_images(args.images, args.large_megapixels, work), qualities, folder, reference)
+    images = load_images(args.images, args.large_megapixels, work)
+    encode_all(images, qualities, folder, reference, args.model)
     files = sorted(folder.glob("*.lpc"))
-    results = {"files": len(files), "qualities": qualities, "configurations": {}}
+    results = {
+        "model": args.model,
+        "files": len(files),
+        "qualities": qualities,
+        "configurations": {},
+    }
     for name, (env, threads) in CONFIGURATIONS.items():
         out = work / name.replace(" ", "_").replace(",", "")
         out.mkdir(exist_ok=True)
@@ -100,6 +108,7 @@ def run(args, work: Path) -> dict:
                 str(folder),
                 str(out),
                 str(threads),
+                args.model,
             ],
             capture_output=True,
             text=True,
@@ -130,9 +139,10 @@ def run(args, work: Path) -> dict:
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--decode"]:  # the child: decode a folder with this process's kernels
-        print(json.dumps(decode_all(Path(argv[1]), Path(argv[2]), int(argv[3]))))
+        print(json.dumps(decode_all(Path(argv[1]), Path(argv[2]), int(argv[3]), argv[4])))
         return {}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="codec", help="A shipped codec's name or a path.")
     parser.add_argument("--images", type=int, default=68)
     parser.add_argument("--large-megapixels", type=float, default=12.0, help="0: none.")
     parser.add_argument("--qualities", default="0,50,100")
