@@ -167,7 +167,9 @@ class Trainer:
             context = {w.ref() for w in getattr(self.model, "context_weights", list)()}
             self.in_context_group = [w.ref() in context for w in self.model.trainable_variables]
             self.context_optimizer = None
-            if scale != 1.0 and any(self.in_context_group):
+            if scale != 1.0 and not any(self.in_context_group):
+                raise ValueError("--context-learning-rate-scale needs a codec with --slices")
+            if scale != 1.0:
                 if self.loss_scaled:
                     raise ValueError(
                         "--context-learning-rate-scale needs --precision float32 or bfloat16"

@@ -253,6 +253,7 @@ def test_the_high_rate_codec_reaches_archive_quality_and_decodes_without_naming_
     done = latentpress("compress", "--target-psnr", "60", source, "-o", str(tmp_path / "t"))
     assert done.returncode == 0, done.stderr
     assert "missed the rate target" in done.stdout and "--model codec-high-rate" in done.stdout
+    assert "bpp" in done.stdout.split("--model codec-high-rate")[1]  # the cards' measured spans
 
 
 @pytest.fixture(scope="module")

@@ -913,6 +913,8 @@ def test_the_context_networks_can_train_at_a_multiple_of_the_learning_rate(prepa
     _, resumed = make_trainer(prepared, tmp_path / "scaled", sliced)  # without the flag
     with pytest.raises(ValueError, match="context-learning-rate-scale"):
         resumed.restore()
+    with pytest.raises(ValueError, match="needs a codec with --slices"):  # nothing to scale
+        make_trainer(prepared, tmp_path / "none", [*TINY_CODEC, "--context-learning-rate-scale=2"])
 
 
 def test_channel_slices_need_means_and_must_divide_the_latents():
