@@ -80,8 +80,14 @@ def run(
         codes = work_dir / f"codes-{size:g}"
         commands = {
             "compress": [
-                *[*cli, "compress", str(image), "-o", str(codes), "--overwrite"],
-                *["--model", model],
+                *cli,
+                "compress",
+                str(image),
+                "-o",
+                str(codes),
+                "--overwrite",
+                "--model",
+                model,
             ],
             "decompress": [
                 *cli,
@@ -99,7 +105,8 @@ def run(
                 "-o",
                 str(work_dir / f"applied-{size:g}"),
                 "--overwrite",
-                *["--model", model],
+                "--model",
+                model,
                 *(
                     ["--mode", "both", "--denoiser", denoiser]
                     if denoiser

@@ -132,11 +132,8 @@ def _golden_key(compressor: Compressor) -> str:
 
 def _shipped_codecs() -> list[str]:
     """Every codec in the package that writes format 3 (``codec``, ``codec-high-rate``, ...)."""
-    return [
-        name
-        for name in registry.available()
-        if registry.card(name).get("task") == "codec" and registry.card(name).get("exact_identity")
-    ]
+    cards = {name: registry.card(name) for name in registry.available()}
+    return [n for n, c in cards.items() if c.get("task") == "codec" and c.get("exact_identity")]
 
 
 @pytest.mark.parametrize("name", _shipped_codecs())
