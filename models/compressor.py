@@ -108,7 +108,13 @@ def _tiles(height: int, width: int):
 
 
 class Compressor:
-    def __init__(self, model: str = registry.DEFAULT_CODEC):
+    def __init__(self, model: str = registry.DEFAULT_CODEC, refine_steps: int = 0):
+        """``refine_steps``: gradient steps per image on the latents before coding
+        (``models.refine``); 0 codes the analysis network's latents as they are."""
+        if refine_steps < 0:
+            raise ValueError(f"refine_steps {refine_steps}: a number of steps, 0 or more")
+        self.refine_steps = refine_steps
+        self._refiner = None
         self.model_dir = registry.resolve(model)
         self.card = registry.card(self.model_dir, "codec")
         self.module = load_saved_model(self.model_dir)
@@ -250,7 +256,18 @@ class Compressor:
     def analyze(self, pixels: np.ndarray, quality: float | None = None) -> Latents:
         """The coded latents of uint8 (H, W, 3) pixels (format 3)."""
         y = self.latents(pixels, quality)
-        return self.code_latents(y, self.side_information(y))
+        z_hat = self.side_information(y)
+        if self.refine_steps:
+            y = self.refiner.refine(pixels, y, z_hat, quality, self.refine_steps)
+        return self.code_latents(y, z_hat)
+
+    @property
+    def refiner(self):
+        if self._refiner is None:
+            from models.refine import LatentRefiner
+
+            self._refiner = LatentRefiner(self)
+        return self._refiner
 
     def code_latents(self, y: np.ndarray, z_hat: np.ndarray) -> Latents:
         """The coded integers of y: round(y - mean), with the exact model's means."""

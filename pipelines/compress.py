@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"latentpress compress: {e}", file=sys.stderr)
         return 2
-    compressor = Compressor(model)
+    compressor = Compressor(model, args.refine_steps)
     options = decode_options(args)
     os.makedirs(args.output, exist_ok=True)
 

@@ -143,8 +143,10 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         denoise_ensemble: int = 1,
         denoise_strength: float = 1.0,
         keep_cleaned: bool = False,
+        refine_steps: int = 0,
     ):
         super().__init__()
+        self._refine_steps = refine_steps
         self._denoise_strength = denoise_strength
         self._keep_cleaned = keep_cleaned
         self._denoise_ensemble = denoise_ensemble
@@ -163,7 +165,7 @@ class LatentpressModelHandler(ModelHandler[DecodedImage, Processed, Models]):
         from models.inference import Denoiser
 
         return Models(
-            Compressor(self._codec) if self._mode in (COMPRESS, BOTH) else None,
+            Compressor(self._codec, self._refine_steps) if self._mode in (COMPRESS, BOTH) else None,
             Denoiser(
                 self._denoiser, ensemble=self._denoise_ensemble, strength=self._denoise_strength
             )

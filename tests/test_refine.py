@@ -1,0 +1,106 @@
+"""Encoder-side latent refinement (models.refine): better codes for the unchanged decoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models.refine
+from models.compressor import Compressor
+from models.inference import psnr
+from models.registry import HIGH_RATE_CODEC
+from tests.conftest import export_untrained_codec
+from tests.test_compress import sample_crop
+
+
+@pytest.fixture(scope="module")
+def codecs():
+    """The high-rate codec as shipped, and the same with 8 refinement steps per image."""
+    return Compressor(HIGH_RATE_CODEC), Compressor(HIGH_RATE_CODEC, refine_steps=8)
+
+
+def rate_distortion_loss(compressor, data: bytes, pixels: np.ndarray, quality: float) -> float:
+    """What the refinement minimizes, measured on the real file: bpp + lambda * mse."""
+    decoded = compressor.decompress(data)
+    mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
+    bpp = 8 * len(data) / (pixels.shape[0] * pixels.shape[1])
+    return bpp + compressor.refiner.lmbda(quality) * mse
+
+
+def test_refined_codes_decode_with_the_plain_decoder_to_a_better_image(codecs):
+    plain, refined = codecs
+    pixels = sample_crop("chelsea.png", 192, 256)
+    before = plain.compress(pixels, quality=100)
+    after = refined.compress(pixels, quality=100)
+    # an ordinary file: the decoder without refinement reads it
+    gain = psnr(pixels, plain.decompress(after)) - psnr(pixels, plain.decompress(before))
+    assert gain > 0.5, gain
+    assert len(after) < 1.1 * len(before), (len(after), len(before))
+    assert rate_distortion_loss(refined, after, pixels, 100) < rate_distortion_loss(
+        refined, before, pixels, 100
+    )
+    # seeded noise: the same image gives the same file
+    assert refined.compress(pixels, quality=100) == after
+
+
+def test_every_tile_of_a_large_image_is_refined(codecs, monkeypatch):
+    """An image of several tiles (here 8 latents a side) gets each tile's latents refined,
+    each tile with its neighbours as context, and still codes a lower loss."""
+    plain, refined = codecs
+    monkeypatch.setattr(models.refine, "TILE_LATENTS", 8)
+    pixels = sample_crop("chelsea.png", 192, 288)  # 12 x 18 latents: 2 x 3 tiles
+    quality = 90.0
+    y = plain.latents(pixels, quality)
+    z_hat = plain.side_information(y)
+    moved = refined.refiner.refine(pixels, y, z_hat, quality, steps=4)
+    before = plain.code_latents(y, z_hat).code
+    after = plain.code_latents(moved, z_hat).code
+    for top in range(0, 12, 8):
+        for left in range(0, 18, 8):
+            tile = (slice(top, top + 8), slice(left, left + 8))
+            assert np.any(before[tile] != after[tile]), (top, left)
+    codes = [
+        plain.encode(plain.code_latents(latents, z_hat), 192, 288, 3, quality)
+        for latents in (y, moved)
+    ]
+    losses = [rate_distortion_loss(refined, data, pixels, quality) for data in codes]
+    assert losses[1] < losses[0], losses
+
+
+def test_refinement_never_codes_a_worse_loss_than_the_analysis(codecs):
+    """Steps that do not lower the loss are undone: at the lowest quality, where a step of
+    one quantization bin is coarse, the result is at worst the analysis network's own."""
+    plain, refined = codecs
+    pixels = sample_crop("coffee.png", 128, 128)
+    before = plain.compress(pixels, quality=0)
+    after = refined.compress(pixels, quality=0)
+    assert rate_distortion_loss(refined, after, pixels, 0) <= rate_distortion_loss(
+        refined, before, pixels, 0
+    ) * (1 + 1e-3)
+
+
+def test_a_codec_with_channel_slices_is_refused(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    model = export_untrained_codec(
+        tmp_path / "sliced", "sliced", lmbdas=(0.01, 0.04), mean_scale=True, slices=2
+    )
+    with pytest.raises(ValueError, match="channel slices"):
+        Compressor(model, refine_steps=2).compress(sample_crop("coffee.png", 64, 64))
+
+
+def test_the_compress_command_refines_and_refuses_a_negative_count(latentpress, tmp_path):
+    from tests.conftest import sample_paths
+
+    source = sample_paths()[2]  # chelsea
+    sizes = {}
+    for steps in ("0", "2"):
+        out = tmp_path / steps
+        args = ("--model", HIGH_RATE_CODEC, "--quality", "100", "--refine-steps", steps)
+        done = latentpress("compress", *args, source, "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        (code,) = out.glob("*.lpc")
+        sizes[steps] = code.read_bytes()
+    assert sizes["0"] != sizes["2"]  # the flag reaches the encoder
+    done = latentpress("compress", "--refine-steps", "-1", source, "-o", str(tmp_path / "x"))
+    assert done.returncode == 2 and "0 or more" in done.stderr
