@@ -19,11 +19,12 @@ they are (Gauss-Seidel over tiles), so memory stays that of one tile however lar
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
 from models.codec import LATENT_STRIDE, ScaleHyperprior
-from models.layers import keras
 
 # Latents of a refined tile a side, and latents of context around it: g_s sees 3 latents
 # each side, so the pixels a tile's latents move lie within 3 of it, and their values
@@ -36,6 +37,7 @@ REACH = 3
 FIRST_STEP_SIZE = 0.03
 GROWTH = 1.4
 SHRINK = 0.5
+ADAM_BETAS = (0.9, 0.999)
 
 
 class LatentRefiner:
@@ -110,66 +112,73 @@ class LatentRefiner:
             reach[2] - window[2] * LATENT_STRIDE,
             reach[3] - window[2] * LATENT_STRIDE,
         )
-        step = _Step(
-            self.model,
+        constants = _TileConstants(
             tf.constant(means[window[0] : window[1], window[2] : window[3]][None]),
             tf.constant(scales[window[0] : window[1], window[2] : window[3]][None], tf.float32),
             tf.constant(mask[None]),
             target,
-            crop,
-            lmbda,
-            quality,
+            tf.constant(crop),
         )
-        variable = tf.Variable(context[None])
+        latents = tf.constant(context[None])
+        moments = (tf.zeros_like(latents), tf.zeros_like(latents))
         step_size = FIRST_STEP_SIZE
-        optimizer = keras.optimizers.Adam(step_size)
-        best_loss, best = float(step.loss(variable)), context[None]
+        best_loss, best = float(self._loss(latents, constants, lmbda, quality)), latents
         for i in range(steps):
-            optimizer.learning_rate.assign(step_size)
-            step.apply(variable, optimizer, tf.constant(i))
-            loss = float(step.loss(variable))
+            latents, moments = self._step(
+                best, moments, tf.constant(i), tf.constant(step_size), constants, lmbda, quality
+            )
+            loss = float(self._loss(latents, constants, lmbda, quality))
             # a step that helped earns a longer one; one that did not is undone, and halved
             if loss < best_loss:
-                best_loss, best = loss, variable.numpy()
+                best_loss, best = loss, latents
                 step_size *= GROWTH
             else:
-                variable.assign(best)
                 step_size *= SHRINK
-        return best[0][inside]
+        return best.numpy()[0][inside]
+
+    def _objective(self, residual, rate_residual, constants, lmbda, quality):
+        """Bits of the tile's own latents plus lambda times the squared error (0-255 scale,
+        per pixel as the training loss's mse) over every pixel they reach."""
+        likelihood = self.model.gaussian_conditional(rate_residual, constants.scales)
+        bits = -tf.reduce_sum(constants.mask * tf.math.log(likelihood)) / np.log(2.0)
+        x_hat = self.model.synthesize(_rounded(residual) + constants.means, quality, training=True)
+        crop = constants.crop
+        error = tf.square(x_hat[0, crop[0] : crop[1], crop[2] : crop[3]] - constants.target)
+        return bits + lmbda * tf.reduce_sum(error) * 255.0**2 / 3.0
+
+    @tf.function(reduce_retracing=True)
+    def _loss(self, residual, constants, lmbda, quality):
+        return self._objective(residual, tf.round(residual), constants, lmbda, quality)
+
+    @tf.function(reduce_retracing=True)
+    def _step(self, residual, moments, i, step_size, constants, lmbda, quality):
+        """One Adam step on the tile's latents (the context around it held).  Written out
+        rather than a Keras optimizer: its slots are variables of one tile's shape, which
+        would retrace this function for every tile."""
+        with tf.GradientTape() as tape:
+            tape.watch(residual)
+            # the rate's gradient through additive noise, as in training; seeded per step,
+            # so the same image gives the same file
+            noise = tf.random.stateless_uniform(tf.shape(residual), [i, 0], -0.5, 0.5)
+            loss = self._objective(residual, residual + noise, constants, lmbda, quality)
+        gradient = tape.gradient(loss, residual) * constants.mask
+        first = ADAM_BETAS[0] * moments[0] + (1 - ADAM_BETAS[0]) * gradient
+        second = ADAM_BETAS[1] * moments[1] + (1 - ADAM_BETAS[1]) * tf.square(gradient)
+        t = tf.cast(i + 1, tf.float32)
+        first_hat = first / (1 - ADAM_BETAS[0] ** t)
+        second_hat = second / (1 - ADAM_BETAS[1] ** t)
+        update = step_size * first_hat / (tf.sqrt(second_hat) + 1e-8)
+        return residual - update, (first, second)
+
+
+class _TileConstants(NamedTuple):
+    means: tf.Tensor
+    scales: tf.Tensor
+    mask: tf.Tensor  # 1 on the tile's own latents, 0 on their context
+    target: tf.Tensor  # the pixels they reach, [0, 1]
+    crop: tf.Tensor  # where those pixels lie in the window's decoded output
 
 
 def _rounded(v):
     """round(v), with the gradient passed straight through."""
     return v + tf.stop_gradient(tf.round(v) - v)
-
-
-class _Step:
-    """The loss of one tile's window of latent residuals, and one optimizer step on it."""
-
-    def __init__(self, model, means, scales, mask, target, crop, lmbda, quality):
-        self.model, self.means, self.scales, self.mask = model, means, scales, mask
-        self.target, self.crop, self.lmbda, self.quality = target, crop, lmbda, quality
-
-    def _loss(self, residual, rate_residual):
-        # bits of the tile's own latents, and squared error (0-255 scale, per pixel as the
-        # training loss's mse) over every pixel they reach
-        bits = -tf.reduce_sum(
-            self.mask * tf.math.log(self.model.gaussian_conditional(rate_residual, self.scales))
-        ) / np.log(2.0)
-        x_hat = self.model.synthesize(_rounded(residual) + self.means, self.quality, training=True)
-        top, bottom, left, right = self.crop
-        error = tf.square(x_hat[0, top:bottom, left:right] - self.target)
-        return bits + self.lmbda * tf.reduce_sum(error) * 255.0**2 / 3.0
-
-    @tf.function
-    def loss(self, variable):
-        return self._loss(variable, tf.round(variable))
-
-    @tf.function
-    def apply(self, variable, optimizer, i):
-        with tf.GradientTape() as tape:
-            # noise from a fixed seed per step: the same image gives the same file
-            noise = tf.random.stateless_uniform(tf.shape(variable), [i, 0], -0.5, 0.5)
-            loss = self._loss(variable, variable + noise)
-        gradient = tape.gradient(loss, variable) * self.mask
-        optimizer.apply_gradients([(gradient, variable)])
