@@ -27,10 +27,10 @@ DEFAULT_QUALITY = 50.0
 
 
 @functools.lru_cache(maxsize=4)
-def _compressor(model: str):
+def _compressor(model: str, refine_steps: int = 0):
     from models.compressor import Compressor
 
-    return Compressor(model)
+    return Compressor(model, refine_steps)
 
 
 def _model_for(data: bytes, model: str | None) -> str:
@@ -81,14 +81,17 @@ def compress(
     model: str = "codec",
     strip_metadata: bool = False,
     frame: int | None = None,
+    refine_steps: int = 0,
 ) -> bytes:
     """A code file (bytes) of ``image``: a path, a PIL image, or a uint8 numpy array
     (H, W, 3) or (H, W) (grayscale decodes to grayscale).  ``quality`` 0-100.  A path to a
-    multi-frame file needs ``frame`` (0-based): one code file per frame."""
+    multi-frame file needs ``frame`` (0-based): one code file per frame.  ``refine_steps``
+    spends that many gradient steps on the latents for a better code (``models.refine``)."""
     from transforms import metadata
 
     pixels, channels, carried = _pixels(image, strip_metadata, frame)
-    return _compressor(model).compress(pixels, channels, quality, metadata.to_chunks(carried))
+    compressor = _compressor(model, refine_steps)
+    return compressor.compress(pixels, channels, quality, metadata.to_chunks(carried))
 
 
 def decompress(data: bytes, model: str | None = None) -> np.ndarray:

@@ -104,3 +104,13 @@ def test_the_compress_command_refines_and_refuses_a_negative_count(latentpress, 
     assert sizes["0"] != sizes["2"]  # the flag reaches the encoder
     done = latentpress("compress", "--refine-steps", "-1", source, "-o", str(tmp_path / "x"))
     assert done.returncode == 2 and "0 or more" in done.stderr
+
+
+def test_the_python_api_refines_too():
+    import latentpress
+
+    pixels = sample_crop("coffee.png", 64, 96)
+    plain = latentpress.compress(pixels, quality=100, model=HIGH_RATE_CODEC)
+    refined = latentpress.compress(pixels, quality=100, model=HIGH_RATE_CODEC, refine_steps=3)
+    assert refined != plain
+    assert latentpress.decompress(refined).shape == pixels.shape
