@@ -58,6 +58,7 @@ class LatentRefiner:
         self.scale_table = tf.constant(compressor.scale_table, tf.float32)
 
     def lmbda(self, quality: float | None) -> float:
+        """The rate-distortion trade-off the codec was trained for at ``quality``."""
         if self.compressor.variable_rate:
             return float(self.model.lmbda_at(tf.constant([quality], tf.float32))[0])
         return float(self.compressor.config.lmbda)

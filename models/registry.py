@@ -64,13 +64,18 @@ def is_variable_rate(name_or_path: str) -> bool:
     return CodecConfig.from_card(card(name_or_path)).variable_rate
 
 
-def codec_setting(quality: float | None, target: dict | None = None) -> str:
+def codec_setting(quality: float | None, target: dict | None = None, refine_steps: int = 0) -> str:
     """How a run set a variable-rate codec's rate: ``q<quality>``, ``psnr<dB>`` or
-    ``bpp<bpp>`` (a target that chooses the quality per image); "" for a one-rate codec."""
+    ``bpp<bpp>`` (a target that chooses the quality per image); "" for a one-rate codec.
+    Refined latents (``--refine-steps N``) are other codes of the same codec: ``-refineN``."""
     if target:
         ((name, value),) = target.items()
-        return f"{name.removeprefix('target_')}{value:g}"
-    return "" if quality is None else f"q{quality:g}"
+        setting = f"{name.removeprefix('target_')}{value:g}"
+    else:
+        setting = "" if quality is None else f"q{quality:g}"
+    if refine_steps:
+        setting = f"{setting}-refine{refine_steps}" if setting else f"refine{refine_steps}"
+    return setting
 
 
 def codec_identity(fingerprint: str, setting: str) -> str:

@@ -197,7 +197,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         args.mode,
         codec_fingerprint,
         denoiser_fingerprint,
-        codec_setting=registry.codec_setting(args.quality, rate_target(args)),
+        codec_setting=registry.codec_setting(args.quality, rate_target(args), args.refine_steps),
     )
     progress = ReportProgress(
         "apply",

@@ -367,7 +367,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     args, options, codec_fingerprint, denoiser_fingerprint = start_model_stage(
         build_parser(), argv, save_main_session
     )
-    codec_setting = registry.codec_setting(args.quality, rate_target(args))
+    codec_setting = registry.codec_setting(args.quality, rate_target(args), args.refine_steps)
     run_id = archive.new_run_id()
     _tidy_and_store_models(args, codec_fingerprint, denoiser_fingerprint)
     LOG.info("archive run %s into %s", run_id, args.archive)

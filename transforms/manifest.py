@@ -25,7 +25,8 @@ quality met).  Fields of a record:
   psnr_db              PSNR of the decoded code file against what was encoded
   psnr_reference       "input" (compress) or "clean" (both: the denoised image is encoded)
   quality              quality (0-100) a variable-rate codec encoded at, else null
-  codec_setting        how the run set that rate: q<quality>, psnr<dB>, bpp<bpp>; "" if one-rate
+  codec_setting        how the run set that rate: q<quality>, psnr<dB>, bpp<bpp>; "" if one-rate;
+                       "-refine<N>" added when latents were refined (--refine-steps N)
   target_met           with --target-psnr/--target-bpp: whether the quality met it, else null
   model_fingerprint    codec weights' fingerprint, or ""
   denoiser_fingerprint denoiser weights' fingerprint, or ""
