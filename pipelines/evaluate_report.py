@@ -223,6 +223,8 @@ def _markdown(results: dict) -> str:
     header = [f"{config['image_count']} images ({inputs})"]
     if results["curves"]:
         header.append("codecs: " + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items()))
+        if config.get("refine_steps"):
+            header[-1] += f", latents refined ({config['refine_steps']} steps, `--refine-steps`)"
         for model, fingerprint in config.get("reference_model", {}).items():
             header.append(f"{REFERENCE}: `{model}` ({fingerprint})")
     if results["denoising"]:
