@@ -171,6 +171,7 @@ FLEX_EXAMPLE = {
     "mode": "compress",
     "quality": "high",
     "model": "codec",
+    "refine_steps": "20",
     "denoiser": "denoiser",
     "reprocess_older_models": "true",
     "keep_runs": "7",
@@ -181,6 +182,7 @@ FLEX_INVALID = {
     "archive": "gs://my-bucket/arch*",
     "mode": "zip",
     "quality": "best",
+    "refine_steps": "-1",
     "reprocess_older_models": "maybe",
     "keep_runs": "0",
     "gpu_memory_mb": "-1",
@@ -204,7 +206,7 @@ def test_flex_template_parameters_are_validated_archive_flags():
     args, _ = split_args(archive.build_parser(), [f"--{k}={v}" for k, v in given.items()])
     assert args.input == [FLEX_EXAMPLE["input"]] and args.archive == FLEX_EXAMPLE["archive"]
     assert (args.mode, args.reprocess_older_models, args.keep_runs) == ("compress", True, 7)
-    assert args.quality == "high" and args.model is None
+    assert args.quality == "high" and args.model is None and args.refine_steps == 20
     assert args.gpu_memory_mb == 4096
 
 
