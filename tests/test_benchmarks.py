@@ -8,7 +8,14 @@ import json
 import pytest
 from PIL import Image
 
-from benchmarks import codec_speed, compare_runs, denoise_speed, latent_ceiling, prepare_memory
+from benchmarks import (
+    codec_speed,
+    compare_runs,
+    denoise_speed,
+    latent_ceiling,
+    prepare_memory,
+    refinement,
+)
 from latentpress.samples import sample_paths
 from tests.conftest import export_untrained_codec
 
@@ -35,6 +42,13 @@ def test_codec_speed_times_a_codec_with_channel_slices(tmp_path):
     results = codec_speed.main(["--model", model, "--images", "1", "--repeats", "1"])
     assert results["ms_per_megapixel"]["decode_total"] > 0
     assert 0 < results["bpp"]["codec"] < 24
+
+
+def test_refinement_benchmark_measures_each_step_count_on_real_files():
+    rows = refinement.main(["--images", "1", "--qualities", "100", "--steps", "0,3"])
+    assert [row["steps"] for row in rows] == [0, 3]
+    assert rows[1]["loss"] < rows[0]["loss"]  # measured on the code files
+    assert rows[0]["encode_x"] == 1.0 and rows[1]["encode_s_per_mp"] > 0
 
 
 def test_denoise_speed_times_the_denoiser_and_its_ensemble():
