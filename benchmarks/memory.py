@@ -1,7 +1,7 @@
 """Peak resident memory of compress, decompress and apply against image size.
 
     python -m benchmarks.memory [--megapixels 1,12,48] [--stages compress,decompress,apply]
-        [--work-dir DIR] [--denoiser D] [--model codec]
+        [--work-dir DIR] [--denoiser D] [--model codec] [--refine-steps N]
 
 Each stage runs as a fresh ``latentpress`` process on a photograph of each size (an embedded
 sample photograph scaled up, with seeded sensor-like noise so it codes like a real one, saved
@@ -61,8 +61,10 @@ def run(
     work_dir: Path,
     denoiser: str = "",
     model: str = "codec",
+    refine_steps: int = 0,
 ) -> dict:
     cli = [sys.executable, "-m", "latentpress.cli"]
+    encoder = ["--model", model, "--refine-steps", str(refine_steps)]
     rows = []
     for size in megapixels:
         image = work_dir / f"photo-{size:g}mp.png"
@@ -86,8 +88,7 @@ def run(
                 "-o",
                 str(codes),
                 "--overwrite",
-                "--model",
-                model,
+                *encoder,
             ],
             "decompress": [
                 *cli,
@@ -105,8 +106,7 @@ def run(
                 "-o",
                 str(work_dir / f"applied-{size:g}"),
                 "--overwrite",
-                "--model",
-                model,
+                *encoder,
                 *(
                     ["--mode", "both", "--denoiser", denoiser]
                     if denoiser
@@ -142,15 +142,22 @@ def main(argv=None) -> dict:
         help="apply runs --mode both with this denoiser (default: compress).",
     )
     parser.add_argument("--model", default="codec", help="The codec (a shipped name or a path).")
+    parser.add_argument(
+        "--refine-steps", type=int, default=0, help="compress and apply refine their latents."
+    )
     args = parser.parse_args(argv)
     sizes = [float(v) for v in args.megapixels.split(",")]
     stages = [s for s in args.stages.split(",") if s]
     if args.work_dir:
         Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-        results = run(sizes, stages, Path(args.work_dir), args.denoiser, args.model)
+        results = run(
+            sizes, stages, Path(args.work_dir), args.denoiser, args.model, args.refine_steps
+        )
     else:
         with tempfile.TemporaryDirectory() as scratch:
-            results = run(sizes, stages, Path(scratch), args.denoiser, args.model)
+            results = run(
+                sizes, stages, Path(scratch), args.denoiser, args.model, args.refine_steps
+            )
     print(json.dumps(results, indent=2))
     return results
 
