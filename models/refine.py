@@ -120,56 +120,61 @@ class LatentRefiner:
             target,
             tf.constant(crop),
         )
-        latents = tf.constant(context[None])
-        moments = (tf.zeros_like(latents), tf.zeros_like(latents))
+        best = tf.constant(context[None])
+        best_loss, gradient = self._loss_and_gradient(
+            best, tf.constant(0), constants, lmbda, quality
+        )
+        moments = (tf.zeros_like(best), tf.zeros_like(best))
         step_size = FIRST_STEP_SIZE
-        best_loss, best = float(self._loss(latents, constants, lmbda, quality)), latents
-        for i in range(steps):
-            latents, moments = self._step(
-                best, moments, tf.constant(i), tf.constant(step_size), constants, lmbda, quality
+        for i in range(1, steps + 1):
+            candidate, moments = _adam(best, gradient, moments, i, step_size)
+            loss, candidate_gradient = self._loss_and_gradient(
+                candidate, tf.constant(i), constants, lmbda, quality
             )
-            loss = float(self._loss(latents, constants, lmbda, quality))
-            # a step that helped earns a longer one; one that did not is undone, and halved
+            # a step that helped earns a longer one; one that did not is undone, and the
+            # next, from the same point, is half as long
             if loss < best_loss:
-                best_loss, best = loss, latents
+                best, best_loss, gradient = candidate, loss, candidate_gradient
                 step_size *= GROWTH
             else:
                 step_size *= SHRINK
         return best.numpy()[0][inside]
 
-    def _objective(self, residual, rate_residual, constants, lmbda, quality):
-        """Bits of the tile's own latents plus lambda times the squared error (0-255 scale,
-        per pixel as the training loss's mse) over every pixel they reach."""
-        likelihood = self.model.gaussian_conditional(rate_residual, constants.scales)
-        bits = -tf.reduce_sum(constants.mask * tf.math.log(likelihood)) / np.log(2.0)
-        x_hat = self.model.synthesize(_rounded(residual) + constants.means, quality, training=True)
-        crop = constants.crop
-        error = tf.square(x_hat[0, crop[0] : crop[1], crop[2] : crop[3]] - constants.target)
-        return bits + lmbda * tf.reduce_sum(error) * 255.0**2 / 3.0
-
     @tf.function(reduce_retracing=True)
-    def _loss(self, residual, constants, lmbda, quality):
-        return self._objective(residual, tf.round(residual), constants, lmbda, quality)
-
-    @tf.function(reduce_retracing=True)
-    def _step(self, residual, moments, i, step_size, constants, lmbda, quality):
-        """One Adam step on the tile's latents (the context around it held).  Written out
-        rather than a Keras optimizer: its slots are variables of one tile's shape, which
-        would retrace this function for every tile."""
+    def _loss_and_gradient(self, residual, i, constants, lmbda, quality):
+        """The true loss at the tile's latents ``residual`` (rounded; its context held), and
+        the gradient on them, where the rate takes additive noise as in training (seeded per
+        step, so the same image gives the same file).  One pass for both: the distortion
+        is of the rounded latents either way (gradients straight through the rounding)."""
         with tf.GradientTape() as tape:
             tape.watch(residual)
-            # the rate's gradient through additive noise, as in training; seeded per step,
-            # so the same image gives the same file
+            x_hat = self.model.synthesize(
+                _rounded(residual) + constants.means, quality, training=True
+            )
+            crop = constants.crop
+            error = tf.square(x_hat[0, crop[0] : crop[1], crop[2] : crop[3]] - constants.target)
+            # squared error on the 0-255 scale, per pixel as the training loss's mse, over
+            # every pixel the tile's latents reach; bits of the tile's own latents
+            distortion = lmbda * tf.reduce_sum(error) * 255.0**2 / 3.0
             noise = tf.random.stateless_uniform(tf.shape(residual), [i, 0], -0.5, 0.5)
-            loss = self._objective(residual, residual + noise, constants, lmbda, quality)
-        gradient = tape.gradient(loss, residual) * constants.mask
-        first = ADAM_BETAS[0] * moments[0] + (1 - ADAM_BETAS[0]) * gradient
-        second = ADAM_BETAS[1] * moments[1] + (1 - ADAM_BETAS[1]) * tf.square(gradient)
-        t = tf.cast(i + 1, tf.float32)
-        first_hat = first / (1 - ADAM_BETAS[0] ** t)
-        second_hat = second / (1 - ADAM_BETAS[1] ** t)
-        update = step_size * first_hat / (tf.sqrt(second_hat) + 1e-8)
-        return residual - update, (first, second)
+            objective = self._bits(residual + noise, constants) + distortion
+        gradient = tape.gradient(objective, residual) * constants.mask
+        return self._bits(tf.round(residual), constants) + distortion, gradient
+
+    def _bits(self, residual, constants):
+        likelihood = self.model.gaussian_conditional(residual, constants.scales)
+        return -tf.reduce_sum(constants.mask * tf.math.log(likelihood)) / np.log(2.0)
+
+
+def _adam(point, gradient, moments, t: int, step_size: float):
+    """(the point one Adam step on, new moments).  Written out rather than a Keras optimizer:
+    its slots are variables of one tile's shape (a retrace per tile), and a rejected step
+    is undone here by keeping the old point."""
+    first = ADAM_BETAS[0] * moments[0] + (1 - ADAM_BETAS[0]) * gradient
+    second = ADAM_BETAS[1] * moments[1] + (1 - ADAM_BETAS[1]) * tf.square(gradient)
+    first_hat = first / (1 - ADAM_BETAS[0] ** t)
+    second_hat = second / (1 - ADAM_BETAS[1] ** t)
+    return point - step_size * first_hat / (tf.sqrt(second_hat) + 1e-8), (first, second)
 
 
 class _TileConstants(NamedTuple):
