@@ -125,7 +125,11 @@ def _plot(curves, field: str, label: str, path: str) -> None:
         axes.plot([p["bpp"] for p in curve], [p[field] for p in curve], label=codec, **style)
     axes.set_xlabel("bits per pixel")
     axes.set_ylabel(label)
-    axes.set_xlim(0, max(2.0, min(3.0, max(p["bpp"] for c in curves.values() for p in c))))
+    # the classical sweeps run on to ~8 bpp; the axis stops at 3 unless a learned curve
+    # (ours, the reference) goes further, so every point of ours is on the plot
+    highest = max(p["bpp"] for c in curves.values() for p in c)
+    learned = max((p["bpp"] for name in (OURS, REFERENCE) for p in curves.get(name, [])), default=0)
+    axes.set_xlim(0, max(2.0, min(highest, max(3.0, 1.05 * learned))))
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -179,3 +179,16 @@ def test_evaluate_measures_refined_codes_against_the_same_codec_unrefined(tmp_pa
     assert refined[f"{HIGH_RATE_CODEC}@100"] > plain[f"{HIGH_RATE_CODEC}@100"] + 0.2
     assert results["bjontegaard"]["latentpress vs reference"]["bd_rate_psnr_pct"] < 0
     assert "latents refined (6 steps" in (out / "report.md").read_text()
+
+
+def test_an_archive_reencodes_unrefined_codes_only_when_asked():
+    from models import registry
+    from transforms import archive
+
+    held = [{"model_fingerprint": "abc", "denoiser_fingerprint": "", "codec_setting": "q100"}]
+    refined = registry.codec_identity("abc", registry.codec_setting(100.0, None, 20))
+    assert refined == "abc-q100-refine20"
+    state = archive.archive_state(held, "compress", refined, "", reprocess_older=False)
+    assert state == archive.ARCHIVED  # old codes stay; nothing redone by default
+    state = archive.archive_state(held, "compress", refined, "", reprocess_older=True)
+    assert state == archive.OLDER
