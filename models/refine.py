@@ -55,7 +55,6 @@ class LatentRefiner:
         self.model = ScaleHyperprior(compressor.config)
         self.model.build_for_images()
         load_exported_weights(self.model, compressor.model_dir)
-        self.scale_table = tf.constant(compressor.scale_table, tf.float32)
 
     def lmbda(self, quality: float | None) -> float:
         """The rate-distortion trade-off the codec was trained for at ``quality``."""
