@@ -42,6 +42,7 @@ from pipelines.options import (
     run_pipeline,
     split_args,
     stage_parser,
+    step_count,
 )
 from transforms import denoise_baselines, rate_distortion, records
 from transforms.decode import decode_image
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--refine-steps",
-        type=int,
+        type=step_count,
         default=0,
         metavar="N",
         help="Refine the latents of --model's codes with N gradient steps each (the "
