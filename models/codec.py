@@ -78,6 +78,11 @@ class CodecConfig:
     # h_a reads y with its signs beside |y| (Minnen et al. 2018 give h_a y itself): from |y|
     # alone a mean-scale hyperprior cannot predict the sign of a mean.  Needs mean_scale.
     hyper_signs: bool = False
+    # Channels of g_a's first stage (convolution and GDN at 1/2 resolution: the encoder's
+    # costliest, a third of its time at N=112); 0: N.  Only the encoder reads it, so a codec
+    # narrowed here (growth.narrow_analysis_entry, then --train-only encoder) keeps its
+    # decoder and entropy model bit for bit and encodes faster.
+    analysis_entry_filters: int = 0
 
     def __post_init__(self):
         if self.hyper_signs and not self.mean_scale:
@@ -108,6 +113,11 @@ class CodecConfig:
     def side_filters(self) -> int:
         return self.hyper_filters or self.num_filters
 
+    @property
+    def entry_filters(self) -> int:
+        """The channels of g_a's first stage."""
+        return self.analysis_entry_filters or self.num_filters
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -125,6 +135,7 @@ class CodecConfig:
         values["kernel_size"] = int(values.get("kernel_size") or 5)
         values["coarse_kernel_size"] = int(values.get("coarse_kernel_size") or 0)
         values["hyper_signs"] = bool(values.get("hyper_signs", False))
+        values["analysis_entry_filters"] = int(values.get("analysis_entry_filters") or 0)
         return cls(**values)
 
 
@@ -148,10 +159,13 @@ def _deconv(filters, kernel, strides, activation=None, name=None):
 class AnalysisTransform(keras.Sequential):
     """g_a: image -> latents y."""
 
-    def __init__(self, num_filters, latent_filters, kernel_size=5, latent_kernel_size=None):
+    def __init__(
+        self, num_filters, latent_filters, kernel_size=5, latent_kernel_size=None, entry=None
+    ):
         super().__init__(name="analysis")
         for i in range(ANALYSIS_HALVINGS - 1):
-            self.add(_conv(num_filters, kernel_size, 2, name=f"layer_{i}"))
+            filters = (entry or num_filters) if i == 0 else num_filters
+            self.add(_conv(filters, kernel_size, 2, name=f"layer_{i}"))
             self.add(GDN(name=f"gdn_{i}"))
         last = latent_kernel_size or kernel_size
         self.add(_conv(latent_filters, last, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}"))
@@ -252,6 +266,7 @@ class ScaleHyperprior(keras.Model):
             config.latent_filters,
             config.kernel_size,
             config.latent_kernel_size,
+            config.entry_filters,
         )
         self.synthesis_transform = SynthesisTransform(
             config.num_filters, config.kernel_size, config.latent_kernel_size
@@ -473,6 +488,12 @@ class ScaleHyperprior(keras.Model):
     def context_weights(self) -> list:
         """The channel-context networks' weights (a codec without them has none)."""
         return [w for layer in self.slice_entropy + self.slice_residual for w in layer.weights]
+
+    def encoder_weights(self) -> list:
+        """The weights only the encoder reads: g_a, h_a and the gains before quantization.
+        Training these alone leaves every weight the decoder reads as it was."""
+        weights = self.analysis_transform.weights + self.hyper_analysis_transform.weights
+        return weights + ([self.log_gain] if self.config.variable_rate else [])
 
     @staticmethod
     def quantize_z(z):

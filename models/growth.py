@@ -17,7 +17,7 @@ from models import registry
 from models.codec import QUALITY_MAX, CodecConfig, ScaleHyperprior, pad_to_multiple
 from models.denoiser import DenoiserConfig, DnCNN
 from models.export import load_model_card
-from models.layers import GDN
+from models.layers import GDN, softplus_inverse
 
 LOG = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     model_dir = registry.resolve(name_or_path)
     card = load_model_card(model_dir)
     source = model
+    narrowing = False
     if isinstance(model, ScaleHyperprior):
         recorded = CodecConfig.from_card(card)
         sizes = {
@@ -45,6 +46,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "slices": recorded.slices,
             "coarse_kernel_size": recorded.latent_kernel_size,
             "hyper_signs": recorded.hyper_signs,
+            "analysis_entry_filters": recorded.entry_filters,
         }
         source_lmbdas = recorded.lmbdas
         new_levels = (
@@ -67,8 +69,22 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             model.config,
             hyper_filters=model.config.side_filters,
             coarse_kernel_size=model.config.latent_kernel_size,
+            analysis_entry_filters=model.config.entry_filters,
         )
-        if any(size > getattr(target, name) for name, size in sizes.items()):
+        # g_a's first stage is the one part that may shrink (an encoder made cheaper), when
+        # asked for by name and alone: the rest must then be the source as it is.
+        narrowing = bool(model.config.analysis_entry_filters) and (
+            sizes["analysis_entry_filters"] > target.analysis_entry_filters
+        )
+        entry = {"analysis_entry_filters": sizes["analysis_entry_filters"]}
+        if narrowing and (new_levels or replace(target, **sizes) != replace(target, **entry)):
+            raise ValueError(
+                f"--init-from {name_or_path}: narrowing the analysis entry "
+                f"({recorded.entry_filters} -> {target.analysis_entry_filters} channels) needs "
+                "the rest of the codec as it is there"
+            )
+        grows = {k: v for k, v in sizes.items() if k not in entry or not narrowing}
+        if any(size > getattr(target, name) for name, size in grows.items()):
             raise ValueError(
                 f"--init-from {name_or_path}: not the same architecture and size, and larger "
                 f"than this codec ({sizes}); a codec can only grow"
@@ -88,7 +104,15 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     _read_exported_weights(source, model_dir, name_or_path)
     if source is model:
         return card
-    if isinstance(model, ScaleHyperprior):
+    if isinstance(model, ScaleHyperprior) and narrowing:
+        kept = narrow_analysis_entry(source, model, sample_batch())
+        LOG.info(
+            "narrowed the analysis entry from %d to %d channels (kept %s...)",
+            source.config.entry_filters,
+            model.config.entry_filters,
+            kept[:8].tolist(),
+        )
+    elif isinstance(model, ScaleHyperprior):
         widen_codec(source, model)
         LOG.info("widened the codec from %s to %s", _codec_size(source), _codec_size(model))
         if new_levels:
@@ -219,6 +243,55 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
             values[:, old_gains.shape[1] :] = old_gains.mean(axis=1, keepdims=True)
         new.assign(values)
     start_latents_at_zero(wider, range(source.config.latent_filters, wider.config.latent_filters))
+
+
+def sample_batch(side: int = 256) -> tf.Tensor:
+    """Centre crops of the embedded sample photographs, [B, side, side, 3] in [0, 1]: what
+    weight surgery that needs activations (``narrow_analysis_entry``) looks at."""
+    from PIL import Image
+
+    from latentpress.samples import sample_paths
+
+    crops = []
+    for path in sample_paths():
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), np.float32) / 255.0
+        top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+        crops.append(pixels[top : top + side, left : left + side])
+    return tf.constant(np.stack(crops))
+
+
+def narrow_analysis_entry(source: ScaleHyperprior, narrow: ScaleHyperprior, images) -> np.ndarray:
+    """Copies ``source`` into ``narrow``, whose g_a first stage (convolution and GDN) keeps
+    fewer channels: those the next layer depends on most on ``images``, i.e. the largest
+    RMS of a channel's GDN output times the norm of the weights reading it.  What a dropped
+    channel added to the kept ones' GDN norms (gamma_jc * E[x_j^2]) moves into their beta, so
+    they are normalized as before on average.  Returns the kept channels, in order.
+
+    The result is an approximation of ``source``'s encoder (the decoder is exact: it is
+    copied); ``--train-only encoder`` then trains the narrowed encoder for that decoder."""
+    conv, gdn, reader = source.analysis_transform.layers[:3]
+    features = conv(images)
+    normalized = gdn(features).numpy()
+    rms = np.sqrt(np.mean(np.square(normalized), axis=(0, 1, 2)))
+    reads = np.sqrt(np.sum(np.square(reader.kernel.numpy()), axis=(0, 1, 3)))
+    width = narrow.config.entry_filters
+    kept = np.sort(np.argsort(-rms * reads, kind="stable")[:width])
+    dropped = np.setdiff1d(np.arange(rms.size), kept)
+    energy = np.mean(np.square(features.numpy()), axis=(0, 1, 2))
+    gamma = tf.nn.softplus(gdn.gamma_raw).numpy()
+    beta = tf.nn.softplus(gdn.beta_raw).numpy() + gdn.beta_min
+    beta = beta[kept] + energy[dropped] @ gamma[np.ix_(dropped, kept)]
+    narrowed = {
+        id(conv.kernel): conv.kernel.numpy()[..., kept],
+        id(conv.bias): conv.bias.numpy()[kept],
+        id(gdn.beta_raw): softplus_inverse(beta - gdn.beta_min),
+        id(gdn.gamma_raw): gdn.gamma_raw.numpy()[np.ix_(kept, kept)],
+        id(reader.kernel): reader.kernel.numpy()[:, :, kept],
+    }
+    for old, new in zip(source.weights, narrow.weights, strict=True):
+        new.assign(narrowed.get(id(old), old))
+    return kept
 
 
 def level_gains(log_gains: np.ndarray, lmbdas, new_lmbdas) -> np.ndarray:

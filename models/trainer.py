@@ -142,6 +142,17 @@ def _psnr(mse_unit: tf.Tensor) -> tf.Tensor:
     return -10.0 * tf.math.log(tf.maximum(mse_unit, 1e-10)) / tf.math.log(10.0)
 
 
+def trained_variables(model, train_only: str = "") -> list:
+    """The weights a run trains: all, or (``"encoder"``, a codec) only those the encoder
+    reads, so the decoder and its entropy model stay bit for bit those it started from."""
+    if not train_only:
+        return list(model.trainable_variables)
+    if train_only != "encoder" or not isinstance(model, ScaleHyperprior):
+        raise ValueError(f"--train-only {train_only}: only 'encoder', and only for a codec")
+    encoder = {w.ref() for w in model.encoder_weights()}
+    return [w for w in model.trainable_variables if w.ref() in encoder]
+
+
 class Trainer:
     """Owns the model, optimizer, checkpoint and the distributed train step."""
 
@@ -155,6 +166,7 @@ class Trainer:
         self.loss_scaled = self.policy == "mixed_float16"
         with strategy.scope():
             self.model = build_model()
+            self.trained_variables = trained_variables(self.model, getattr(args, "train_only", ""))
             self.learning_rate = tf.Variable(args.learning_rate, trainable=False)
             optimizer = keras.optimizers.Adam(
                 WarmupLearningRate(self.learning_rate, args.warmup_steps)
@@ -165,7 +177,7 @@ class Trainer:
             # own Adam (scaling their gradients would not do: Adam normalizes them away).
             scale = getattr(args, "context_learning_rate_scale", 1.0)
             context = {w.ref() for w in getattr(self.model, "context_weights", list)()}
-            self.in_context_group = [w.ref() in context for w in self.model.trainable_variables]
+            self.in_context_group = [w.ref() in context for w in self.trained_variables]
             self.context_optimizer = None
             if scale != 1.0 and not any(self.in_context_group):
                 raise ValueError("--context-learning-rate-scale needs a codec with --slices")
@@ -178,9 +190,9 @@ class Trainer:
                     WarmupLearningRate(self.learning_rate, args.warmup_steps, scale)
                 )
             # Create Adam's moments now, so a restore fills them instead of deferring.
-            optimizer.build(self._group(self.model.trainable_variables, False))
+            optimizer.build(self._group(self.trained_variables, False))
             if self.context_optimizer:
-                self.context_optimizer.build(self._group(self.model.trainable_variables, True))
+                self.context_optimizer.build(self._group(self.trained_variables, True))
             self.optimizer = optimizer
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
             self.cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -194,7 +206,7 @@ class Trainer:
                 first = tf.VariableAggregation.ONLY_FIRST_REPLICA
                 self.averages = [
                     tf.Variable(w.numpy(), trainable=False, aggregation=first)
-                    for w in self.model.trainable_variables
+                    for w in self.trained_variables
                 ]
                 self.average_steps = tf.Variable(0, dtype=tf.int64, aggregation=first)
         self.state = {
@@ -259,7 +271,7 @@ class Trainer:
         if not self.averages:
             return
         self.average_steps.assign(0)
-        for average, weight in zip(self.averages, self.model.trainable_variables, strict=True):
+        for average, weight in zip(self.averages, self.trained_variables, strict=True):
             average.assign(weight)
         LOG.info("moving average of the weights starts at step %d", self.step)
 
@@ -270,7 +282,7 @@ class Trainer:
         if not self.averages:
             yield
             return
-        variables = self.model.trainable_variables
+        variables = self.trained_variables
         trained = [w.numpy() for w in variables]
         for weight, average in zip(variables, self.averages, strict=True):
             weight.assign(average)
@@ -379,7 +391,7 @@ class Trainer:
                 loss = metrics["loss"] / self.strategy.num_replicas_in_sync
                 if self.loss_scaled:
                     loss = self.optimizer.get_scaled_loss(loss)
-            variables = self.model.trainable_variables
+            variables = self.trained_variables
             gradients = tape.gradient(loss, variables)
             if self.loss_scaled:
                 # The loss-scale optimizer skips steps with non-finite gradients itself.

@@ -81,6 +81,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.kernel_size,
             args.coarse_kernel_size,
             args.hyper_signs,
+            args.analysis_entry_filters,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer
@@ -230,6 +231,8 @@ def run(argv=None) -> dict:
         parser.error("--train-float-noise needs --train-noise")
     if args.revive_latents and not (args.init_from and args.task == "codec"):
         parser.error("--revive-latents needs --task codec and --init-from")
+    if args.train_only and not (args.init_from and args.task == "codec"):
+        parser.error("--train-only encoder needs --task codec and --init-from (a decoder to keep)")
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)

@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "plateaus and non-finite losses may have lowered).",
     )
     parser.add_argument(
+        "--train-only",
+        choices=["encoder"],
+        default="",
+        help="Train only the codec's encoder (g_a, h_a and its gains): the decoder and the "
+        "entropy model stay bit for bit as --init-from left them.  A resumed run needs the "
+        "same choice (its optimizer holds only those weights).",
+    )
+    parser.add_argument(
         "--context-learning-rate-scale",
         type=_positive_float,
         default=1.0,
@@ -195,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-filters", type=int, default=64, help="Codec N (analysis and synthesis)."
     )
     parser.add_argument("--latent-filters", type=int, default=96, help="Codec M.")
+    parser.add_argument(
+        "--analysis-entry-filters",
+        type=int,
+        default=0,
+        metavar="C",
+        help="Channels of the codec encoder's first stage (0: N).  It is a third of the "
+        "encoder's time at N=112; with --init-from a codec of more, the C channels its next "
+        "layer relies on most are kept (train them with --train-only encoder).",
+    )
     parser.add_argument(
         "--mean-scale",
         action="store_true",

@@ -611,6 +611,65 @@ def test_init_from_widens_the_transforms_and_the_new_channels_learn(prepared, tm
     assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
 
 
+def test_a_narrowed_encoder_keeps_the_channels_read_most_and_trains_alone(prepared, tmp_path):
+    """--analysis-entry-filters below the source's N keeps the first-stage channels the next
+    layer reads most; --train-only encoder then trains g_a, h_a and the gains alone, so every
+    weight the decoder reads is the source's, bit for bit, and the codes still decode."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *variable])
+    _, full = make_trainer(prepared, tmp_path / "full", [*TINY_CODEC, *variable])
+    growth.load_exported_weights(full.model, str(source / "export"))
+    # Make channels 0-7 nearly unread by the next layer: they are the ones to drop.
+    reader = full.model.analysis_transform.layers[2].kernel
+    reader.assign(reader.numpy() * np.repeat([1e-3, 1.0], 8)[:, np.newaxis])
+    narrow_flags = [*TINY_CODEC, *variable, "--analysis-entry-filters=8"]
+    _, narrow = make_trainer(prepared, tmp_path / "narrow", narrow_flags)
+    kept = growth.narrow_analysis_entry(full.model, narrow.model, growth.sample_batch(64))
+    assert kept.tolist() == list(range(8, 16))
+    assert narrow.model.analysis_transform.layers[0].kernel.shape[-1] == 8
+    x = growth.sample_batch(64)
+    for quality in (0.0, 100.0):
+        q = tf.fill([x.shape[0]], quality)
+        y_full, y_narrow = full.model.analyze(x, q), narrow.model.analyze(x, q)
+        error = float(tf.norm(y_narrow - y_full) / tf.norm(y_full))
+        assert error < 0.05, error
+
+    with pytest.raises(ValueError, match="rest of the codec as it is"):
+        _, both = make_trainer(
+            prepared, tmp_path / "both", [*narrow_flags, "--latent-filters=32"]
+        )
+        growth.load_exported_weights(both.model, str(source / "export"))
+
+    trained_flags = [*narrow_flags, "--train-only=encoder"]
+    card, trained, export_dir = train_from(prepared, source, tmp_path / "enc", trained_flags)
+    assert card["config"]["analysis_entry_filters"] == 8 and card["cumulative_steps"] == 6
+    _, start = make_trainer(prepared, tmp_path / "start", narrow_flags)
+    growth.load_exported_weights(start.model, str(source / "export"))
+    encoder = {id(w) for w in trained.encoder_weights()}
+    moved = []
+    for before, after in zip(start.model.weights, trained.weights, strict=True):
+        if id(after) in encoder:
+            moved.append(not np.array_equal(before.numpy(), after.numpy()))
+        else:  # the decoder's and the entropy model's weights
+            np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=after.name)
+    assert len(moved) > 10 and all(moved)
+
+    from models.compressor import Compressor
+
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 8], 0, 256, tf.int32))
+    compressor = Compressor(str(export_dir))
+    assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
+
+
+def test_train_only_encoder_needs_a_codec_to_start_from(prepared, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.run(
+            [f"--data={prepared}", f"--model-dir={tmp_path}", *TINY_CODEC, "--train-only=encoder"]
+        )
+    assert "--train-only encoder needs --task codec and --init-from" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_a_signal_stops_training_with_a_checkpoint(prepared, tmp_path, signal_name):
     """`nohup latentpress train ... &` starts with SIGINT ignored, and schedulers stop with
