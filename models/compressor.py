@@ -191,9 +191,8 @@ class Compressor:
         """Exact (positions, means) of latent rows [top, end), from the z rows around them."""
         first = max(top * LATENT_STRIDE // SIDE_STRIDE - _SIDE_HALO, 0)
         last = min(-(-end * LATENT_STRIDE // SIDE_STRIDE) + _SIDE_HALO, z_hat.shape[0])
-        positions, means = self.exact.hyperprior(z_hat[first:last])
         offset = first * SIDE_STRIDE // LATENT_STRIDE
-        return positions[top - offset : end - offset], means[top - offset : end - offset]
+        return self.exact.hyperprior(z_hat[first:last], (top - offset, end - offset))
 
     def means(self, latents: Latents) -> np.ndarray:
         """The latents' means, float32 [h, w, M] (recomputed unless kept)."""

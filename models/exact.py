@@ -241,36 +241,52 @@ class ExactModel:
         # what each layer's output is clipped to, the input's clip first
         self._limits = {name: _limits(layers) for name, layers in self.networks.items()}
 
-    def _run(self, name: str, x: np.ndarray) -> np.ndarray:
+    def _run(self, name: str, x: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
         """Fixed-point network ``name`` on x (integers at 2**-ACTIVATION_BITS, [H, W, C]);
-        returns its last layer's integer output at 2**-(ACTIVATION_BITS + shift)."""
+        returns its last layer's integer output at 2**-(ACTIVATION_BITS + shift), or only
+        output ``rows`` [first, end) of it.  The last layer (h_s's: the most outputs, at the
+        latents' resolution) then reads only the rows those need, so a stripe of the walk
+        does not pay for its halo there (the same integers: the rows it reads are the ones
+        the whole input gives)."""
         layers = self.networks[name]
         x = np.clip(x, -INPUT_LIMIT, INPUT_LIMIT)
         for j, layer in enumerate(layers):
+            last = j + 1 == len(layers)
+            offset = 0
+            if last and rows is not None and int(layer["stride"]) == 1:
+                size = layer["kernel"].shape[0]
+                first = max(rows[0] - (size - 1) // 2, 0)
+                x, offset = x[first : min(rows[1] + size // 2, x.shape[0])], first
             step = _deconv if bool(layer["transposed"]) else _conv
             x = step(x, layer["kernel"], int(layer["stride"])) + layer["bias"]
-            if j + 1 < len(layers):
+            if not last:
                 if bool(layer["relu"]):
                     x = np.maximum(x, 0.0)
                 x = _round_shift(x, int(layer["shift"]))
                 x = np.clip(x, -self._limits[name][j], self._limits[name][j])
-        return x
+        return x if rows is None else x[rows[0] - offset : rows[1] - offset]
 
-    def _outputs(self, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scale positions, means) of a network's output, both at 2**-ACTIVATION_BITS."""
+    def _outputs(
+        self, name: str, x: np.ndarray, rows: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scale positions, means) of a network's output (its ``rows`` only, if given),
+        both at 2**-ACTIVATION_BITS."""
         shift = int(self.networks[name][-1]["shift"])
         # round half up to ACTIVATION_BITS fraction bits
-        out = _round_shift(self._run(name, x), shift)
+        out = _round_shift(self._run(name, x, rows), shift)
         size = out.shape[-1] // 2
         if name == "hyper_synthesis" and not self.mean_scale:
             return out, np.zeros_like(out)
         return out[..., :size], out[..., size:]
 
-    def hyperprior(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def hyperprior(
+        self, z_hat: np.ndarray, rows: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scale positions, means), integers at 2**-ACTIVATION_BITS, for z_hat [h, w, N]
-        (integers): the positions and means of every latent of the padded latent grid."""
+        (integers): the positions and means of every latent of the padded latent grid, or
+        of its latent ``rows`` [first, end) only."""
         return self._outputs(
-            "hyper_synthesis", np.asarray(z_hat, np.float64) * 2.0**ACTIVATION_BITS
+            "hyper_synthesis", np.asarray(z_hat, np.float64) * 2.0**ACTIVATION_BITS, rows
         )
 
     def slice_parameters(self, positions, means, decoded_before, i: int):
