@@ -636,9 +636,7 @@ def test_a_narrowed_encoder_keeps_the_channels_read_most_and_trains_alone(prepar
         assert error < 0.05, error
 
     with pytest.raises(ValueError, match="rest of the codec as it is"):
-        _, both = make_trainer(
-            prepared, tmp_path / "both", [*narrow_flags, "--latent-filters=32"]
-        )
+        _, both = make_trainer(prepared, tmp_path / "both", [*narrow_flags, "--latent-filters=32"])
         growth.load_exported_weights(both.model, str(source / "export"))
 
     trained_flags = [*narrow_flags, "--train-only=encoder"]
