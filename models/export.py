@@ -62,14 +62,26 @@ HEIGHT_SPEC = tf.TensorSpec([], tf.int32, name="height")
 WIDTH_SPEC = tf.TensorSpec([], tf.int32, name="width")
 
 
-def fingerprint(model) -> str:
-    """First 16 hex digits of SHA-256 over the weights in their structural order."""
+def _digest(weights) -> str:
     digest = hashlib.sha256()
-    for weight in model.weights:
+    for weight in weights:
         value = np.asarray(weight.numpy())
         digest.update(str(value.shape).encode())
         digest.update(np.ascontiguousarray(value, dtype=np.float32).tobytes())
     return digest.hexdigest()[:16]
+
+
+def fingerprint(model) -> str:
+    """First 16 hex digits of SHA-256 over the weights in their structural order."""
+    return _digest(model.weights)
+
+
+def decoder_fingerprint(model: ScaleHyperprior) -> str:
+    """``fingerprint`` of the weights a codec's decoder reads (all but its encoder's): two
+    codecs that share it decode every code file to the same pixels, so a codec whose encoder
+    alone was retrained (``--train-only encoder``) decodes the files of the one it replaces."""
+    encoder = {w.ref() for w in model.encoder_weights()}
+    return _digest([w for w in model.weights if w.ref() not in encoder])
 
 
 def _to_unit(image: tf.Tensor) -> tf.Tensor:
@@ -298,7 +310,11 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     if task == CODEC:
         tables = model.factorized_prior.pmf_table().numpy()
         arrays = exact.build(model, tables, scale_table(), Y_RANGE)
-        card = {**card, "exact_identity": exact.save(arrays, export_dir)}
+        card = {
+            **card,
+            "exact_identity": exact.save(arrays, export_dir),
+            "decoder_fingerprint": decoder_fingerprint(model),
+        }
     card = {
         **card,
         "config": model.config.as_dict(),  # readers tell a variable-rate codec by its lmbdas

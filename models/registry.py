@@ -99,8 +99,15 @@ def parse_quality(text: str | float) -> float:
 
 
 def shipped_with_fingerprint(fingerprint: str) -> str | None:
-    """The name of the shipped model with these weights, if any (code files name theirs)."""
+    """The name of the shipped model with these weights, or whose card says it decodes the
+    files of the codec with them (the same decoder), if any (code files name theirs)."""
     for name in available():
-        if card(name).get("fingerprint") == fingerprint:
+        if fingerprint in decodes_files_of(card(name)):
             return name
     return None
+
+
+def decodes_files_of(model_card: dict) -> set[str]:
+    """The fingerprints of the codecs whose code files this codec decodes: its own, and those
+    of earlier releases with the same decoder (``models.release``)."""
+    return {model_card.get("fingerprint"), *model_card.get("decodes_files_of", [])}

@@ -11,7 +11,9 @@ this very model) and under which terms its training data came.
 
 A codec that replaces another stays in the package as ``NAME-FINGERPRINT``: code files name
 the codec that wrote them, and the decoder finds it among the shipped models by that
-fingerprint, so every file written by an earlier release still decodes.  (A denoiser writes no
+fingerprint, so every file written by an earlier release still decodes.  A codec whose
+decoder is the one it replaces (its encoder alone retrained) decodes those files itself: its
+card lists their fingerprint, and no copy is kept.  (A denoiser writes no
 files that need it later: the one it replaces goes.)
 """
 
@@ -22,7 +24,7 @@ import json
 import os
 import shutil
 
-from models.export import MODEL_CARD, load_model_card, write_model_card
+from models.export import MODEL_CARD, decoder_fingerprint, load_model_card, write_model_card
 from models.registry import PRETRAINED_DIR
 
 
@@ -80,12 +82,36 @@ def measured(results: dict, card: dict) -> dict:
     return summary
 
 
-def keep_replaced_codec(target: str, card: dict) -> str | None:
-    """Moves the shipped codec in ``target`` to ``TARGET-FINGERPRINT`` when ``card`` is another
-    codec, so the files it wrote keep decoding; returns where it went (None: nothing kept)."""
+def decoder_of(model_dir: str) -> str:
+    """The decoder fingerprint of an exported codec (computed from its weights when its card,
+    exported before 2026-12-06, does not record it)."""
+    card = load_model_card(model_dir)
+    if card.get("decoder_fingerprint"):
+        return card["decoder_fingerprint"]
+    from models.codec import CodecConfig, ScaleHyperprior
+    from models.growth import load_exported_weights
+
+    model = ScaleHyperprior(CodecConfig.from_card(card))
+    model.build_for_images()
+    load_exported_weights(model, model_dir)
+    return decoder_fingerprint(model)
+
+
+def replace_codec(target: str, card: dict) -> dict:
+    """Makes way in ``target`` for codec ``card`` and returns its card.  The files of the
+    codec shipped there must keep decoding: if ``card``'s decoder is the same (only the
+    encoder was retrained), the new codec decodes them itself and its card lists their
+    fingerprint (``decodes_files_of``); otherwise the old codec moves to
+    ``TARGET-FINGERPRINT``, where the decoder finds it by the fingerprint the files name."""
     old = load_model_card(target)
     if old.get("task") != "codec" or old.get("fingerprint") == card.get("fingerprint"):
-        return None
+        shutil.rmtree(target)
+        return card
+    same_exact = old.get("exact_identity") == card.get("exact_identity")
+    if same_exact and decoder_of(target) == card.get("decoder_fingerprint"):
+        earlier = [*old.get("decodes_files_of", []), old["fingerprint"]]
+        shutil.rmtree(target)
+        return {**card, "decodes_files_of": earlier}
     kept = f"{target}-{old['fingerprint']}"
     if os.path.exists(kept):
         shutil.rmtree(kept)
@@ -93,7 +119,7 @@ def keep_replaced_codec(target: str, card: dict) -> str | None:
     old["name"] = os.path.basename(kept)
     old["status"] = f"replaced by {card.get('fingerprint')}: kept to decode the files it wrote"
     write_model_card(kept, old)
-    return kept
+    return card
 
 
 def release(
@@ -108,14 +134,16 @@ def release(
     """Copies the export under models/pretrained/NAME; ``measured`` on its card lists what
     each evaluation folder measured (e.g. a denoiser on 8-bit and on float noise)."""
     card = without_machine_paths(load_model_card(export_dir), work_dir)
+    if card.get("task") == "codec":
+        card["decoder_fingerprint"] = decoder_of(export_dir)
     if evaluations:
         card["measured"] = []
         for evaluation in evaluations:
             with open(os.path.join(evaluation, "results.json")) as handle:
                 card["measured"].append(measured(json.load(handle), card))
     target = os.path.join(PRETRAINED_DIR, name)
-    if os.path.exists(target) and not keep_replaced_codec(target, card):
-        shutil.rmtree(target)
+    if os.path.exists(target):
+        card = replace_codec(target, card)
     # everything the export holds (the SavedModel, a codec's exact entropy model); the card
     # is written below
     shutil.copytree(export_dir, target, ignore=shutil.ignore_patterns(MODEL_CARD))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -149,6 +150,55 @@ def test_a_codec_released_over_another_keeps_it_so_its_files_still_decode(
     fresh = latentpress.compress(pixels)  # the new codec, exact model included
     assert latentpress.decompress(fresh).shape == pixels.shape
     assert CodeFile.from_bytes(fresh).fingerprint == shipped["fingerprint"]
+
+
+def test_a_codec_with_only_a_new_encoder_decodes_the_files_of_the_one_it_replaces(
+    tmp_path, monkeypatch, request
+):
+    """An encoder-only retraining (--train-only encoder) keeps the decoder bit for bit: the
+    release keeps no copy of the codec it replaces, its card names that codec's files as its
+    own to decode, and a file written before decodes after it to the same pixels."""
+    from models.codec import CodecConfig, ScaleHyperprior
+    from models.export import CODEC, export_model
+    from models.growth import load_exported_weights
+
+    pretrained = tmp_path / "pretrained"
+    monkeypatch.setattr(release, "PRETRAINED_DIR", str(pretrained))
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", str(pretrained))
+    api._compressor.cache_clear()
+    request.addfinalizer(api._compressor.cache_clear)
+    first = export_untrained_codec(tmp_path / "first", "first", (0.005, 0.02), mean_scale=True)
+    old = release.release(first, "codec", "interim", "test data")
+    # the same codec with a narrower encoder first stage, its encoder moved
+    card = registry.card(first)
+    model = ScaleHyperprior(replace(CodecConfig.from_card(card), analysis_entry_filters=8))
+    model.build_for_images()
+    load_exported_weights(model, first)
+    for weight in model.encoder_weights():
+        weight.assign(weight * 0.9)
+    export_model(model, CODEC, str(tmp_path / "second"), {"name": "second"})
+    pixels = np.asarray(Image.open(sample_paths()[0]).convert("RGB"))[:64, :96]
+    data = latentpress.compress(pixels, quality=80)
+    before = latentpress.decompress(data)
+
+    new = release.release(str(tmp_path / "second"), "codec", "interim", "test data")
+    api._compressor.cache_clear()
+
+    assert sorted(p.name for p in pretrained.iterdir()) == ["codec"]  # no copy kept
+    assert new["fingerprint"] != old["fingerprint"]
+    assert new["decodes_files_of"] == [old["fingerprint"]]
+    assert registry.shipped_with_fingerprint(old["fingerprint"]) == "codec"
+    np.testing.assert_array_equal(latentpress.decompress(data), before)
+    fresh = latentpress.compress(pixels, quality=80)
+    assert CodeFile.from_bytes(fresh).fingerprint == new["fingerprint"] != old["fingerprint"]
+
+    # a codec with another decoder still moves the old one aside, and the list goes with it
+    third = export_untrained_codec(tmp_path / "third", "third", (0.005, 0.02), mean_scale=True)
+    release.release(third, "codec", "interim", "test data")
+    kept = f"codec-{new['fingerprint']}"
+    assert registry.shipped_with_fingerprint(old["fingerprint"]) == kept
+    api._compressor.cache_clear()
+    np.testing.assert_array_equal(latentpress.decompress(data), before)
 
 
 def test_re_releasing_the_same_codec_or_a_denoiser_keeps_no_copy(tmp_path, monkeypatch):
