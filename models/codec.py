@@ -83,8 +83,14 @@ class CodecConfig:
     # narrowed here (growth.narrow_analysis_entry, then --train-only encoder) keeps its
     # decoder and entropy model bit for bit and encodes faster.
     analysis_entry_filters: int = 0
+    # Variable rate: g_a scales each GDN's output by per-level channel gains (interpolated as
+    # the latents' gains), so the encoder may analyse differently at each rate while the
+    # decoder stays shared.  Encoder weights only; they start at 1 (the codec unchanged).
+    analysis_level_gains: bool = False
 
     def __post_init__(self):
+        if self.analysis_level_gains and len(self.lmbdas) < 2:
+            raise ValueError("analysis_level_gains needs a variable-rate codec (lmbdas)")
         if self.hyper_signs and not self.mean_scale:
             raise ValueError("hyper_signs serves the means: it needs a mean-scale hyperprior")
         if self.slices:
@@ -136,6 +142,7 @@ class CodecConfig:
         values["coarse_kernel_size"] = int(values.get("coarse_kernel_size") or 0)
         values["hyper_signs"] = bool(values.get("hyper_signs", False))
         values["analysis_entry_filters"] = int(values.get("analysis_entry_filters") or 0)
+        values["analysis_level_gains"] = bool(values.get("analysis_level_gains", False))
         return cls(**values)
 
 
@@ -309,6 +316,18 @@ class ScaleHyperprior(keras.Model):
                 shape=initial.shape,
                 initializer=keras.initializers.Constant(-initial),
             )
+        # One [levels, channels] table per g_a stage (after each GDN), at 0: a factor of 1.
+        self.log_stage_gains = []
+        if config.analysis_level_gains:
+            widths = [config.entry_filters] + [config.num_filters] * (ANALYSIS_HALVINGS - 2)
+            self.log_stage_gains = [
+                self.add_weight(
+                    name=f"log_stage_gain_{i}",
+                    shape=(len(config.lmbdas), width),
+                    initializer="zeros",
+                )
+                for i, width in enumerate(widths)
+            ]
         # Training only: what the synthesis sees in place of round(y).  "straight-through"
         # feeds it the rounded latents it will decode at test time (identity gradient);
         # "noise" the same noisy y the rate is measured on.  Measured in issue 13:
@@ -352,7 +371,16 @@ class ScaleHyperprior(keras.Model):
 
     def analyze(self, x, quality=None):
         """y = g_a(x), times the quality's gains for a variable-rate codec."""
-        y = tf.cast(self.analysis_transform(x), tf.float32)
+        if self.log_stage_gains:
+            stage = iter(self.log_stage_gains)
+            for layer in self.analysis_transform.layers:
+                x = layer(x)
+                if isinstance(layer, GDN):
+                    gain = tf.exp(self._interpolate(next(stage), quality))
+                    x = x * tf.cast(gain[:, tf.newaxis, tf.newaxis], x.dtype)
+            y = tf.cast(x, tf.float32)
+        else:
+            y = tf.cast(self.analysis_transform(x), tf.float32)
         if self.config.variable_rate:
             y = y * self.gains(quality)[0]
         return y
@@ -493,7 +521,8 @@ class ScaleHyperprior(keras.Model):
         """The weights only the encoder reads: g_a, h_a and the gains before quantization.
         Training these alone leaves every weight the decoder reads as it was."""
         weights = self.analysis_transform.weights + self.hyper_analysis_transform.weights
-        return weights + ([self.log_gain] if self.config.variable_rate else [])
+        gains = [self.log_gain, *self.log_stage_gains] if self.config.variable_rate else []
+        return weights + gains
 
     @staticmethod
     def quantize_z(z):

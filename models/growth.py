@@ -289,6 +289,9 @@ def narrow_analysis_entry(source: ScaleHyperprior, narrow: ScaleHyperprior, imag
         id(gdn.gamma_raw): gdn.gamma_raw.numpy()[np.ix_(kept, kept)],
         id(reader.kernel): reader.kernel.numpy()[:, :, kept],
     }
+    if source.log_stage_gains:  # the first stage's per-level gains, one per channel
+        first_gains = source.log_stage_gains[0]
+        narrowed[id(first_gains)] = first_gains.numpy()[:, kept]
     for old, new in zip(source.weights, narrow.weights, strict=True):
         new.assign(narrowed.get(id(old), old))
     return kept

@@ -82,6 +82,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.coarse_kernel_size,
             args.hyper_signs,
             args.analysis_entry_filters,
+            args.analysis_level_gains,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

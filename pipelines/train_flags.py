@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "plateaus and non-finite losses may have lowered).",
     )
     parser.add_argument(
+        "--analysis-level-gains",
+        action="store_true",
+        help="Variable-rate codec: per-level channel gains after each of the encoder's GDNs, "
+        "so it may analyse each rate differently (the decoder is unchanged; they start at 1, "
+        "so --init-from a codec without them starts as that codec).",
+    )
+    parser.add_argument(
         "--train-only",
         choices=["encoder"],
         default="",

@@ -660,6 +660,40 @@ def test_a_narrowed_encoder_keeps_the_channels_read_most_and_trains_alone(prepar
     assert compressor.decompress(compressor.compress(image.astype(np.uint8))).shape == (61, 97, 3)
 
 
+def test_analysis_level_gains_start_as_the_source_and_learn_a_gain_per_level(prepared, tmp_path):
+    """--analysis-level-gains --init-from a codec without them: the same latents at first
+    (every gain 1); --train-only encoder then moves them apart per level, and the exported
+    codec codes and decodes."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *variable])
+    flags = [*TINY_CODEC, *variable, "--analysis-level-gains", "--analysis-entry-filters=12"]
+    models = []
+    for name, extra in (("plain", ["--analysis-entry-filters=12"]), ("gains", flags)):
+        _, trainer = make_trainer(prepared, tmp_path / name, [*TINY_CODEC, *variable, *extra])
+        growth.load_exported_weights(trainer.model, str(source / "export"))
+        models.append(trainer.model)
+    x = growth.sample_batch(64)
+    for quality in (0.0, 100.0):
+        q = tf.fill([x.shape[0]], quality)
+        np.testing.assert_allclose(models[1].analyze(x, q), models[0].analyze(x, q), atol=1e-6)
+
+    card, trained, export_dir = train_from(
+        prepared, source, tmp_path / "trained", [*flags, "--train-only=encoder"]
+    )
+    assert card["config"]["analysis_level_gains"] is True
+    gains = [g.numpy() for g in trained.log_stage_gains]
+    assert [g.shape for g in gains] == [(2, 12), (2, 16), (2, 16)]
+    assert all(np.abs(g[0] - g[1]).max() > 0 for g in gains)  # each level its own
+
+    from models.compressor import Compressor
+
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 9], 0, 256, tf.int32))
+    compressor = Compressor(str(export_dir))
+    data = compressor.compress(image.astype(np.uint8), quality=100)
+    assert compressor.decompress(data).shape == (61, 97, 3)
+
+
 def test_train_only_encoder_needs_a_codec_to_start_from(prepared, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.run(
