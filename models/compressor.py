@@ -126,6 +126,8 @@ class Compressor:
         # The model card is the one source of the fingerprint (manifests, archive names and
         # code-file headers); the SavedModel's own copy must agree, or the card is not its.
         self.fingerprint = self.card["fingerprint"]
+        # whose code files it decodes: its own, and earlier releases' with its decoder
+        self.decodes_files_of = registry.decodes_files_of(self.card)
         if parameters["fingerprint"].numpy().decode() != self.fingerprint:
             raise ValueError(
                 f"{self.model_dir}: the model card's fingerprint {self.fingerprint} is not the "
@@ -445,7 +447,7 @@ class Compressor:
 
     def parse(self, data: bytes) -> CodeFile:
         code = CodeFile.from_bytes(data)
-        if code.fingerprint not in registry.decodes_files_of(self.card):
+        if code.fingerprint not in self.decodes_files_of:
             raise CodeFileError(
                 f"written by model {code.fingerprint}, but the model given is "
                 f"{self.fingerprint} ({self.model_dir}); pass the model that wrote it"

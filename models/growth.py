@@ -76,14 +76,15 @@ def load_exported_weights(model, name_or_path: str) -> dict:
         narrowing = bool(model.config.analysis_entry_filters) and (
             sizes["analysis_entry_filters"] > target.analysis_entry_filters
         )
-        entry = {"analysis_entry_filters": sizes["analysis_entry_filters"]}
-        if narrowing and (new_levels or replace(target, **sizes) != replace(target, **entry)):
+        entry = "analysis_entry_filters"
+        others_differ = any(size != getattr(target, k) for k, size in sizes.items() if k != entry)
+        if narrowing and (new_levels or others_differ):
             raise ValueError(
                 f"--init-from {name_or_path}: narrowing the analysis entry "
                 f"({recorded.entry_filters} -> {target.analysis_entry_filters} channels) needs "
                 "the rest of the codec as it is there"
             )
-        grows = {k: v for k, v in sizes.items() if k not in entry or not narrowing}
+        grows = {k: v for k, v in sizes.items() if k != entry or not narrowing}
         if any(size > getattr(target, name) for name, size in grows.items()):
             raise ValueError(
                 f"--init-from {name_or_path}: not the same architecture and size, and larger "
@@ -127,6 +128,14 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             model.config.filters,
         )
     return card
+
+
+def exported_codec(name_or_path: str) -> ScaleHyperprior:
+    """The Keras codec of a shipped or exported codec, its weights read from the export."""
+    model = ScaleHyperprior(CodecConfig.from_card(load_model_card(registry.resolve(name_or_path))))
+    model.build_for_images()
+    load_exported_weights(model, name_or_path)
+    return model
 
 
 def _codec_size(codec: ScaleHyperprior) -> str:

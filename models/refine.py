@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from models.codec import LATENT_STRIDE, ScaleHyperprior
+from models.codec import LATENT_STRIDE
 
 # Latents of a refined tile a side, and latents of context around it: g_s sees 3 latents
 # each side, so the pixels a tile's latents move lie within 3 of it, and their values
@@ -44,7 +44,7 @@ class LatentRefiner:
     """Refines a compressor's latents; built from the same exported weights it decodes with."""
 
     def __init__(self, compressor):
-        from models.growth import load_exported_weights
+        from models.growth import exported_codec
 
         if compressor.config.slices:
             raise ValueError(
@@ -52,9 +52,7 @@ class LatentRefiner:
                 "slices (their scales depend on the latents being refined)"
             )
         self.compressor = compressor
-        self.model = ScaleHyperprior(compressor.config)
-        self.model.build_for_images()
-        load_exported_weights(self.model, compressor.model_dir)
+        self.model = exported_codec(compressor.model_dir)
 
     def lmbda(self, quality: float | None) -> float:
         """The rate-distortion trade-off the codec was trained for at ``quality``."""

@@ -88,13 +88,9 @@ def decoder_of(model_dir: str) -> str:
     card = load_model_card(model_dir)
     if card.get("decoder_fingerprint"):
         return card["decoder_fingerprint"]
-    from models.codec import CodecConfig, ScaleHyperprior
-    from models.growth import load_exported_weights
+    from models.growth import exported_codec
 
-    model = ScaleHyperprior(CodecConfig.from_card(card))
-    model.build_for_images()
-    load_exported_weights(model, model_dir)
-    return decoder_fingerprint(model)
+    return decoder_fingerprint(exported_codec(model_dir))
 
 
 def replace_codec(target: str, card: dict) -> dict:

@@ -91,7 +91,7 @@ class ModelsByFingerprint:
     def __init__(self, model: str, models_dir: str | None = None):
         self._default = Compressor(model)
         self._models_dir = models_dir
-        self._loaded = dict.fromkeys(registry.decodes_files_of(self._default.card), self._default)
+        self._loaded = dict.fromkeys(self._default.decodes_files_of, self._default)
 
     def for_code(self, data: bytes) -> Compressor:
         fingerprint = CodeFile.from_bytes(data).fingerprint
