@@ -87,6 +87,11 @@ class CodecConfig:
     # the latents' gains), so the encoder may analyse differently at each rate while the
     # decoder stays shared.  Encoder weights only; they start at 1 (the codec unchanged).
     analysis_level_gains: bool = False
+    # A residual block closing g_a at the latents' resolution (1/16: cheap), y += conv(relu(
+    # conv(y))) with this many hidden channels; 0: none.  Encoder capacity where refinement
+    # measures the amortization gap (the decoder reaches +1.3 dB at quality 100 from latents
+    # chosen per image).  Its last layer starts at zero: grown into a codec, the same code.
+    analysis_tail_filters: int = 0
 
     def __post_init__(self):
         if self.analysis_level_gains and len(self.lmbdas) < 2:
@@ -143,6 +148,7 @@ class CodecConfig:
         values["hyper_signs"] = bool(values.get("hyper_signs", False))
         values["analysis_entry_filters"] = int(values.get("analysis_entry_filters") or 0)
         values["analysis_level_gains"] = bool(values.get("analysis_level_gains", False))
+        values["analysis_tail_filters"] = int(values.get("analysis_tail_filters") or 0)
         return cls(**values)
 
 
@@ -237,12 +243,12 @@ CONTEXT_FILTERS = 64
 LRP_BOUND = 0.5
 
 
-def _context_network(outputs: int, name: str) -> keras.Sequential:
+def _context_network(outputs: int, name: str, filters: int = CONTEXT_FILTERS) -> keras.Sequential:
     """conv-relu-conv at the latents' resolution; the last layer starts at zero, so a new
     network refines nothing at first (a codec grown from one without context is unchanged)."""
     return keras.Sequential(
         [
-            _conv(CONTEXT_FILTERS, 3, 1, "relu", name="layer_0"),
+            _conv(filters, 3, 1, "relu", name="layer_0"),
             keras.layers.Conv2D(
                 outputs, 3, padding="same", kernel_initializer="zeros", name="layer_1"
             ),
@@ -316,6 +322,11 @@ class ScaleHyperprior(keras.Model):
                 shape=initial.shape,
                 initializer=keras.initializers.Constant(-initial),
             )
+        self.analysis_tail = (
+            _context_network(config.latent_filters, "analysis_tail", config.analysis_tail_filters)
+            if config.analysis_tail_filters
+            else None
+        )
         # One [levels, channels] table per g_a stage (after each GDN), at 0: a factor of 1.
         self.log_stage_gains = []
         if config.analysis_level_gains:
@@ -378,9 +389,12 @@ class ScaleHyperprior(keras.Model):
                 if isinstance(layer, GDN):
                     gain = tf.exp(self._interpolate(next(stage), quality))
                     x = x * tf.cast(gain[:, tf.newaxis, tf.newaxis], x.dtype)
-            y = tf.cast(x, tf.float32)
+            y = x
         else:
-            y = tf.cast(self.analysis_transform(x), tf.float32)
+            y = self.analysis_transform(x)
+        if self.analysis_tail is not None:
+            y = y + self.analysis_tail(y)
+        y = tf.cast(y, tf.float32)
         if self.config.variable_rate:
             y = y * self.gains(quality)[0]
         return y
@@ -521,6 +535,7 @@ class ScaleHyperprior(keras.Model):
         """The weights only the encoder reads: g_a, h_a and the gains before quantization.
         Training these alone leaves every weight the decoder reads as it was."""
         weights = self.analysis_transform.weights + self.hyper_analysis_transform.weights
+        weights += self.analysis_tail.weights if self.analysis_tail is not None else []
         gains = [self.log_gain, *self.log_stage_gains] if self.config.variable_rate else []
         return weights + gains
 

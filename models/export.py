@@ -102,7 +102,7 @@ class CodecModule(tf.Module):
 
     @tf.function(input_signature=[IMAGE_SPEC])
     def analyze(self, image):
-        return self._code(self.model.analysis_transform(pad_to_multiple(_to_unit(image))))
+        return self._code(self.model.analyze(pad_to_multiple(_to_unit(image))))
 
     def _code(self, y):
         """The coded integers of latents y [1, h, w, M]: y_hat (minus the means) and z_hat."""

@@ -47,6 +47,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "coarse_kernel_size": recorded.latent_kernel_size,
             "hyper_signs": recorded.hyper_signs,
             "analysis_entry_filters": recorded.entry_filters,
+            "analysis_tail_filters": recorded.analysis_tail_filters,
         }
         source_lmbdas = recorded.lmbdas
         new_levels = (
@@ -146,7 +147,9 @@ def _codec_size(codec: ScaleHyperprior) -> str:
         size += f" ({config.latent_kernel_size}x{config.latent_kernel_size} next to the latents)"
     size += " mean-scale" if config.mean_scale else ""
     size += " (signs to the hyperprior)" if config.hyper_signs else ""
-    return size + (f" {config.slices} slices" if config.slices else "")
+    size += f" {config.slices} slices" if config.slices else ""
+    tail = config.analysis_tail_filters
+    return size + (f" (analysis tail of {tail} channels)" if tail else "")
 
 
 def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
@@ -195,7 +198,8 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
       the new latents' gains start at each level's mean gain.
     Only the side information's rate moves: new channels of z are coded by a fresh prior.
     A scale-only source grown into a mean-scale codec predicts means of zero at first; one
-    without channel slices grown into one with them codes the same integers at first.
+    without channel slices grown into one with them codes the same integers at first, and
+    so does one without an analysis tail grown into one with it.
     """
     hyper_output = wider.hyper_synthesis_transform.layers[-1]
     hyper_input = wider.hyper_analysis_transform.layers[1]  # after |y| (and y)
@@ -220,10 +224,12 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
                 None if reads_gdn else input_axis,
             )
             rules[id(layer.bias)] = (0 if feeds_gdn else None, None)
-    # A source without channel context leaves the new context networks as initialized (their
-    # last layers zero: they refine nothing yet).
-    context = {id(w) for w in wider.context_weights()} if not source.config.slices else set()
-    wider_weights = [w for w in wider.weights if id(w) not in context]
+    # A source without channel context (or without an analysis tail) leaves the new networks
+    # as initialized: their last layers zero, they change nothing yet.
+    fresh = {id(w) for w in wider.context_weights()} if not source.config.slices else set()
+    if wider.analysis_tail is not None and source.analysis_tail is None:
+        fresh |= {id(w) for w in wider.analysis_tail.weights}
+    wider_weights = [w for w in wider.weights if id(w) not in fresh]
     for old, new in zip(source.weights, wider_weights, strict=True):
         other_levels = "gain" in new.name and source.config.lmbdas != wider.config.lmbdas
         if old.shape == new.shape and not other_levels:

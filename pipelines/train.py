@@ -83,6 +83,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.hyper_signs,
             args.analysis_entry_filters,
             args.analysis_level_gains,
+            args.analysis_tail_filters,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

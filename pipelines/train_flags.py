@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         "so --init-from a codec without them starts as that codec).",
     )
     parser.add_argument(
+        "--analysis-tail-filters",
+        type=int,
+        default=0,
+        metavar="F",
+        help="Codec: a residual block with F hidden channels closing the encoder at the "
+        "latents' resolution (encoder capacity at 1/256 of the pixels' cost; 0: none).  It "
+        "starts as the identity, so --init-from a codec without it starts as that codec.",
+    )
+    parser.add_argument(
         "--train-only",
         choices=["encoder"],
         default="",

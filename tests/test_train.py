@@ -694,6 +694,50 @@ def test_analysis_level_gains_start_as_the_source_and_learn_a_gain_per_level(pre
     assert compressor.decompress(data).shape == (61, 97, 3)
 
 
+def test_an_analysis_tail_starts_as_the_identity_and_trains_with_the_encoder(prepared, tmp_path):
+    """--analysis-tail-filters --init-from a codec without it: the same latents at first;
+    --train-only encoder then trains it (an encoder weight), and the export's code, which the
+    tail now shapes, decodes."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *variable])
+    flags = [*TINY_CODEC, *variable, "--analysis-tail-filters=8"]
+    models = []
+    for name, extra in (("plain", []), ("tail", ["--analysis-tail-filters=8"])):
+        _, trainer = make_trainer(prepared, tmp_path / name, [*TINY_CODEC, *variable, *extra])
+        growth.load_exported_weights(trainer.model, str(source / "export"))
+        models.append(trainer.model)
+    x = growth.sample_batch(64)
+    q = tf.fill([x.shape[0]], 100.0)
+    np.testing.assert_allclose(models[1].analyze(x, q), models[0].analyze(x, q), atol=1e-6)
+    encoder = {id(w) for w in models[1].encoder_weights()}
+    assert all(id(w) in encoder for w in models[1].analysis_tail.weights)
+
+    card, trained, export_dir = train_from(
+        prepared,
+        source,
+        tmp_path / "trained",
+        [*flags, "--train-only=encoder", "--learning-rate=0.02"],
+    )
+    assert card["config"]["analysis_tail_filters"] == 8
+    last_kernel = trained.analysis_tail.layers[-1].kernel.numpy()
+    assert np.abs(last_kernel).max() > 0  # it learned, so it now changes the latents
+
+    from models.compressor import Compressor
+
+    image = np.asarray(tf.random.stateless_uniform([64, 128, 3], [5, 10], 0, 256, tf.int32))
+    pixels = image.astype(np.uint8)
+    compressor = Compressor(str(export_dir))
+    exported = compressor.latents(pixels, 100.0)
+    unit = tf.constant(pixels, tf.float32)[tf.newaxis] / 255.0
+    quality = tf.constant([100.0])
+    np.testing.assert_allclose(exported, trained.analyze(unit, quality)[0], atol=1e-4)
+    for weight in trained.analysis_tail.layers[-1].weights:  # the export without its tail
+        weight.assign(tf.zeros_like(weight))
+    assert np.abs(exported - trained.analyze(unit, quality)[0].numpy()).max() > 1e-2
+    assert compressor.decompress(compressor.compress(pixels, quality=100)).shape == (64, 128, 3)
+
+
 def test_train_only_encoder_needs_a_codec_to_start_from(prepared, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.run(
