@@ -369,11 +369,13 @@ class ScaleHyperprior(keras.Model):
         lower = tf.cast(lower, tf.int32)
         return (1.0 - weight) * tf.gather(table, lower) + weight * tf.gather(table, lower + 1)
 
-    def gains(self, quality: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(gain, inverse gain) per image, shaped [B, 1, 1, M] to scale latents."""
-        gain = tf.exp(self._interpolate(self.log_gain, quality))
-        inverse = tf.exp(self._interpolate(self.log_inverse_gain, quality))
-        return gain[:, tf.newaxis, tf.newaxis], inverse[:, tf.newaxis, tf.newaxis]
+    def gain(self, quality: tf.Tensor) -> tf.Tensor:
+        """The encoder's gain per image, shaped [B, 1, 1, M] to scale latents."""
+        return tf.exp(self._interpolate(self.log_gain, quality))[:, tf.newaxis, tf.newaxis]
+
+    def inverse_gain(self, quality: tf.Tensor) -> tf.Tensor:
+        """The decoder's, apart: a decode-only export must not read the encoder's weights."""
+        return tf.exp(self._interpolate(self.log_inverse_gain, quality))[:, tf.newaxis, tf.newaxis]
 
     def lmbda_at(self, quality: tf.Tensor) -> tf.Tensor:
         """The trade-off each quality was trained for (geometric between levels): [B]."""
@@ -396,13 +398,13 @@ class ScaleHyperprior(keras.Model):
             y = y + self.analysis_tail(y)
         y = tf.cast(y, tf.float32)
         if self.config.variable_rate:
-            y = y * self.gains(quality)[0]
+            y = y * self.gain(quality)
         return y
 
     def synthesize(self, y_hat, quality=None, training=False):
         """x_hat = g_s(y_hat), after the quality's inverse gains for a variable-rate codec."""
         if self.config.variable_rate:
-            y_hat = y_hat * self.gains(quality)[1]
+            y_hat = y_hat * self.inverse_gain(quality)
         if training:
             return self.synthesis_transform(y_hat)
         return self.synthesis_transform.decode(y_hat)

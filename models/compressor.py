@@ -140,6 +140,8 @@ class Compressor:
         self.mean_scale = self.config.mean_scale
         # A codec with channel slices codes its latents slice after slice.
         self.slices = self.config.slices
+        # A replaced codec kept in the package to decode its files has no encoder.
+        self.decode_only = bool(self.card.get("decode_only"))
         # Format 3 needs the exact entropy model; a codec exported before it only reads.
         self.exact = exact.load(self.model_dir)
         if self.exact is not None and self.exact.identity != self.card.get("exact_identity"):
@@ -158,11 +160,19 @@ class Compressor:
             )
         return self.exact
 
+    def _require_encoder(self) -> None:
+        if self.decode_only:
+            raise ValueError(
+                f"model {self.fingerprint} ({self.model_dir}) is a decode-only copy "
+                f"({self.card.get('status', 'replaced')}); encode with a current codec"
+            )
+
     def _quality(self, quality: float | None) -> tf.Tensor:
         return tf.constant(DEFAULT_QUALITY if quality is None else quality, tf.float32)
 
     def latents(self, pixels: np.ndarray, quality: float | None = None) -> np.ndarray:
         """y (float32 [h, w, M], gains applied) of uint8 (H, W, 3) pixels, tile by tile."""
+        self._require_encoder()
         height, width = padded_side(pixels.shape[0]), padded_side(pixels.shape[1])
         y = np.empty(
             (height // LATENT_STRIDE, width // LATENT_STRIDE, self.latent_channels), np.float32

@@ -274,18 +274,68 @@ CODEC_MODULES = {
 SLICE_CODEC_MODULES = {False: SliceCodecModule, True: SliceVariableRateCodecModule}
 
 
+# The signatures a code file's decoding calls (format 3: ``synthesis``; earlier formats:
+# ``synthesize`` with ``scale_indexes`` or ``slice_parameters``); a decode-only copy has these.
+DECODING_SIGNATURES = (
+    "entropy_parameters",
+    "synthesis",
+    "synthesize",
+    "scale_indexes",
+    "slice_parameters",
+)
+
+
+class DecoderModule(tf.Module):
+    """The decoding signatures of a codec module, saved with the decoder's weights only.
+
+    A replaced codec stays in the package to decode the files it wrote (``models.release``);
+    its encoder (about half the weights) would only let it write more, so it is left out.
+    The full module is held untracked: a variable the decoding does not read is not saved.
+    """
+
+    def __init__(self, full: CodecModule, decoder_weights: list):
+        super().__init__(name="codec_decoder")
+        self.__dict__["_full"] = full  # untracked: its encoder's variables stay out
+        self.decoder_weights = [*decoder_weights, full.z_pmf]
+        self.fingerprint = full.fingerprint
+        for name in DECODING_SIGNATURES:
+            method = getattr(full, name, None)
+            if method is not None:
+                setattr(self, name, tf.function(method, input_signature=method.input_signature))
+
+    def signatures(self) -> dict:
+        return {name: getattr(self, name) for name in DECODING_SIGNATURES if hasattr(self, name)}
+
+
+def _codec_module(model: ScaleHyperprior, model_fingerprint: str) -> CodecModule:
+    config = model.config
+    if config.slices:
+        return SLICE_CODEC_MODULES[config.variable_rate](model, model_fingerprint)
+    return CODEC_MODULES[(config.variable_rate, config.mean_scale)](model, model_fingerprint)
+
+
+def export_decoder(model: ScaleHyperprior, export_dir: str) -> None:
+    """Writes ``export_dir/saved_model`` with the decoding signatures and weights only
+    (``DecoderModule``); the caller adds the exact entropy model and the card."""
+    encoder = {w.ref() for w in model.encoder_weights()}
+    module = DecoderModule(
+        _codec_module(model, fingerprint(model)),
+        [w for w in model.weights if w.ref() not in encoder],
+    )
+    os.makedirs(export_dir, exist_ok=True)
+    tf.saved_model.save(
+        module, os.path.join(export_dir, SAVED_MODEL_DIR), signatures=module.signatures()
+    )
+
+
 def export_model(model, task: str, export_dir: str, card: dict) -> dict:
     """Writes ``export_dir/saved_model`` and ``export_dir/model_card.json``; returns the card."""
     model_fingerprint = fingerprint(model)
     if task == CODEC:
-        config = model.config
-        if config.slices:
-            module = SLICE_CODEC_MODULES[config.variable_rate](model, model_fingerprint)
+        module = _codec_module(model, model_fingerprint)
+        if model.config.slices:
             coder = {"slice_parameters": module.slice_parameters}
         else:
-            module = CODEC_MODULES[(config.variable_rate, config.mean_scale)](
-                model, model_fingerprint
-            )
             coder = {"scale_indexes": module.scale_indexes}
         signatures = {
             "analyze": module.analyze,
@@ -375,6 +425,8 @@ def upgrade(model_dir: str) -> dict:
     card = load_model_card(model_dir)
     if card.get("task") != CODEC:
         raise ValueError(f"{model_dir} is not a codec")
+    if card.get("decode_only"):
+        raise ValueError(f"{model_dir} is a decode-only copy: it has no encoder to re-export")
     model = ScaleHyperprior(CodecConfig.from_card(card))
     model.build_for_images()
     read_weights(model, model_dir)

@@ -11,7 +11,9 @@ this very model) and under which terms its training data came.
 
 A codec that replaces another stays in the package as ``NAME-FINGERPRINT``: code files name
 the codec that wrote them, and the decoder finds it among the shipped models by that
-fingerprint, so every file written by an earlier release still decodes.  A codec whose
+fingerprint, so every file written by an earlier release still decodes.  It stays as a
+decode-only copy (``decode_only`` on its card): its decoding signatures and the weights they
+read, and its exact entropy model, about half of the export; it no longer encodes.  A codec whose
 decoder is the one it replaces (its encoder alone retrained) decodes those files itself: its
 card lists their fingerprint, and no copy is kept.  (A denoiser writes no
 files that need it later: the one it replaces goes.)
@@ -24,7 +26,13 @@ import json
 import os
 import shutil
 
-from models.export import MODEL_CARD, decoder_fingerprint, load_model_card, write_model_card
+from models.export import (
+    MODEL_CARD,
+    SAVED_MODEL_DIR,
+    decoder_fingerprint,
+    load_model_card,
+    write_model_card,
+)
 from models.registry import PRETRAINED_DIR
 
 
@@ -115,6 +123,35 @@ def replace_codec(target: str, card: dict) -> dict:
     old["name"] = os.path.basename(kept)
     old["status"] = f"replaced by {card.get('fingerprint')}: kept to decode the files it wrote"
     write_model_card(kept, old)
+    keep_decoder_only(kept)
+    return card
+
+
+def keep_decoder_only(model_dir: str) -> dict:
+    """Re-exports the codec in ``model_dir`` in place as a decode-only copy (its decoding
+    signatures and their weights, its exact entropy model unchanged) and returns its card.
+    The decoded pixels are the full export's: the same weights run the same graph."""
+    from models.export import export_decoder, fingerprint
+    from models.growth import exported_codec
+
+    card = load_model_card(model_dir)
+    if card.get("task") != "codec":
+        raise ValueError(f"{model_dir} is not a codec")
+    if card.get("decode_only"):
+        return card
+    model = exported_codec(model_dir)
+    if fingerprint(model) != card["fingerprint"]:
+        raise ValueError(f"{model_dir}: its weights are not those of its model card")
+    card = {**card, "decoder_fingerprint": card.get("decoder_fingerprint") or decoder_of(model_dir)}
+    scratch = f"{model_dir}.decoder"
+    if os.path.exists(scratch):
+        shutil.rmtree(scratch)
+    export_decoder(model, scratch)
+    shutil.rmtree(os.path.join(model_dir, SAVED_MODEL_DIR))
+    os.rename(os.path.join(scratch, SAVED_MODEL_DIR), os.path.join(model_dir, SAVED_MODEL_DIR))
+    shutil.rmtree(scratch)
+    card["decode_only"] = True
+    write_model_card(model_dir, card)
     return card
 
 
@@ -154,10 +191,10 @@ def release(
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Ship an exported model with the package.")
-    parser.add_argument("--export", required=True, help="An export directory of `train`.")
-    parser.add_argument("--name", required=True, help="Name under models/pretrained/.")
+    parser.add_argument("--export", help="An export directory of `train`.")
+    parser.add_argument("--name", help="Name under models/pretrained/.")
     parser.add_argument("--status", default="interim", help="e.g. interim, release")
-    parser.add_argument("--licence", required=True, help="Terms of the training data.")
+    parser.add_argument("--licence", help="Terms of the training data.")
     parser.add_argument("--notes", default="", help="Anything a user should know.")
     parser.add_argument(
         "--work-dir",
@@ -171,7 +208,18 @@ def main(argv=None):
         help="A `latentpress evaluate` output folder of this model: its figures go on the card "
         "(repeatable).",
     )
+    parser.add_argument(
+        "--decode-only",
+        metavar="MODEL_DIR",
+        help="Instead of shipping: turn a kept copy of a replaced codec into a decode-only copy "
+        "in place (what a release does to the codec it replaces).",
+    )
     args = parser.parse_args(argv)
+    if args.decode_only:
+        print(json.dumps(keep_decoder_only(args.decode_only), indent=2, sort_keys=True))
+        return
+    if not (args.export and args.name and args.licence):
+        parser.error("--export, --name and --licence are required to ship a model")
     card = release(
         args.export,
         args.name,

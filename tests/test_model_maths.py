@@ -21,6 +21,10 @@ from models.layers import GDN
 
 GOLDEN = Path(__file__).parent / "golden" / "code_files.json"
 GOLDEN_QUALITIES = (0.0, 50.0, 100.0)
+# Code files of the golden image written by each shipped codec, and the SHA-256 of the pixels
+# each decodes to: what a replaced codec's decode-only copy must still give.
+GOLDEN_FILES = GOLDEN.parent / "code_files"
+GOLDEN_DECODED = GOLDEN.parent / "decoded_pixels.json"
 
 
 def _gdn(inverse: bool, channels: int = 4) -> GDN:
@@ -130,10 +134,40 @@ def _golden_key(compressor: Compressor) -> str:
     return f"{compressor.fingerprint}/{compressor.exact.identity}"
 
 
-def _shipped_codecs() -> list[str]:
-    """Every codec in the package that writes format 3 (``codec``, ``codec-high-rate``, ...)."""
+def _shipped_codecs(decode_only: bool = False) -> list[str]:
+    """Every codec in the package that writes format 3 (``codec``, ``codec-high-rate``, ...),
+    or with ``decode_only`` the replaced ones kept to decode their files (``models.release``)."""
     cards = {name: registry.card(name) for name in registry.available()}
-    return [n for n, c in cards.items() if c.get("task") == "codec" and c.get("exact_identity")]
+    return [
+        name
+        for name, card in cards.items()
+        if card.get("task") == "codec"
+        and card.get("exact_identity")
+        and bool(card.get("decode_only")) == decode_only
+    ]
+
+
+def _golden_files(compressor: Compressor) -> dict[Path, str]:
+    """The codec's golden code files -> the SHA-256 of the pixels they decode to."""
+    pinned = json.loads(GOLDEN_DECODED.read_text()) if GOLDEN_DECODED.exists() else {}
+    return {
+        GOLDEN_FILES / name: digest
+        for name, digest in pinned.items()
+        if name.startswith(f"{compressor.fingerprint}-")
+    }
+
+
+def _record_golden_files(compressor: Compressor) -> None:
+    """Writes the codec's code files of the golden image, and what they decode to, so that
+    once it is replaced its decode-only copy is checked against them."""
+    pinned = json.loads(GOLDEN_DECODED.read_text()) if GOLDEN_DECODED.exists() else {}
+    GOLDEN_FILES.mkdir(parents=True, exist_ok=True)
+    for quality in GOLDEN_QUALITIES if compressor.variable_rate else (None,):
+        data = compressor.compress(_golden_image(), quality=quality)
+        name = f"{compressor.fingerprint}-{'one-rate' if quality is None else f'q{quality:g}'}.lpc"
+        (GOLDEN_FILES / name).write_bytes(data)
+        pinned[name] = hashlib.sha256(compressor.decompress(data).tobytes()).hexdigest()
+    GOLDEN_DECODED.write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
 
 
 @pytest.mark.parametrize("name", _shipped_codecs())
@@ -153,11 +187,27 @@ def test_code_file_bytes_of_the_shipped_codecs_are_pinned(name):
     assert decoded.shape == image.shape
 
 
+@pytest.mark.parametrize("name", _shipped_codecs(decode_only=True))
+def test_a_kept_decode_only_codec_decodes_the_files_it_wrote_to_the_same_pixels(name):
+    """A replaced codec kept without its encoder: the files it wrote while shipped (golden
+    files recorded then) decode to the pixels they decoded to then."""
+    compressor = Compressor(name)
+    golden = _golden_files(compressor)
+    assert golden, f"no golden code files of {name}: record them before it is replaced"
+    for path, digest in golden.items():
+        decoded = compressor.decompress(path.read_bytes())
+        assert hashlib.sha256(decoded.tobytes()).hexdigest() == digest, path.name
+    with pytest.raises(ValueError, match="decode-only"):
+        compressor.compress(_golden_image(), quality=50.0)
+
+
 if __name__ == "__main__":
-    # Records every shipped codec's golden bytes (kept for earlier fingerprints too).
+    # Records every shipped codec's golden bytes (kept for earlier fingerprints too), and its
+    # golden code files for the day it is replaced and kept decode-only.
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     for shipped in map(Compressor, _shipped_codecs()):
         golden[_golden_key(shipped)] = _code_file_digests(shipped)
+        _record_golden_files(shipped)
         print(f"pinned {_golden_key(shipped)}: {golden[_golden_key(shipped)]}", file=sys.stderr)
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")

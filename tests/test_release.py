@@ -129,6 +129,7 @@ def test_a_codec_released_over_another_keeps_it_so_its_files_still_decode(
     new codec ships with its exact entropy model, so it codes too."""
     pretrained = tmp_path / "pretrained"
     shutil.copytree(registry.resolve("codec"), pretrained / "codec")
+    shutil.copytree(registry.resolve("codec"), tmp_path / "old-codec")  # to compare with
     monkeypatch.setattr(release, "PRETRAINED_DIR", str(pretrained))
     monkeypatch.setattr(registry, "PRETRAINED_DIR", str(pretrained))
     # the API keeps a compressor per model name: none from this test may outlive it
@@ -145,8 +146,21 @@ def test_a_codec_released_over_another_keeps_it_so_its_files_still_decode(
 
     assert shipped["fingerprint"] != old
     assert registry.shipped_with_fingerprint(old) == f"codec-{old}"
-    assert "replaced by" in registry.card(f"codec-{old}")["status"]
+    kept = registry.card(f"codec-{old}")
+    assert "replaced by" in kept["status"] and kept["decode_only"]
     np.testing.assert_array_equal(latentpress.decompress(data), before)
+    # kept without its encoder: the SavedModel holds the decoder's weights alone
+    from models.export import load_saved_model
+    from models.growth import exported_codec
+
+    full = exported_codec(str(tmp_path / "old-codec"))
+    encoder = {w.ref() for w in full.encoder_weights()}
+    module = load_saved_model(registry.resolve(f"codec-{old}"))
+    assert not hasattr(module, "analysis") and not hasattr(module, "analyze")
+    decoder_sizes = sorted(w.shape.num_elements() for w in full.weights if w.ref() not in encoder)
+    assert sorted(v.shape.num_elements() for v in module.decoder_weights[:-1]) == decoder_sizes
+    with pytest.raises(ValueError, match="decode-only"):
+        latentpress.compress(pixels, model=f"codec-{old}")
     fresh = latentpress.compress(pixels)  # the new codec, exact model included
     assert latentpress.decompress(fresh).shape == pixels.shape
     assert CodeFile.from_bytes(fresh).fingerprint == shipped["fingerprint"]
