@@ -34,6 +34,8 @@ def load_exported_weights(model, name_or_path: str) -> dict:
     """
     model_dir = registry.resolve(name_or_path)
     card = load_model_card(model_dir)
+    if card.get("decode_only"):
+        raise ValueError(f"{name_or_path} is a decode-only copy (no encoder): start from another")
     source = model
     narrowing = False
     if isinstance(model, ScaleHyperprior):

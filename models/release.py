@@ -142,7 +142,8 @@ def keep_decoder_only(model_dir: str) -> dict:
     model = exported_codec(model_dir)
     if fingerprint(model) != card["fingerprint"]:
         raise ValueError(f"{model_dir}: its weights are not those of its model card")
-    card = {**card, "decoder_fingerprint": card.get("decoder_fingerprint") or decoder_of(model_dir)}
+    # its decoder can no longer be loaded into a full codec: the card keeps its fingerprint
+    card = {**card, "decoder_fingerprint": decoder_fingerprint(model)}
     scratch = f"{model_dir}.decoder"
     if os.path.exists(scratch):
         shutil.rmtree(scratch)

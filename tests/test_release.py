@@ -161,6 +161,8 @@ def test_a_codec_released_over_another_keeps_it_so_its_files_still_decode(
     assert sorted(v.shape.num_elements() for v in module.decoder_weights[:-1]) == decoder_sizes
     with pytest.raises(ValueError, match="decode-only"):
         latentpress.compress(pixels, model=f"codec-{old}")
+    with pytest.raises(ValueError, match="decode-only"):
+        exported_codec(f"codec-{old}")  # nothing to warm-start or grow from
     fresh = latentpress.compress(pixels)  # the new codec, exact model included
     assert latentpress.decompress(fresh).shape == pixels.shape
     assert CodeFile.from_bytes(fresh).fingerprint == shipped["fingerprint"]
