@@ -437,9 +437,11 @@ class Trainer:
             return []
         return list(np.linspace(QUALITY_MIN, QUALITY_MAX, len(model.config.lmbdas)))
 
-    def evaluate(self, dataset: tf.data.Dataset, batches: int) -> dict[str, float]:
+    def evaluate(self, dataset: tf.data.Dataset, batches: int, model=None) -> dict[str, float]:
         """Mean metrics over ``batches`` eval batches; a variable-rate codec's also per level
-        (``psnr_q0``, ``bpp_q0``, ...: its rate-distortion curve on the eval split)."""
+        (``psnr_q0``, ``bpp_q0``, ...: its rate-distortion curve on the eval split).
+        ``model``: another of the same architecture (e.g. the float32 one an export serves)."""
+        model = self.model if model is None else model
         qualities = self.eval_qualities()
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -452,16 +454,16 @@ class Trainer:
         for noisy, clean in dataset.take(batches):
             for level in qualities or [None]:
                 quality = None if level is None else tf.fill([tf.shape(clean)[0]], float(level))
-                metrics = task_losses(self.model, noisy, clean, training=False, quality=quality)
+                metrics = task_losses(model, noisy, clean, training=False, quality=quality)
                 for name, value in metrics.items():
                     add(name, float(value))
                     if quality is not None and name in ("psnr", "bpp"):
                         add(f"{name}_q{level:g}", float(value))
-            if isinstance(self.model, ScaleHyperprior):
-                add("psnr_unquantized", float(transform_ceiling(self.model, clean)))
+            if isinstance(model, ScaleHyperprior):
+                add("psnr_unquantized", float(transform_ceiling(model, clean)))
                 # summed per batch: a channel is dead if its code is 0 on every eval patch
-                usage = usage + latent_usage(self.model, [(noisy, clean)])
+                usage = usage + latent_usage(model, [(noisy, clean)])
         results = {name: total / counts[name] for name, total in totals.items()}
-        if isinstance(self.model, ScaleHyperprior):
+        if isinstance(model, ScaleHyperprior):
             results["dead_latents"] = int((usage == 0).sum())  # at the top rate (issue 30)
         return results

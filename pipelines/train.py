@@ -294,6 +294,18 @@ def run(argv=None) -> dict:
         else:
             trainer.roll_back()
 
+    served = None  # a mixed-precision run's float32 model for evaluations, built once
+
+    def evaluate_served() -> dict[str, float]:
+        """The eval metrics of what the export will serve: the moving average where there is
+        one, in float32 (a bfloat16 run's curve then compares with a float32 run's)."""
+        nonlocal served
+        if not trainer.mixed:
+            with trainer.averaged():
+                return trainer.evaluate(eval_data, args.eval_batches)
+        served = served_model(trainer, args, stats, served)
+        return trainer.evaluate(eval_data, args.eval_batches, served)
+
     restore_signals = _stop_on_signals()
     try:
         while trainer.step < args.steps:
@@ -307,8 +319,7 @@ def run(argv=None) -> dict:
                     tf.summary.scalar(f"train/{name}", value)
                 tf.summary.scalar("train/learning_rate", float(trainer.learning_rate.numpy()))
             if step % args.eval_every == 0 or step == args.steps:
-                with trainer.averaged():
-                    eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
+                eval_metrics = evaluate_served()
                 trainer.after_evaluation(eval_metrics.get("loss", np.nan))
                 with writer.as_default(step=step):
                     for name, value in eval_metrics.items():
@@ -325,8 +336,7 @@ def run(argv=None) -> dict:
         progress.close()
 
     if not eval_metrics:
-        with trainer.averaged():
-            eval_metrics = trainer.evaluate(eval_data, args.eval_batches)
+        eval_metrics = evaluate_served()
     cpu_seconds = lineage["cpu_seconds"] + float(trainer.cpu_seconds.numpy())
     card = {
         "name": os.path.basename(os.path.normpath(args.model_dir)),
@@ -350,17 +360,28 @@ def run(argv=None) -> dict:
         "command": commands[-1],
         "commands": [c for c in lineage["commands"] if c] + commands,
     }
-    # What is served: the moving average where there is one, always in float32 (decoding
-    # must not depend on the training device's precision).
-    with trainer.averaged():
-        weights = trainer.model.get_weights()
-    keras.mixed_precision.set_global_policy("float32")
-    model = build_model(args, stats)
-    model.set_weights(weights)
+    model = served_model(trainer, args, stats)
     export_dir = os.path.join(args.model_dir, "export")
     card = export_model(model, TASKS[args.task], export_dir, card)
     LOG.info("exported %s (fingerprint %s) to %s", args.task, card["fingerprint"], export_dir)
     return card
+
+
+def served_model(trainer, args: argparse.Namespace, stats: dict, model=None):
+    """The model as its export serves it: the moving average of the weights where there is
+    one, always in float32 (decoding must not depend on the training device's precision).
+    ``model``: one this built before, refilled instead of building another."""
+    with trainer.averaged():
+        weights = trainer.model.get_weights()
+    if model is None:
+        policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            model = build_model(args, stats)
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
+    model.set_weights(weights)
+    return model
 
 
 def main(argv=None):

@@ -823,6 +823,11 @@ def test_bfloat16_training_learns_and_exports_a_float32_model(prepared, tmp_path
     _, trainer = make_trainer(prepared, tmp_path, ["--steps=40", *flags])
     assert trainer.restore() == 40
     assert all(w.dtype == tf.float32 for w in trainer.model.weights)
+    # its evaluations measured what it exports, float32, as a float32 run of it measures
+    eval_data = training_data.make_dataset(str(prepared), features.EVAL_DIR, 8, False)
+    float32_eval = trainer.evaluate(eval_data, 2)
+    for name in ("loss", "psnr"):
+        assert card["eval"][name] == pytest.approx(float32_eval[name], rel=1e-4, abs=1e-4), name
 
 
 def test_init_from_grows_a_denoiser_that_denoises_the_same_at_first(prepared, tmp_path):
