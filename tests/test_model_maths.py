@@ -108,6 +108,40 @@ def test_a_codec_built_for_images_has_every_layer_built():
     assert [layer.name for layer in layers if not layer.built] == []
 
 
+def test_under_bfloat16_the_codec_reads_and_writes_latents_and_pixels_in_float32():
+    """bfloat16 keeps 8 bits of mantissa: a latent of 100 would reach the decoder up to 0.25
+    off (a quarter of a quantization step) and pixels near white ~1/512 off.  The layers at
+    the edges compute in float32, so a bfloat16 run trains on the latents, means and pixels
+    its float32 export codes; the layers between stay 16-bit (the speed)."""
+    config = CodecConfig(num_filters=8, latent_filters=12, mean_scale=True)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = ScaleHyperprior(config)
+        mixed.build_for_images()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    exact = ScaleHyperprior(config)
+    exact.build_for_images()
+    exact.set_weights(mixed.get_weights())
+    rng = np.random.default_rng(5)
+    latents = tf.constant(rng.normal(0.0, 100.0, (1, 4, 4, 12)), tf.float32)
+    features = tf.constant(rng.normal(0.0, 1.0, (1, 16, 16, 8)), tf.float32)
+    side = tf.constant(rng.integers(-3, 4, (1, 1, 1, 8)), tf.float32)
+    pairs = [
+        (mixed.synthesis_transform.layers[0], exact.synthesis_transform.layers[0], latents),
+        (mixed.analysis_transform.layers[-1], exact.analysis_transform.layers[-1], features),
+        (mixed.synthesis_transform.layers[-1], exact.synthesis_transform.layers[-1], features),
+        (mixed.hyper_analysis_transform, exact.hyper_analysis_transform, latents),
+        (mixed.hyper_synthesis_transform, exact.hyper_synthesis_transform, side),
+    ]
+    for edge, reference, inputs in pairs:
+        out = edge(inputs)
+        assert out.dtype == tf.float32, edge.name
+        np.testing.assert_allclose(out, reference(inputs), rtol=1e-4, atol=1e-4)
+    middle = mixed.synthesis_transform.layers[2]
+    assert middle.compute_dtype == "bfloat16"
+
+
 def _golden_image() -> np.ndarray:
     """A fixed 48 x 80 RGB image (smooth ramps, an edge and seeded texture)."""
     rows, cols = np.mgrid[0:48, 0:80]
