@@ -2,6 +2,7 @@
 
     python -m benchmarks.compare_runs RUN_A[@STEP] RUN_B[@STEP] [--plot ab.png]
     python -m benchmarks.compare_runs RUN --history
+    python -m benchmarks.compare_runs codec-high-rate RUN[@STEP]   # against what is shipped
 
 How recipes are judged while they train (the A/B of a learning rate, a grown shape, a loss): a
 variable-rate codec's run evaluates every level on the same eval patches (``train
@@ -12,7 +13,10 @@ Without ``@STEP`` a run's latest evaluation is used.  ``--history`` prints one r
 loss, the ends and middle of its curve, the unquantized ceiling and the dead latents.
 
 Read from the run's TensorBoard logs (``RUN/logs``, written by ``latentpress train``); a step
-evaluated twice (a resumed run) keeps its last value.  A warm-started run's steps count from 0;
+evaluated twice (a resumed run) keeps its last value.  A or B may be a shipped model's name
+or an export folder instead: its card's ``eval``, the evaluation it was exported with, at its
+cumulative steps; it compares only with runs evaluated on the same eval split (the card's
+``training_data`` names the data, printed beside it).  A warm-started run's steps count from 0;
 "in all" adds the steps of what it began from (``lineage.json``).  Compare runs at equal steps
 in all, or at equal CPU time when their step costs differ.
 """
@@ -91,7 +95,29 @@ def run_at(text: str) -> tuple[str, int | None]:
     return (run, int(step)) if at and step.isdigit() else (text, None)
 
 
+def model_evaluation(name_or_path: str) -> tuple[int, dict[str, float], str] | None:
+    """(cumulative steps, eval, data it was evaluated on) of a shipped or exported model's
+    card; None if ``name_or_path`` is not a model but a run."""
+    from models import registry
+
+    if os.path.isdir(os.path.join(name_or_path, "logs")):
+        return None
+    try:
+        card = registry.card(name_or_path)
+    except FileNotFoundError:
+        return None
+    if not card.get("eval"):
+        raise ValueError(f"{name_or_path}: its model card records no evaluation")
+    steps = int(card.get("cumulative_steps") or card.get("steps") or 0)
+    return steps, card["eval"], (card.get("training_data") or {}).get("dir", "unknown data")
+
+
 def evaluation(run_dir: str, step: int | None) -> tuple[int, dict[str, float]]:
+    model = model_evaluation(run_dir)
+    if model is not None:
+        if step not in (None, model[0]):
+            raise ValueError(f"{run_dir} is a model, evaluated at step {model[0]} only")
+        return model[0], model[1]
     history = eval_history(run_dir)
     step = max(history) if step is None else step
     if step not in history:
@@ -182,7 +208,12 @@ def main(argv: list[str] | None = None) -> dict:
         ("A", run_a, step_a, metrics_a),
         ("B", run_b, step_b, metrics_b),
     ):
-        print(f"{name} {run} @ {step} ({step + steps_before(run)} in all):  {_summary(metrics)}")
+        model = model_evaluation(run)
+        if model is not None:
+            print(f"{name} model {run} ({step} steps in all, eval split of {model[2]}):  ", end="")
+        else:
+            print(f"{name} {run} @ {step} ({step + steps_before(run)} in all):  ", end="")
+        print(_summary(metrics))
     print(
         f"B against A: BD-rate {_fmt(result['bd_rate_pct'], '%')}, "
         f"BD-PSNR {_fmt(result['bd_psnr_db'], ' dB')}; "

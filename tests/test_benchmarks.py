@@ -142,6 +142,19 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
     with pytest.raises(FileNotFoundError, match="no training logs"):
         compare_runs.eval_history(str(tmp_path / "missing"))
 
+    # A as a model: an export whose card carries the curve it was exported with
+    model = tmp_path / "export"
+    (model / "saved_model").mkdir(parents=True)
+    card = {"task": "codec", "cumulative_steps": 64539, "eval": _levels(rates, psnrs)}
+    card["training_data"] = {"dir": "$LP_WORK/photos-320"}
+    (model / "model_card.json").write_text(json.dumps(card))
+    shipped = compare_runs.main([str(model), f"{tmp_path / 'b'}@2000"])
+    assert shipped["bd_rate_pct"] == pytest.approx(-10.0, abs=0.01)
+    assert shipped["a"]["step"] == 64539
+    assert "eval split of $LP_WORK/photos-320" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="evaluated at step 64539 only"):
+        compare_runs.main([f"{model}@1000", str(tmp_path / "b")])
+
 
 def test_prepare_memory_runs_prepare_at_each_size_against_the_first():
     results = prepare_memory.main(
