@@ -167,25 +167,13 @@ EDGE_DTYPE = "float32"
 
 def _conv(filters, kernel, strides, activation=None, name=None, dtype=None):
     return keras.layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        activation=activation,
-        name=name,
-        dtype=dtype,
+        filters, kernel, strides, "same", activation=activation, name=name, dtype=dtype
     )
 
 
 def _deconv(filters, kernel, strides, activation=None, name=None, dtype=None):
     return keras.layers.Conv2DTranspose(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        activation=activation,
-        name=name,
-        dtype=dtype,
+        filters, kernel, strides, "same", activation=activation, name=name, dtype=dtype
     )
 
 
