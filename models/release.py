@@ -12,9 +12,9 @@ this very model) and under which terms its training data came.
 A codec that replaces another stays in the package as ``NAME-FINGERPRINT``: code files name
 the codec that wrote them, and the decoder finds it among the shipped models by that
 fingerprint, so every file written by an earlier release still decodes.  It stays as a
-decode-only copy (``decode_only`` on its card): its decoding signatures and the weights they
-read, and its exact entropy model, about half of the export; it no longer encodes.  A codec whose
-decoder is the one it replaces (its encoder alone retrained) decodes those files itself: its
+decode-only copy (``decode_only`` on its card): its decoding signatures, the weights they
+read and its exact entropy model, about half of the export; it no longer encodes.  A codec
+whose decoder is the one it replaces (its encoder alone retrained) decodes those files itself: its
 card lists their fingerprint, and no copy is kept.  (A denoiser writes no
 files that need it later: the one it replaces goes.)
 """
@@ -106,7 +106,8 @@ def replace_codec(target: str, card: dict) -> dict:
     codec shipped there must keep decoding: if ``card``'s decoder is the same (only the
     encoder was retrained), the new codec decodes them itself and its card lists their
     fingerprint (``decodes_files_of``); otherwise the old codec moves to
-    ``TARGET-FINGERPRINT``, where the decoder finds it by the fingerprint the files name."""
+    ``TARGET-FINGERPRINT``, decode-only, where the decoder finds it by the fingerprint the
+    files name."""
     old = load_model_card(target)
     if old.get("task") != "codec" or old.get("fingerprint") == card.get("fingerprint"):
         shutil.rmtree(target)
