@@ -346,7 +346,8 @@ def run(argv=None) -> dict:
         "training_data": _training_data_summary(data_dir),
         "steps": trainer.step,
         "cumulative_steps": lineage["steps"] + trainer.step,
-        "cumulative_cpu_hours": round(cpu_seconds / 3600.0, 3),
+        # to ~4 ms: a short run is not 0.0 hours (a warm start adds this up)
+        "cumulative_cpu_hours": round(cpu_seconds / 3600.0, 6),
         "init_from": lineage.get("init_from"),
         "batch_size": args.batch_size,
         "train_seconds": round(float(trainer.train_seconds.numpy()), 1),
