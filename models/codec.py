@@ -556,6 +556,12 @@ class ScaleHyperprior(keras.Model):
         gains = [self.log_gain, *self.log_stage_gains] if self.config.variable_rate else []
         return weights + gains
 
+    def decoder_weights(self) -> list:
+        """Every other weight: what decoding a code file reads (synthesis, hyperprior,
+        entropy models, inverse gains)."""
+        encoder = {w.ref() for w in self.encoder_weights()}
+        return [w for w in self.weights if w.ref() not in encoder]
+
     @staticmethod
     def quantize_z(z):
         return tf.clip_by_value(tf.round(tf.cast(z, tf.float32)), -Z_RANGE, Z_RANGE)

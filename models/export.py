@@ -80,8 +80,7 @@ def decoder_fingerprint(model: ScaleHyperprior) -> str:
     """``fingerprint`` of the weights a codec's decoder reads (all but its encoder's): two
     codecs that share it decode every code file to the same pixels, so a codec whose encoder
     alone was retrained (``--train-only encoder``) decodes the files of the one it replaces."""
-    encoder = {w.ref() for w in model.encoder_weights()}
-    return _digest([w for w in model.weights if w.ref() not in encoder])
+    return _digest(model.decoder_weights())
 
 
 def _to_unit(image: tf.Tensor) -> tf.Tensor:
@@ -317,11 +316,7 @@ def _codec_module(model: ScaleHyperprior, model_fingerprint: str) -> CodecModule
 def export_decoder(model: ScaleHyperprior, export_dir: str) -> None:
     """Writes ``export_dir/saved_model`` with the decoding signatures and weights only
     (``DecoderModule``); the caller adds the exact entropy model and the card."""
-    encoder = {w.ref() for w in model.encoder_weights()}
-    module = DecoderModule(
-        _codec_module(model, fingerprint(model)),
-        [w for w in model.weights if w.ref() not in encoder],
-    )
+    module = DecoderModule(_codec_module(model, fingerprint(model)), model.decoder_weights())
     os.makedirs(export_dir, exist_ok=True)
     tf.saved_model.save(
         module, os.path.join(export_dir, SAVED_MODEL_DIR), signatures=module.signatures()
