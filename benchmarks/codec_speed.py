@@ -62,7 +62,7 @@ def codec_times(
     quality = compressor.clamp_quality(quality)
     y, analysis = timed(compressor.latents, x, quality)
     z_hat, hyper_analysis = timed(compressor.side_information, y)
-    latents, exact_encode = timed(compressor.code_latents, y, z_hat)
+    latents, exact_encode = timed(compressor.code_latents, y, z_hat, (height, width))
     data, code = timed(compressor.encode, latents, height, width, 3, quality)
     parsed, parse = timed(compressor.parse, data)
     decoded, decode = timed(compressor.decode_latents, parsed)

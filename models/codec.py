@@ -41,6 +41,16 @@ def padded_side(size: int) -> int:
     return -(-size // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
+def coded_latents(height: int, width: int, reach: int) -> tuple[int, int]:
+    """Latent rows and columns a code file (format 4) codes for a height x width image: those
+    whose value reaches a pixel of it through a synthesis of ``reach`` (``synthesis_reach``).
+    The others, up to the padded size, lie in the padding only and decode as their means."""
+    return (
+        min(-(-(height + reach) // LATENT_STRIDE), padded_side(height) // LATENT_STRIDE),
+        min(-(-(width + reach) // LATENT_STRIDE), padded_side(width) // LATENT_STRIDE),
+    )
+
+
 def side_shape(height: int, width: int, num_filters: int) -> tuple[int, int, int]:
     """The shape of z, the side information, for a height x width image."""
     return padded_side(height) // SIDE_STRIDE, padded_side(width) // SIDE_STRIDE, num_filters
@@ -223,6 +233,23 @@ class SynthesisTransform(keras.Sequential):
         return x
 
 
+def synthesis_reach(synthesis: keras.Sequential) -> int:
+    """Pixels above (and left of) its own 16x16 block that a latent moves in g_s's output.
+
+    TensorFlow pads the forward form of a "same" stride-2 convolution of kernel k by
+    (k - 2) // 2 before and the rest after, so its transpose writes input i from output
+    2i - (k - 2) // 2 on: nothing before for 3x3, one output for 5x5, doubled by every later
+    stage (the 112/256 codec, 5x5 next to the latents then 3x3: 8 pixels; 5x5 throughout: 15).
+    """
+    reach = 0
+    for layer in synthesis.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            if tuple(layer.strides) != (2, 2) or layer.padding != "same":
+                raise ValueError(f"no reach rule for {layer.name}: stride 2, 'same' only")
+            reach = 2 * reach + max(layer.kernel_size[0] - 2, 0) // 2
+    return reach
+
+
 def magnitudes_and_signs(y):
     """h_a's input with signs: |y|, then y (its first kernel reads them in this order)."""
     return tf.concat([tf.abs(y), y], axis=-1)
@@ -253,6 +280,9 @@ class HyperSynthesisTransform(keras.Sequential):
 # Width of the channel-context networks (they run at the latents' resolution, 1/256 of the
 # pixels, so they add ~20% to a N=64 codec's compute).
 CONTEXT_FILTERS = 64
+# Latents each side that a context network reads (two 3x3 layers): a slice's means and
+# residual predictions depend on the decoded latents of the slices before within this.
+CONTEXT_REACH = 2
 # A latent residual prediction moves a decoded latent by at most this (half a step: it
 # corrects the rounding, it does not replace the code).
 LRP_BOUND = 0.5

@@ -1,7 +1,7 @@
 """Images to code files and back, with an exported codec (``models.export``).
 
-Format 3 (``models.codefile``), written by every codec exported with an exact entropy model
-(``models.exact``):
+Formats 3 and 4 (``models.codefile``; 4 codes only the image's latents, not the padding),
+written by every codec exported with an exact entropy model (``models.exact``):
 
 * the analysis runs tile by tile (``TILE`` pixels plus a ``HALO`` of context on every side,
   cropped away), so its working set does not grow with the image; y is kept whole (3 bytes
@@ -27,7 +27,17 @@ import tensorflow as tf
 from PIL import Image
 
 from models import codefile, entropy_coding, exact, registry
-from models.codec import LATENT_STRIDE, SIDE_STRIDE, CodecConfig, padded_side, side_shape
+from models.codec import (
+    CONTEXT_REACH,
+    LATENT_STRIDE,
+    SIDE_STRIDE,
+    CodecConfig,
+    SynthesisTransform,
+    coded_latents,
+    padded_side,
+    side_shape,
+    synthesis_reach,
+)
 from models.codefile import QUALITY_MAX, QUALITY_MIN, STRIPE_ROWS, CodeFile, CodeFileError
 from models.export import load_saved_model
 
@@ -39,7 +49,7 @@ HALO = 48
 # z rows of context for a stripe of the exact hyperprior (h_s sees 2 z rows around a latent),
 # and latent rows for the channel context (two 3x3 layers).
 _SIDE_HALO = 2
-_CONTEXT_HALO = 2
+_CONTEXT_HALO = CONTEXT_REACH
 
 DEFAULT_QUALITY = registry.NAMED_QUALITIES["medium"]  # a variable-rate codec's default
 
@@ -53,7 +63,8 @@ def to_grayscale(rgb: np.ndarray) -> np.ndarray:
 class Latents:
     """What the exact entropy model makes of an image's latents: the side information, the
     coded integers, their scale indexes and their means (all [h, w, M] on the padded grid),
-    and the CRC-32 of the indexes in coding order."""
+    the CRC-32 of the indexes in coding order, and the latent rows and columns the file codes
+    (``codefile.image_latents``; beyond them the integers are 0)."""
 
     z_hat: np.ndarray  # int32 [hz, wz, N]
     code: np.ndarray  # int16: round(y - mean)
@@ -63,6 +74,7 @@ class Latents:
     # z_hat, which saves 3 bytes a pixel
     means: np.ndarray | None
     index_crc: int = 0
+    coded: tuple[int, int] = (0, 0)
 
 
 def _stripes(rows: int):
@@ -140,6 +152,13 @@ class Compressor:
         self.mean_scale = self.config.mean_scale
         # A codec with channel slices codes its latents slice after slice.
         self.slices = self.config.slices
+        # How far a latent reaches in the decoded image, which decides the latents of the
+        # padding a file must code (format 4 codes only those): through the synthesis, and
+        # for a slice codec through the context that moves its neighbours' decoded values
+        config = self.config
+        self.reach = synthesis_reach(
+            SynthesisTransform(config.num_filters, config.kernel_size, config.latent_kernel_size)
+        ) + (CONTEXT_REACH * LATENT_STRIDE if self.slices else 0)
         # A replaced codec kept in the package to decode its files has no encoder.
         self.decode_only = bool(self.card.get("decode_only"))
         # Format 3 needs the exact entropy model; a codec exported before it only reads.
@@ -221,20 +240,22 @@ class Compressor:
             parts.append(exact.ExactModel.to_real(means).astype(np.float32))
         return np.concatenate(parts, axis=0)
 
-    def _walk(self, z_hat: np.ndarray, code_of) -> Latents:
+    def _walk(self, z_hat: np.ndarray, code_of, coded: tuple[int, int] | None = None) -> Latents:
         """The exact walk both ends make: part (slice) after part, stripe after stripe, the
-        stripe's scale indexes and means from the exact model, then ``code_of(rows, part,
-        indexes, means)`` gives its coded integers (the encoder's rounding, or the decoder's
-        reading)."""
+        stripe's scale indexes and means from the exact model, then ``code_of(rows, cols,
+        part, indexes, means)`` gives the coded integers of its first ``coded`` rows and
+        columns (the encoder's rounding, or the decoder's reading; all latents if None)."""
         model = self._require_exact()
         rows = z_hat.shape[0] * SIDE_STRIDE // LATENT_STRIDE
         cols = z_hat.shape[1] * SIDE_STRIDE // LATENT_STRIDE
+        coded_rows, coded_cols = coded or (rows, cols)
         shape = (rows, cols, self.latent_channels)
         latents = Latents(
             z_hat,
             np.zeros(shape, np.int16),
             np.zeros(shape, np.uint8),
             np.zeros(shape, np.float32) if self.slices else None,
+            coded=(coded_rows, coded_cols),
         )
         crc = 0
         for i, part in enumerate(self._slice_parts()):
@@ -259,18 +280,26 @@ class Compressor:
                 latents.indexes[top:end, :, part] = indexes
                 if self.slices:
                     latents.means[top:end, :, part] = means
-                latents.code[top:end, :, part] = code_of((top, end), part, indexes, means)
+                last = min(end, coded_rows)
+                if top < last:
+                    latents.code[top:last, :coded_cols, part] = code_of(
+                        (top, last),
+                        coded_cols,
+                        part,
+                        indexes[: last - top, :coded_cols],
+                        means[: last - top, :coded_cols],
+                    )
                 crc = zlib.crc32(np.ascontiguousarray(indexes, "<i4").tobytes(), crc)
         latents.index_crc = crc
         return latents
 
     def analyze(self, pixels: np.ndarray, quality: float | None = None) -> Latents:
-        """The coded latents of uint8 (H, W, 3) pixels (format 3)."""
+        """The coded latents of uint8 (H, W, 3) pixels (format 4)."""
         y = self.latents(pixels, quality)
         z_hat = self.side_information(y)
         if self.refine_steps:
             y = self.refiner.refine(pixels, y, z_hat, quality, self.refine_steps)
-        return self.code_latents(y, z_hat)
+        return self.code_latents(y, z_hat, pixels.shape[:2])
 
     @property
     def refiner(self):
@@ -280,14 +309,15 @@ class Compressor:
             self._refiner = LatentRefiner(self)
         return self._refiner
 
-    def code_latents(self, y: np.ndarray, z_hat: np.ndarray) -> Latents:
-        """The coded integers of y: round(y - mean), with the exact model's means."""
+    def code_latents(self, y: np.ndarray, z_hat: np.ndarray, size: tuple[int, int]) -> Latents:
+        """The coded integers of y for an image of ``size`` (height, width) pixels:
+        round(y - mean) with the exact model's means, 0 beyond the image's latents."""
 
-        def rounded(rows, part, indexes, means):
-            values = y[rows[0] : rows[1], :, part] - means
+        def rounded(rows, cols, part, indexes, means):
+            values = y[rows[0] : rows[1], :cols, part] - means
             return np.clip(np.round(values), -self.y_range, self.y_range)
 
-        return self._walk(z_hat, rounded)
+        return self._walk(z_hat, rounded, coded_latents(*size, self.reach))
 
     def synthesize(
         self, latents: Latents, height: int, width: int, quality: float | None = None
@@ -352,11 +382,17 @@ class Compressor:
         chunks: tuple = (),
     ) -> bytes:
         model = self._require_exact()
+        if latents.coded != coded_latents(height, width, self.reach):
+            raise ValueError(
+                f"latents coded for {latents.coded} latent rows and columns, not a "
+                f"{height}x{width} image's"
+            )
         encoder = entropy_coding.ExactLatentEncoder(model.y_frequencies, self.y_range)
-        rows = latents.code.shape[0]
+        rows, cols = latents.coded
         for part in self._slice_parts():
             for top, end in _stripes(rows):
-                encoder.encode(latents.code[top:end, :, part], latents.indexes[top:end, :, part])
+                window = (slice(top, end), slice(0, cols), part)
+                encoder.encode(latents.code[window], latents.indexes[window])
         code = CodeFile(
             fingerprint=self.fingerprint,
             height=height,
@@ -370,6 +406,7 @@ class Compressor:
             quality=quality if self.variable_rate else None,
             exact_identity=model.identity,
             chunks=tuple(chunks),
+            reach=self.reach,
         )
         return code.to_bytes()
 
@@ -480,7 +517,13 @@ class Compressor:
             decoder = entropy_coding.ExactLatentDecoder(
                 code.y_stream, model.y_frequencies, self.y_range
             )
-            latents = self._walk(z_hat, lambda rows, part, indexes, means: decoder.decode(indexes))
+            # version 3 coded every latent of the padded image; 4 those that reach the image
+            coded = (
+                None if code.reach is None else coded_latents(code.height, code.width, code.reach)
+            )
+            latents = self._walk(
+                z_hat, lambda rows, cols, part, indexes, means: decoder.decode(indexes), coded
+            )
         except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
             raise CodeFileError(f"corrupted code file (entropy decoding failed: {e})") from e
         if latents.index_crc != code.index_checksum:

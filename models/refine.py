@@ -64,17 +64,25 @@ class LatentRefiner:
         self, pixels: np.ndarray, y: np.ndarray, z_hat: np.ndarray, quality, steps: int
     ) -> np.ndarray:
         """y (float32 [h, w, M], gains applied) refined for ``steps`` steps, tile by tile."""
-        latents = self.compressor.code_latents(y, z_hat)
+        height, width = pixels.shape[:2]
+        latents = self.compressor.code_latents(y, z_hat, (height, width))
         means = self.compressor.means(latents)
         scales = self.compressor.scale_table[latents.indexes.astype(np.int64)]
         residual = (y - means).astype(np.float32)
+        # latents beyond the image are not coded: they decode as their means, and stay so
+        coded_rows, coded_cols = latents.coded
+        residual[coded_rows:] = 0.0
+        residual[:, coded_cols:] = 0.0
         lmbda = tf.constant(self.lmbda(quality), tf.float32)
         quality = tf.constant([0.0 if quality is None else quality], tf.float32)
-        height, width = pixels.shape[:2]
-        rows, cols = residual.shape[:2]
-        for top in range(0, rows, TILE_LATENTS):
-            for left in range(0, cols, TILE_LATENTS):
-                tile = (top, min(top + TILE_LATENTS, rows), left, min(left + TILE_LATENTS, cols))
+        for top in range(0, coded_rows, TILE_LATENTS):
+            for left in range(0, coded_cols, TILE_LATENTS):
+                tile = (
+                    top,
+                    min(top + TILE_LATENTS, coded_rows),
+                    left,
+                    min(left + TILE_LATENTS, coded_cols),
+                )
                 residual[tile[0] : tile[1], tile[2] : tile[3]] = self._refine_tile(
                     pixels, residual, means, scales, tile, (height, width), lmbda, quality, steps
                 )

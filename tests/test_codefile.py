@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 
 import pytest
@@ -17,6 +18,7 @@ CODE = CodeFile(
     b"z" * 8,
     b"y" * 12,
     exact_identity="fedcba9876543210",
+    reach=8,
 )
 WITH_CHUNKS = replace(CODE, quality=42.5, chunks=((b"EXIF", b"Exif\0\0MM"), (b"ICCP", b"")))
 
@@ -28,14 +30,29 @@ def test_round_trip_keeps_every_field():
 
 
 def test_size_is_header_streams_chunks_and_checksum():
-    # format 3: 46-byte header, the streams, a chunk count, each chunk's tag and length
-    assert len(CODE.to_bytes()) == 46 + 8 + 12 + 2 + 4
-    assert len(WITH_CHUNKS.to_bytes()) == 46 + 8 + 12 + 2 + (8 + 8) + (8 + 0) + 4
+    # format 4: 47-byte header, the streams, a chunk count, each chunk's tag and length
+    assert len(CODE.to_bytes()) == 47 + 8 + 12 + 2 + 4
+    assert len(WITH_CHUNKS.to_bytes()) == 47 + 8 + 12 + 2 + (8 + 8) + (8 + 0) + 4
 
 
-def test_only_format_3_is_written():
-    with pytest.raises(CodeFileError, match="writes format 3 only"):
+def test_only_format_4_is_written():
+    with pytest.raises(CodeFileError, match="writes format 4 only"):
         replace(CODE, exact_identity=None).to_bytes()
+    with pytest.raises(CodeFileError, match="writes format 4 only"):
+        replace(CODE, reach=None).to_bytes()
+    with pytest.raises(CodeFileError, match="reach of 256 pixels"):
+        replace(CODE, reach=256).to_bytes()
+
+
+def as_format_3(data: bytes) -> bytes:
+    """A format-4 file as format 3 wrote it: no reach byte after the 46-byte header."""
+    body = data[:4] + bytes([3]) + data[5:46] + data[47:-4]
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_a_format_3_file_still_reads_and_has_no_reach():
+    old = CodeFile.from_bytes(as_format_3(WITH_CHUNKS.to_bytes()))
+    assert old == replace(WITH_CHUNKS, version=3, reach=None)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +60,7 @@ def test_only_format_3_is_written():
     [
         (lambda b: b"", "not a latentpress code file"),
         (lambda b: b"\x89PNG\r\n\x1a\n" + b[8:], "not a latentpress code file"),
-        (lambda b: b[:4] + bytes([4]) + b[5:], "unsupported code-file format version 4"),
+        (lambda b: b[:4] + bytes([5]) + b[5:], "unsupported code-file format version 5"),
         (lambda b: b[:20], "header incomplete"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "padded"),

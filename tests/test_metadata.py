@@ -58,7 +58,17 @@ def test_alpha_travels_exactly_through_the_chunks_and_drop_is_said(carried):
         alpha = np.asarray(source.getchannel("A"))
     np.testing.assert_array_equal(frame.carried.alpha, alpha)
     code = codefile.CodeFile(
-        "0" * 16, 64, 96, 3, 0, b"", b"", None, "0" * 16, metadata.to_chunks(frame.carried)
+        "0" * 16,
+        64,
+        96,
+        3,
+        0,
+        b"",
+        b"",
+        None,
+        "0" * 16,
+        metadata.to_chunks(frame.carried),
+        reach=8,
     )
     back = metadata.from_code(codefile.CodeFile.from_bytes(code.to_bytes()))
     np.testing.assert_array_equal(back.alpha, alpha)

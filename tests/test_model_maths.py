@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models import codec, entropy_models, registry
+from models import codec, codefile, entropy_models, registry
 from models.codec import CodecConfig, ScaleHyperprior, training_qualities
+from models.codefile import CodeFile
 from models.compressor import Compressor
 from models.layers import GDN
 
@@ -163,9 +164,15 @@ def _code_file_digests(compressor: Compressor) -> dict[str, str]:
 
 
 def _golden_key(compressor: Compressor) -> str:
-    """Format-3 bytes are pinned per model and exact entropy model (earlier keys, a bare
-    fingerprint, pinned format-2 bytes)."""
-    return f"{compressor.fingerprint}/{compressor.exact.identity}"
+    """Bytes are pinned per model, exact entropy model and format (earlier keys: a bare
+    fingerprint for format 2, fingerprint/exact model for format 3)."""
+    return f"{compressor.fingerprint}/{compressor.exact.identity}/format{codefile.VERSION}"
+
+
+def _golden_name(compressor: Compressor, quality: float | None) -> str:
+    """A golden code file's name (format 3's had no format suffix)."""
+    setting = "one-rate" if quality is None else f"q{quality:g}"
+    return f"{compressor.fingerprint}-{setting}-format{codefile.VERSION}.lpc"
 
 
 def _shipped_codecs(decode_only: bool = False) -> list[str]:
@@ -198,7 +205,7 @@ def _record_golden_files(compressor: Compressor) -> None:
     GOLDEN_FILES.mkdir(parents=True, exist_ok=True)
     for quality in GOLDEN_QUALITIES if compressor.variable_rate else (None,):
         data = compressor.compress(_golden_image(), quality=quality)
-        name = f"{compressor.fingerprint}-{'one-rate' if quality is None else f'q{quality:g}'}.lpc"
+        name = _golden_name(compressor, quality)
         (GOLDEN_FILES / name).write_bytes(data)
         pinned[name] = hashlib.sha256(compressor.decompress(data).tobytes()).hexdigest()
     GOLDEN_DECODED.write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
@@ -219,6 +226,31 @@ def test_code_file_bytes_of_the_shipped_codecs_are_pinned(name):
     image = _golden_image()
     decoded = compressor.decompress(compressor.compress(image, quality=50.0))
     assert decoded.shape == image.shape
+
+
+@pytest.mark.parametrize("name", _shipped_codecs())
+def test_a_shipped_codec_decodes_its_files_of_every_format_to_the_same_pixels(name):
+    """Files written before format 4 (every latent of the padded image coded) still decode
+    to the pixels they did; a format-4 file of the same image codes fewer latents (those of
+    the padding no pixel depends on), so it is smaller, and decodes to the same pixels."""
+    compressor = Compressor(name)
+    golden = _golden_files(compressor)
+    assert golden, f"no golden code files of {name}: run python -m tests.test_model_maths"
+    decoded = {}
+    for path, digest in golden.items():
+        pixels = compressor.decompress(path.read_bytes())
+        assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, path.name
+        decoded[path.name] = pixels
+    image = _golden_image()  # 48 x 80: padded to 64 x 128, its last 2 latent columns unread
+    for quality in GOLDEN_QUALITIES:
+        older = GOLDEN_FILES / f"{compressor.fingerprint}-q{quality:g}.lpc"
+        if not older.exists():
+            continue
+        assert CodeFile.from_bytes(older.read_bytes()).version == 3
+        data = compressor.compress(image, quality=quality)
+        assert CodeFile.from_bytes(data).version == 4
+        assert len(data) < len(older.read_bytes()), quality
+        np.testing.assert_array_equal(compressor.decompress(data), decoded[older.name])
 
 
 @pytest.mark.parametrize("name", _shipped_codecs(decode_only=True))
