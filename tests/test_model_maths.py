@@ -98,6 +98,29 @@ def test_latent_and_side_shapes_follow_the_models_strides():
     assert model.synthesis_transform(y).shape == x.shape
 
 
+@pytest.mark.parametrize(
+    ("kernel", "latent_kernel", "reach"), [(3, 5, 8), (5, None, 15), (3, 3, 0)]
+)
+def test_synthesis_reach_is_how_far_back_a_latent_moves_the_image(kernel, latent_kernel, reach):
+    """synthesis_reach, which decides the latents a code file codes, is what TensorFlow's
+    transposed convolutions do: a latent's change moves pixels from ``reach`` above its own
+    16-pixel block (and left of it) on, none before."""
+    synthesis = codec.SynthesisTransform(8, kernel, latent_kernel)
+    assert codec.synthesis_reach(synthesis) == reach
+    y = tf.random.stateless_normal([1, 6, 6, 4], [1, 2])
+    moved = tf.tensor_scatter_nd_add(y, [[0, 3, 3]], [tf.fill([4], 5.0)])
+    changed = np.abs((synthesis(moved) - synthesis(y)).numpy()).max(axis=(0, 3)) > 0
+    rows, cols = np.nonzero(changed)
+    block = 3 * codec.LATENT_STRIDE
+    assert rows.min() == cols.min() == block - reach
+    # a 100 x 130 image (padded to 128 x 192: 8 x 12 latents) with reach 8 needs
+    # ceil(108 / 16) = 7 rows and ceil(138 / 16) = 9 columns
+    assert codec.coded_latents(100, 130, 8) == (7, 9)
+    assert codec.coded_latents(100, 130, 0) == (7, 9)
+    assert codec.coded_latents(96, 128, 8) == (7, 8)  # the padded grid bounds it
+    assert codec.coded_latents(128, 192, 0) == (8, 12)
+
+
 def test_a_codec_built_for_images_has_every_layer_built():
     """build_for_images runs the inference path, whose synthesis calls its layers one by
     one; its Sequential must count as built too, or SavedModel leaves its Keras metadata out
