@@ -102,10 +102,16 @@ class CodecConfig:
     # measures the amortization gap (the decoder reaches +1.3 dB at quality 100 from latents
     # chosen per image).  Its last layer starts at zero: grown into a codec, the same code.
     analysis_tail_filters: int = 0
+    # Variable rate: g_s scales each inverse GDN's output by per-level channel gains, the
+    # decoder's counterpart of analysis_level_gains (Song et al. 2021 condition every layer
+    # of both transforms on the rate).  Decoder weights; they start at 1 (the codec unchanged).
+    synthesis_level_gains: bool = False
 
     def __post_init__(self):
         if self.analysis_level_gains and len(self.lmbdas) < 2:
             raise ValueError("analysis_level_gains needs a variable-rate codec (lmbdas)")
+        if self.synthesis_level_gains and len(self.lmbdas) < 2:
+            raise ValueError("synthesis_level_gains needs a variable-rate codec (lmbdas)")
         if self.hyper_signs and not self.mean_scale:
             raise ValueError("hyper_signs serves the means: it needs a mean-scale hyperprior")
         if self.slices:
@@ -159,6 +165,7 @@ class CodecConfig:
         values["analysis_entry_filters"] = int(values.get("analysis_entry_filters") or 0)
         values["analysis_level_gains"] = bool(values.get("analysis_level_gains", False))
         values["analysis_tail_filters"] = int(values.get("analysis_tail_filters") or 0)
+        values["synthesis_level_gains"] = bool(values.get("synthesis_level_gains", False))
         return cls(**values)
 
 
@@ -219,14 +226,23 @@ class SynthesisTransform(keras.Sequential):
             _deconv(3, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}", dtype=EDGE_DTYPE)
         )
 
-    def decode(self, y_hat):
-        """The transform for inference: the same as calling it, its last layer (3 outputs
-        at full resolution) computed in the faster sub-pixel form."""
+    def run(self, y_hat, stage_gains=(), subpixel=False):
+        """The transform, each inverse GDN's output times its ``stage_gains`` ([B, C] each,
+        a codec's synthesis level gains); with ``subpixel`` the last layer (3 outputs at full
+        resolution) in the faster sub-pixel form, the same maths."""
+        gains = iter(stage_gains)
         x = y_hat
         for layer in self.layers[:-1]:
             x = layer(x)
+            if stage_gains and isinstance(layer, GDN):
+                x = x * tf.cast(next(gains)[:, tf.newaxis, tf.newaxis], x.dtype)
         last = self.layers[-1]
-        x = subpixel_transposed_conv(x, last) if last.built else last(x)
+        return subpixel_transposed_conv(x, last) if subpixel and last.built else last(x)
+
+    def decode(self, y_hat, stage_gains=()):
+        """The transform for inference: the same as calling it, its last layer computed in
+        the sub-pixel form."""
+        x = self.run(y_hat, stage_gains, subpixel=True)
         # Keras counts a Sequential as built only once called as a whole; every layer of it
         # now is, and an unbuilt one is left out of SavedModel's Keras metadata (a warning).
         self.built = True
@@ -384,6 +400,17 @@ class ScaleHyperprior(keras.Model):
                 )
                 for i, width in enumerate(widths)
             ]
+        # The same for g_s, one table per inverse GDN.
+        self.log_synthesis_gains = []
+        if config.synthesis_level_gains:
+            self.log_synthesis_gains = [
+                self.add_weight(
+                    name=f"log_synthesis_gain_{i}",
+                    shape=(len(config.lmbdas), config.num_filters),
+                    initializer="zeros",
+                )
+                for i in range(ANALYSIS_HALVINGS - 1)
+            ]
         # Training only: what the synthesis sees in place of round(y).  "straight-through"
         # feeds it the rounded latents it will decode at test time (identity gradient);
         # "noise" the same noisy y the rate is measured on.  Measured in issue 13:
@@ -450,9 +477,14 @@ class ScaleHyperprior(keras.Model):
         """x_hat = g_s(y_hat), after the quality's inverse gains for a variable-rate codec."""
         if self.config.variable_rate:
             y_hat = y_hat * self.inverse_gain(quality)
+        gains = [tf.exp(self._interpolate(g, quality)) for g in self.log_synthesis_gains]
         if training:
-            return self.synthesis_transform(y_hat)
-        return self.synthesis_transform.decode(y_hat)
+            return (
+                self.synthesis_transform(y_hat)
+                if not gains
+                else self.synthesis_transform.run(y_hat, gains)
+            )
+        return self.synthesis_transform.decode(y_hat, gains)
 
     def call(self, x, training=False, quality=None, balance_levels=False):
         """x: [batch, H, W, 3] in [0, 1], H and W multiples of PAD_MULTIPLE.

@@ -84,6 +84,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.analysis_entry_filters,
             args.analysis_level_gains,
             args.analysis_tail_filters,
+            args.synthesis_level_gains,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         "so --init-from a codec without them starts as that codec).",
     )
     parser.add_argument(
+        "--synthesis-level-gains",
+        action="store_true",
+        help="Variable-rate codec: per-level channel gains after each of the decoder's inverse "
+        "GDNs, so it may synthesize each rate differently (decoder weights: a new decoder; they "
+        "start at 1, so --init-from a codec without them starts as that codec).",
+    )
+    parser.add_argument(
         "--analysis-tail-filters",
         type=int,
         default=0,

@@ -694,6 +694,50 @@ def test_analysis_level_gains_start_as_the_source_and_learn_a_gain_per_level(pre
     assert compressor.decompress(data).shape == (61, 97, 3)
 
 
+def test_synthesis_level_gains_start_as_the_source_and_learn_a_gain_per_level(prepared, tmp_path):
+    """--synthesis-level-gains --init-from a codec without them: the same image from the same
+    latents at first (every gain 1); training moves them apart per level; they are decoder
+    weights (a new decoder fingerprint), and the exported codec codes and decodes."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.005,0.02", *QUIET]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *TINY_CODEC, *variable])
+    flags = [*TINY_CODEC, *variable, "--synthesis-level-gains"]
+    models = []
+    for name, extra in (("plain", []), ("gains", ["--synthesis-level-gains"])):
+        _, trainer = make_trainer(prepared, tmp_path / name, [*TINY_CODEC, *variable, *extra])
+        growth.load_exported_weights(trainer.model, str(source / "export"))
+        models.append(trainer.model)
+    x = growth.sample_batch(64)
+    y_hat = tf.round(models[0].analyze(x, tf.fill([x.shape[0]], 50.0)))
+    for quality in (0.0, 100.0):
+        q = tf.fill([y_hat.shape[0]], quality)
+        for training in (True, False):
+            np.testing.assert_allclose(
+                models[1].synthesize(y_hat, q, training),
+                models[0].synthesize(y_hat, q, training),
+                atol=1e-6,
+            )
+    decoder = {id(w) for w in models[1].decoder_weights()}
+    assert all(id(w) in decoder for w in models[1].log_synthesis_gains)
+
+    card, trained, export_dir = train_from(
+        prepared, source, tmp_path / "trained", [*flags, "--learning-rate=0.02"]
+    )
+    assert card["config"]["synthesis_level_gains"] is True
+    gains = [g.numpy() for g in trained.log_synthesis_gains]
+    assert [g.shape for g in gains] == [(2, 16)] * 3
+    assert all(np.abs(g[0] - g[1]).max() > 0 for g in gains)  # each level its own
+    source_card = json.loads((source / "export" / "model_card.json").read_text())
+    assert card["decoder_fingerprint"] != source_card["decoder_fingerprint"]
+
+    from models.compressor import Compressor
+
+    image = np.asarray(tf.random.stateless_uniform([61, 97, 3], [5, 7], 0, 256, tf.int32))
+    compressor = Compressor(str(export_dir))
+    data = compressor.compress(image.astype(np.uint8), quality=100)
+    assert compressor.decompress(data).shape == (61, 97, 3)
+
+
 def test_an_analysis_tail_starts_as_the_identity_and_trains_with_the_encoder(prepared, tmp_path):
     """--analysis-tail-filters --init-from a codec without it: the same latents at first;
     --train-only encoder then trains it (an encoder weight), and the export's code, which the
