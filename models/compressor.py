@@ -35,6 +35,7 @@ from models.codec import (
     SynthesisTransform,
     coded_latents,
     padded_side,
+    padding_edges,
     side_shape,
     synthesis_reach,
 )
@@ -91,13 +92,20 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _edge_padded(pixels: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
-    """The window rows x cols of the image padded to the codec's multiple by repeating its
-    last row and column (as the whole-image analysis pads), without padding the image."""
+def _edge_padded(pixels: np.ndarray, rows: tuple, cols: tuple, edges: tuple) -> np.ndarray:
+    """The window rows x cols of the image padded to the codec's multiple as the whole-image
+    analysis pads (``pad_to_multiple``; ``edges`` from ``padding_edges``), without padding
+    the image."""
     height, width = pixels.shape[:2]
-    row_index = np.minimum(np.arange(*rows), height - 1)
-    col_index = np.minimum(np.arange(*cols), width - 1)
-    return pixels[row_index[:, np.newaxis], col_index[np.newaxis, :]]
+    row_index, col_index = np.arange(*rows), np.arange(*cols)
+    window = pixels[
+        np.minimum(row_index, height - 1)[:, np.newaxis],
+        np.minimum(col_index, width - 1)[np.newaxis, :],
+    ]
+    last_row, last_col = edges
+    window[row_index >= height] = last_row[np.minimum(col_index, width - 1)]
+    window[:, col_index >= width] = last_col[np.minimum(row_index, height - 1), np.newaxis]
+    return window
 
 
 def _grid(top: int, bottom: int, left: int, right: int, stride: int) -> tuple:
@@ -196,10 +204,11 @@ class Compressor:
         y = np.empty(
             (height // LATENT_STRIDE, width // LATENT_STRIDE, self.latent_channels), np.float32
         )
+        edges = padding_edges(pixels)
         for top, bottom, left, right in _tiles(height, width):
             rows = (max(top - HALO, 0), min(bottom + HALO, height))
             cols = (max(left - HALO, 0), min(right + HALO, width))
-            tile = _edge_padded(pixels, rows, cols)
+            tile = _edge_padded(pixels, rows, cols, edges)
             out = self.module.analysis(tf.constant(tile), self._quality(quality))["y"].numpy()
             inside = _inside(rows, cols, (top, bottom, left, right), LATENT_STRIDE)
             y[_grid(top, bottom, left, right, LATENT_STRIDE)] = out[inside]
