@@ -277,17 +277,23 @@ def test_code_file_bytes_of_the_shipped_codecs_are_pinned(name):
     assert decoded.shape == image.shape
 
 
+def _assert_golden_files_decode(compressor: Compressor) -> None:
+    """Every golden code file of the codec (recorded by ``python -m tests.test_model_maths``
+    while it shipped) decodes to the pixels it decoded to then."""
+    golden = _golden_files(compressor)
+    assert golden, f"no golden code files of {compressor.model_dir}: record them while it ships"
+    for path, digest in golden.items():
+        decoded = compressor.decompress(path.read_bytes())
+        assert hashlib.sha256(decoded.tobytes()).hexdigest() == digest, path.name
+
+
 @pytest.mark.parametrize("name", _shipped_codecs())
 def test_a_shipped_codec_decodes_its_files_of_every_format_to_the_same_pixels(name):
     """Files written before format 4 (every latent of the padded image coded) still decode
     to the pixels they did; and format 4, which codes only the latents that reach the image,
     gives the same pixels from the same latents in fewer bytes."""
     compressor = Compressor(name)
-    golden = _golden_files(compressor)
-    assert golden, f"no golden code files of {name}: run python -m tests.test_model_maths"
-    for path, digest in golden.items():
-        pixels = compressor.decompress(path.read_bytes())
-        assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, path.name
+    _assert_golden_files_decode(compressor)
     image = _golden_image()  # 48 x 80: padded to 64 x 128, its last 2 latent columns unread
     height, width = image.shape[:2]
     padded = (codec.padded_side(height), codec.padded_side(width))
@@ -312,11 +318,7 @@ def test_a_kept_decode_only_codec_decodes_the_files_it_wrote_to_the_same_pixels(
     """A replaced codec kept without its encoder: the files it wrote while shipped (golden
     files recorded then) decode to the pixels they decoded to then."""
     compressor = Compressor(name)
-    golden = _golden_files(compressor)
-    assert golden, f"no golden code files of {name}: record them before it is replaced"
-    for path, digest in golden.items():
-        decoded = compressor.decompress(path.read_bytes())
-        assert hashlib.sha256(decoded.tobytes()).hexdigest() == digest, path.name
+    _assert_golden_files_decode(compressor)
     with pytest.raises(ValueError, match="decode-only"):
         compressor.compress(_golden_image(), quality=50.0)
 
