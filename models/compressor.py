@@ -65,7 +65,7 @@ class Latents:
     """What the exact entropy model makes of an image's latents: the side information, the
     coded integers, their scale indexes and their means (all [h, w, M] on the padded grid),
     the CRC-32 of the indexes in coding order, and the latent rows and columns the file codes
-    (``codefile.image_latents``; beyond them the integers are 0)."""
+    (``codec.coded_latents``; beyond them the integers are 0)."""
 
     z_hat: np.ndarray  # int32 [hz, wz, N]
     code: np.ndarray  # int16: round(y - mean)
