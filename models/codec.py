@@ -212,6 +212,17 @@ class AnalysisTransform(keras.Sequential):
         )
 
 
+def through_layers(layers, x, stage_gains=()):
+    """``x`` through ``layers``, each (inverse) GDN's output times the next of
+    ``stage_gains`` ([B, C] each: a codec's per-level stage gains at its qualities)."""
+    gains = iter(stage_gains)
+    for layer in layers:
+        x = layer(x)
+        if stage_gains and isinstance(layer, GDN):
+            x = x * tf.cast(next(gains)[:, tf.newaxis, tf.newaxis], x.dtype)
+    return x
+
+
 class SynthesisTransform(keras.Sequential):
     """g_s: latents y_hat -> image x_hat."""
 
@@ -230,12 +241,7 @@ class SynthesisTransform(keras.Sequential):
         """The transform, each inverse GDN's output times its ``stage_gains`` ([B, C] each,
         a codec's synthesis level gains); with ``subpixel`` the last layer (3 outputs at full
         resolution) in the faster sub-pixel form, the same maths."""
-        gains = iter(stage_gains)
-        x = y_hat
-        for layer in self.layers[:-1]:
-            x = layer(x)
-            if stage_gains and isinstance(layer, GDN):
-                x = x * tf.cast(next(gains)[:, tf.newaxis, tf.newaxis], x.dtype)
+        x = through_layers(self.layers[:-1], y_hat, stage_gains)
         last = self.layers[-1]
         return subpixel_transposed_conv(x, last) if subpixel and last.built else last(x)
 
@@ -449,6 +455,10 @@ class ScaleHyperprior(keras.Model):
         """The decoder's, apart: a decode-only export must not read the encoder's weights."""
         return tf.exp(self._interpolate(self.log_inverse_gain, quality))[:, tf.newaxis, tf.newaxis]
 
+    def stage_gains(self, log_tables: list, quality: tf.Tensor) -> list:
+        """Each per-level stage-gain table's factors at each quality: [B, C] each."""
+        return [tf.exp(self._interpolate(table, quality)) for table in log_tables]
+
     def lmbda_at(self, quality: tf.Tensor) -> tf.Tensor:
         """The trade-off each quality was trained for (geometric between levels): [B]."""
         log_lmbdas = tf.constant(np.log(self.config.lmbdas)[:, np.newaxis], tf.float32)
@@ -456,14 +466,9 @@ class ScaleHyperprior(keras.Model):
 
     def analyze(self, x, quality=None):
         """y = g_a(x), times the quality's gains for a variable-rate codec."""
-        if self.log_stage_gains:
-            stage = iter(self.log_stage_gains)
-            for layer in self.analysis_transform.layers:
-                x = layer(x)
-                if isinstance(layer, GDN):
-                    gain = tf.exp(self._interpolate(next(stage), quality))
-                    x = x * tf.cast(gain[:, tf.newaxis, tf.newaxis], x.dtype)
-            y = x
+        gains = self.stage_gains(self.log_stage_gains, quality)
+        if gains:
+            y = through_layers(self.analysis_transform.layers, x, gains)
         else:
             y = self.analysis_transform(x)
         if self.analysis_tail is not None:
@@ -477,7 +482,7 @@ class ScaleHyperprior(keras.Model):
         """x_hat = g_s(y_hat), after the quality's inverse gains for a variable-rate codec."""
         if self.config.variable_rate:
             y_hat = y_hat * self.inverse_gain(quality)
-        gains = [tf.exp(self._interpolate(g, quality)) for g in self.log_synthesis_gains]
+        gains = self.stage_gains(self.log_synthesis_gains, quality)
         if training:
             return (
                 self.synthesis_transform(y_hat)
