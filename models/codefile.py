@@ -129,6 +129,13 @@ class CodeFile:
         body = b"".join(parts)
         return body + _CHECKSUM.pack(zlib.crc32(body))
 
+    @staticmethod
+    def version_of(data: bytes) -> int:
+        """The format version a code file's bytes were written in (without parsing the rest)."""
+        if len(data) <= len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+            raise CodeFileError("not a latentpress code file (bad magic bytes)")
+        return data[len(MAGIC)]
+
     @classmethod
     def from_bytes(cls, data: bytes) -> CodeFile:
         if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:

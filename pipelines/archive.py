@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reprocess-older-models",
         action="store_true",
-        help="Also redo images the archive holds from other models than the ones given.",
+        help="Also redo images the archive holds from other models than the ones given, "
+        "or in an older code-file format.",
     )
     parser.add_argument(
         "--rehash",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from models.codefile import VERSION as CODE_FORMAT
 from models.codefile import CodeFile
 from pipelines import archive as archive_job
 from pipelines import decompress
@@ -205,6 +207,32 @@ def test_a_model_change_keeps_old_codes_decodable_or_reencodes_on_request(
     assert again["processed"] == 0
 
 
+def test_codes_of_an_older_format_are_reencoded_on_request_and_only_once(samples, tmp_path):
+    """An archive written before the current code-file format (its manifest records have no
+    ``code_format``): kept as it is by default, re-encoded by --reprocess-older-models (the
+    same model codes the same latents in fewer bytes), and then held."""
+    corpus, store = tmp_path / "corpus", tmp_path / "archive"
+    for index, sample in enumerate(samples[:2]):
+        small_copy(sample, corpus / f"img{index}.png", (0, 0, 80, 64))
+    run_archive(corpus, store)
+    assert {r["code_format"] for r in manifest_records(store)} == {CODE_FORMAT}
+    for path in glob.glob(str(store / archive.MANIFEST_DIR / "*.jsonl")):
+        old = [
+            {k: v for k, v in r.items() if k != "code_format"}
+            for r in records.read_json_lines(path)
+        ]
+        Path(path).write_text("".join(json.dumps(r) + "\n" for r in old))
+
+    assert run_archive(corpus, store)["processed"] == 0
+    redone = run_archive(corpus, store, "--reprocess-older-models")
+    assert (redone["processed"], redone["reprocessed_from_older_models"]) == (2, 2)
+    assert {r["code_format"] for r in newest_records(store).values()} == {CODE_FORMAT}
+    assert {CodeFile.from_bytes(Path(p).read_bytes()).version for p in code_files(store)} == {
+        CODE_FORMAT
+    }
+    assert run_archive(corpus, store, "--reprocess-older-models")["processed"] == 0
+
+
 def test_retention_keeps_the_newest_runs_and_drops_only_stale_temporary_files(tmp_path):
     store = str(tmp_path / "archive")
     for run_id in ("20260101T000000Z-a", "20260102T000000Z-b", "20260103T000000Z-c"):
@@ -281,9 +309,9 @@ def test_what_each_mode_needs_held_counts_codes_of_cleaned_images_and_old_record
     wants a PNG, so a code of the cleaned image alone does not serve it."""
     codec, denoiser = "c" * 16, "d" * 16
 
-    def held(model="", clean_bytes=0, by=""):
+    def held(model="", clean_bytes=0, by="", code_format=CODE_FORMAT):
         return {"model_fingerprint": model, "denoiser_fingerprint": by, "codec_setting": "",
-                "clean_bytes": clean_bytes}  # fmt: skip
+                "code_format": code_format if model else 0, "clean_bytes": clean_bytes}  # fmt: skip
 
     code_of_cleaned = held(codec, 0, denoiser)
     before = held(codec, 900, denoiser)  # a mode-both record of the PNG-keeping days
@@ -303,6 +331,13 @@ def test_what_each_mode_needs_held_counts_codes_of_cleaned_images_and_old_record
     older = held("e" * 16, 0, denoiser)
     assert state([older], "both") == archive.ARCHIVED
     assert state([older], "both", exact=True) == archive.OLDER
+    # the same models, but a code of an older format (or a record from before the field)
+    older_format = held(codec, 0, denoiser, code_format=CODE_FORMAT - 1)
+    unknown_format = {k: v for k, v in code_of_cleaned.items() if k != "code_format"}
+    for record in (older_format, unknown_format):
+        assert state([record], "both") == archive.ARCHIVED
+        assert state([record], "both", exact=True) == archive.OLDER
+    assert state([code_of_cleaned], "both", exact=True) == archive.ARCHIVED
 
 
 def test_triage_inputs_alone_processes_each_new_content_once():

@@ -290,6 +290,7 @@ class WriteOutputs(beam.DoFn):
             code_of=("cleaned" if result.denoised else "input") if code_bytes else "",
             quality=result.quality,
             codec_setting=self.codec_setting if code_bytes else "",
+            code_format=codefile.CodeFile.version_of(result.code) if code_bytes else 0,
             target_met=result.target_met,
             **common,
         )

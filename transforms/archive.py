@@ -90,11 +90,18 @@ def manifest_pattern(archive: str) -> str:
 
 
 ARCHIVED = "archived"  # holds every output this run would make
-OLDER = "older"  # holds them, but by older models, and --reprocess-older-models was given
+OLDER = "older"  # holds them, but by older models or in an older code-file format, and
+# --reprocess-older-models was given
 INCOMPLETE = "incomplete"  # lacks an output this run's mode makes (e.g. denoised only)
 
 
-HELD_FIELDS = ("model_fingerprint", "denoiser_fingerprint", "codec_setting", "clean_bytes")
+HELD_FIELDS = (
+    "model_fingerprint",
+    "denoiser_fingerprint",
+    "codec_setting",
+    "code_format",
+    "clean_bytes",
+)
 
 
 def held_outputs(record: dict) -> dict:
@@ -118,8 +125,11 @@ def archive_state(
     ``codec`` is the codec's identity (its fingerprint and, for a variable-rate codec, its
     setting: see ``codec_identity``).  Without ``reprocess_older`` an output by any model
     counts (old codes stay decodable with the model that wrote them); with it, only one by
-    exactly this run's models and setting.
+    exactly this run's models and setting, and a code in the format this latentpress writes
+    (a newer format codes the same latents in fewer bytes; records without ``code_format``
+    predate it and count as older).
     """
+    from models.codefile import VERSION
     from models.registry import codec_identity
 
     def codec_of(record: dict) -> str:
@@ -131,7 +141,9 @@ def archive_state(
         return bool(made) and (not exact or record["denoiser_fingerprint"] == denoiser)
 
     def code(record: dict, exact: bool) -> bool:
-        return bool(record["model_fingerprint"]) and (not exact or codec_of(record) == codec)
+        if not record["model_fingerprint"]:
+            return False
+        return not exact or (codec_of(record) == codec and record.get("code_format") == VERSION)
 
     def code_of_cleaned(record: dict, exact: bool) -> bool:
         by_denoiser = record["denoiser_fingerprint"] and (

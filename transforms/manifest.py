@@ -27,6 +27,8 @@ quality met).  Fields of a record:
   quality              quality (0-100) a variable-rate codec encoded at, else null
   codec_setting        how the run set that rate: q<quality>, psnr<dB>, bpp<bpp>; "" if one-rate;
                        "-refine<N>" added when latents were refined (--refine-steps N)
+  code_format          the code file's format version (models/codefile.py), 0 without a code;
+                       absent from records before 2026-12-07 (format 3 or older, or 4 that day)
   target_met           with --target-psnr/--target-bpp: whether the quality met it, else null
   model_fingerprint    codec weights' fingerprint, or ""
   denoiser_fingerprint denoiser weights' fingerprint, or ""
@@ -104,6 +106,7 @@ FIELDS = (
     "code_of",
     "quality",
     "codec_setting",
+    "code_format",
     "target_met",
     "model_fingerprint",
     "denoiser_fingerprint",
@@ -126,7 +129,8 @@ def record(**values) -> dict:
     if unknown:
         raise KeyError(f"not manifest fields: {sorted(unknown)}")
     defaults = {field: "" for field in FIELDS}
-    defaults.update(width=0, height=0, bytes_in=0, code_bytes=0, clean_bytes=0, bpp=0.0)
+    defaults.update(width=0, height=0, bytes_in=0, code_bytes=0, code_format=0, clean_bytes=0)
+    defaults.update(bpp=0.0)
     defaults.update(psnr_db=0.0, quality=None, target_met=None)
     defaults.update(exif_bytes=0, xmp_bytes=0, icc_bytes=0, alpha=False, bit_depth=0)
     return {**defaults, **values}
