@@ -350,6 +350,10 @@ def run(argv=None) -> dict:
         # to ~4 ms: a short run is not 0.0 hours (a warm start adds this up)
         "cumulative_cpu_hours": round(cpu_seconds / 3600.0, 6),
         "init_from": lineage.get("init_from"),
+        # init_from names a path or a shipped name, whose meaning moves with each release:
+        # the fingerprint and step count say which model it was.
+        "init_fingerprint": lineage.get("init_fingerprint"),
+        "init_steps": lineage["steps"] if lineage.get("init_from") else None,
         "batch_size": args.batch_size,
         "train_seconds": round(float(trainer.train_seconds.numpy()), 1),
         "replicas": strategy.num_replicas_in_sync,

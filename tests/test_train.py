@@ -402,6 +402,8 @@ def test_init_from_copies_the_weights_and_adds_up_steps_and_commands(prepared, t
     assert second["cumulative_cpu_hours"] > first["cumulative_cpu_hours"] > 0
     assert second["commands"][0] == first["command"]
     assert second["init_from"] == str(source / "export")
+    assert (second["init_fingerprint"], second["init_steps"]) == (first["fingerprint"], 6)
+    assert first["init_fingerprint"] is None and first["init_steps"] is None
 
     # Right after the warm start the weights are the source's.
     _, trainer = make_trainer(prepared, tmp_path / "check", ["--steps=1", *TINY_CODEC])
