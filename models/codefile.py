@@ -132,17 +132,15 @@ class CodeFile:
     @staticmethod
     def version_of(data: bytes) -> int:
         """The format version a code file's bytes were written in (without parsing the rest)."""
-        if len(data) <= len(MAGIC) or data[: len(MAGIC)] != MAGIC:
-            raise CodeFileError("not a latentpress code file (bad magic bytes)")
-        return data[len(MAGIC)]
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> CodeFile:
         if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
             raise CodeFileError("not a latentpress code file (bad magic bytes)")
         if len(data) < len(MAGIC) + 1:
             raise CodeFileError("truncated code file (no format version)")
-        version = data[len(MAGIC)]
+        return data[len(MAGIC)]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CodeFile:
+        version = cls.version_of(data)
         if version not in _HEADERS:
             raise CodeFileError(
                 f"unsupported code-file format version {version} (this latentpress reads "

@@ -130,8 +130,7 @@ def record(**values) -> dict:
         raise KeyError(f"not manifest fields: {sorted(unknown)}")
     defaults = {field: "" for field in FIELDS}
     defaults.update(width=0, height=0, bytes_in=0, code_bytes=0, code_format=0, clean_bytes=0)
-    defaults.update(bpp=0.0)
-    defaults.update(psnr_db=0.0, quality=None, target_met=None)
+    defaults.update(bpp=0.0, psnr_db=0.0, quality=None, target_met=None)
     defaults.update(exif_bytes=0, xmp_bytes=0, icc_bytes=0, alpha=False, bit_depth=0)
     return {**defaults, **values}
 
