@@ -491,7 +491,7 @@ class ScaleHyperprior(keras.Model):
             )
         return self.synthesis_transform.decode(y_hat, gains)
 
-    def call(self, x, training=False, quality=None, balance_levels=False):
+    def call(self, x, training=False, quality=None, balance_levels=False, rate_weights=None):
         """x: [batch, H, W, 3] in [0, 1], H and W multiples of PAD_MULTIPLE.
 
         Returns (loss, bpp, mse, x_hat).  With ``training`` the quantizer is additive uniform
@@ -500,6 +500,9 @@ class ScaleHyperprior(keras.Model):
         draws them uniformly, so every rate between the levels is trained.  Its loss weighs
         each image's distortion by the trade-off of its quality.  ``balance_levels`` divides
         each image's gradient by its own loss (the loss's value is unchanged).
+        ``rate_weights`` ([M]) weighs each latent channel's bits in the loss (not in bpp): a
+        trainer ramps new latents' rate in from 0, so they learn to carry something before
+        the rate can silence them.
         """
         batch = tf.shape(x)[0]
         if self.config.variable_rate and quality is None:
@@ -539,14 +542,18 @@ class ScaleHyperprior(keras.Model):
         x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.
         pixels_per_image = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
-        bits = -tf.reduce_sum(tf.math.log(y_likelihood), axis=[1, 2, 3]) - tf.reduce_sum(
-            tf.math.log(z_likelihood), axis=[1, 2, 3]
-        )
-        bpp = bits / tf.math.log(2.0) / pixels_per_image
+        y_bits = -tf.math.log(y_likelihood)
+        z_bits = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3])
+        bits_per_pixel = tf.math.log(2.0) * pixels_per_image
+        bpp = (tf.reduce_sum(y_bits, axis=[1, 2, 3]) + z_bits) / bits_per_pixel
+        rate = bpp
+        if rate_weights is not None:
+            weighted = tf.reduce_sum(y_bits * tf.cast(rate_weights, tf.float32), axis=[1, 2, 3])
+            rate = (weighted + z_bits) / bits_per_pixel
         error = tf.square(tf.cast(x, tf.float32) - tf.cast(x_hat, tf.float32))
         mse = tf.reduce_mean(error, axis=[1, 2, 3]) * 255.0**2
         lmbda = self.lmbda_at(quality) if self.config.variable_rate else self.config.lmbda
-        per_image = bpp + lmbda * mse
+        per_image = rate + lmbda * mse
         loss = tf.reduce_mean(per_image)
         if balance_levels:
             # A top-rate image's loss is ~30x a bottom-rate one's, and so is its gradient: in a

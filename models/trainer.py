@@ -101,13 +101,18 @@ class WarmupLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def task_losses(
-    model, noisy, clean, training: bool, quality=None, balance_levels=False
+    model, noisy, clean, training: bool, quality=None, balance_levels=False, rate_weights=None
 ) -> dict[str, tf.Tensor]:
     """The objective and the metrics of one batch (codec ignores ``noisy``; ``quality``, one
-    per image, is a variable-rate codec's rate; ``balance_levels``: see ScaleHyperprior.call)."""
+    per image, is a variable-rate codec's rate; ``balance_levels`` and ``rate_weights``: see
+    ScaleHyperprior.call)."""
     if isinstance(model, ScaleHyperprior):
         loss, bpp, mse, _ = model(
-            clean, training=training, quality=quality, balance_levels=balance_levels
+            clean,
+            training=training,
+            quality=quality,
+            balance_levels=balance_levels,
+            rate_weights=rate_weights,
         )
         psnr = 10.0 * tf.math.log(255.0**2 / mse) / tf.math.log(10.0)
         return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr}
@@ -160,6 +165,7 @@ class Trainer:
         """``build_model()`` makes the model; it is called under the strategy's scope."""
         self.args = args
         self.strategy = strategy
+        self.ramped_latents = None  # (first channel, steps): see ramp_in_latents
         self.policy = use_precision(args.precision)
         self.mixed = self.policy != "float32"
         # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
@@ -365,6 +371,23 @@ class Trainer:
             self.evals_since_best.assign(0)
             LOG.info("eval loss plateaued: learning rate now %.3g", lowered)
 
+    def ramp_in_latents(self, first: int, steps: int) -> None:
+        """Latent channels from ``first`` on (grown into a warm-started codec) have their bits
+        weighed in the loss by step / ``steps`` until ``steps``, then fully.  Grown at zero,
+        the rate silenced them before the decoder could use them (M=320: 64 of 64 still
+        silent after 2,000 steps, 16 after 10,000); without the rate at first they learn
+        to carry what the others cannot, and the ramp then prices it."""
+        self.ramped_latents = (int(first), int(steps))
+
+    def latent_rate_weights(self):
+        """Each latent channel's weight on its bits in this step's loss (None: all 1)."""
+        if not self.ramped_latents:
+            return None
+        first, steps = self.ramped_latents
+        share = tf.minimum(1.0, tf.cast(self.optimizer.iterations, tf.float32) / steps)
+        new = self.model.config.latent_filters - first
+        return tf.concat([tf.ones([first]), tf.fill([new], share)], axis=0)
+
     def training_qualities(self, batch):
         """A variable-rate codec's qualities for one training batch (--quality-per-batch,
         --quality-range, --quality-power); None for other models, which take none."""
@@ -387,6 +410,7 @@ class Trainer:
                     training=True,
                     quality=self.training_qualities(tf.shape(clean)[0]),
                     balance_levels=self.args.balance_levels,
+                    rate_weights=self.latent_rate_weights(),
                 )
                 loss = metrics["loss"] / self.strategy.num_replicas_in_sync
                 if self.loss_scaled:

@@ -203,6 +203,7 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace, data_dir: str) ->
             "cpu_seconds": source.get("cumulative_cpu_hours", 0.0) * 3600.0
             or source.get("train_seconds", 0.0),
             "commands": source.get("commands") or [source.get("command")],
+            **_grown_latents(source, trainer.model),
             **({"revived_latents": [int(c) for c in revived]} if args.revive_latents else {}),
             **({"split_from": [int(live) for _, live in pairs]} if args.revive_latents else {}),
         }
@@ -211,6 +212,15 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace, data_dir: str) ->
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(lineage, handle, indent=2)
     return lineage
+
+
+def _grown_latents(source_card: dict, model) -> dict:
+    """The latent channels a warm start added to its source codec ({} if none)."""
+    if not isinstance(model, ScaleHyperprior):
+        return {}
+    before = CodecConfig.from_card(source_card).latent_filters
+    after = model.config.latent_filters
+    return {"new_latents": [before, after]} if 0 < before < after else {}
 
 
 def _record_command(args: argparse.Namespace, command: str, step: int) -> list[str]:
@@ -246,6 +256,13 @@ def run(argv=None) -> dict:
     trainer = Trainer(args, strategy, lambda: build_model(args, stats))
     start = trainer.restore()
     lineage = _start_lineage(trainer, args, data_dir)
+    if args.ramp_new_latents:
+        if "new_latents" not in lineage:
+            raise ValueError(
+                "--ramp-new-latents: this run did not grow latents (it needs --init-from a "
+                "codec with fewer latents than --latent-filters, from its first step)"
+            )
+        trainer.ramp_in_latents(lineage["new_latents"][0], args.ramp_new_latents)
     warn_about_small_codec_crops(args, _training_data_summary(data_dir).get("patch_size"))
     command = "latentpress train " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.export_only:

@@ -250,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         "weights: nearly the same image, more bits at first, and a gradient through both).",
     )
     parser.add_argument(
+        "--ramp-new-latents",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="With --init-from a codec of fewer latents (--latent-filters grows it): the new "
+        "latent channels' bits count in the loss by step/STEPS until STEPS, then fully, so "
+        "they learn to carry something before the rate can silence them (0: from the start).",
+    )
+    parser.add_argument(
         "--slices",
         type=int,
         default=0,

@@ -426,3 +426,30 @@ def test_balanced_levels_weigh_each_images_gradient_by_its_own_loss():
         np.testing.assert_allclose(g_plain, (g_low + g_high) / 2, rtol=1e-3, atol=1e-6)
         expected = (mean / low * g_low + mean / high * g_high) / 2
         np.testing.assert_allclose(g, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_rate_weights_price_each_latent_channels_bits_in_the_loss_not_in_the_rate():
+    """A channel's rate weight scales its bits in the loss (what --ramp-new-latents lowers
+    for grown latents) while bpp stays the real estimate; weights of 1 change nothing."""
+    model = ScaleHyperprior(CodecConfig(16, 24, lmbdas=(0.0025, 0.64), mean_scale=True))
+    model.build_for_images()
+    x = tf.random.stateless_uniform([2, 64, 64, 3], seed=(5, 6))
+    quality = tf.constant([100.0, 100.0])
+    loss, bpp, mse, _ = model(x, quality=quality)
+    ones = model(x, quality=quality, rate_weights=tf.ones([24]))
+    np.testing.assert_allclose(float(ones[0]), float(loss), rtol=1e-6)
+
+    half = tf.concat([tf.ones([12]), tf.zeros([12])], axis=0)
+    weighted_loss, weighted_bpp, weighted_mse, _ = model(x, quality=quality, rate_weights=half)
+    np.testing.assert_allclose(float(weighted_bpp), float(bpp), rtol=1e-6)
+    np.testing.assert_allclose(float(weighted_mse), float(mse), rtol=1e-6)
+    # the loss dropped by exactly the silenced channels' bits: their share of the y bits
+    y = model.analyze(x, quality)
+    index, mean = model.hyperprior(model.quantize_z(model.hyper_analysis_transform(y)))
+    code = model.quantize_y(y - mean)
+    position = tf.cast(entropy_models.quantize_index(index), tf.float32)
+    sigma = entropy_models.scale_from_index(position)
+    bits = -tf.math.log(model.gaussian_conditional(code, sigma)) / tf.math.log(2.0)
+    dropped = float(tf.reduce_sum(bits[..., 12:])) / (64 * 64) / 2  # per pixel, mean of 2
+    assert dropped > 0.01  # the test means something: those channels code bits
+    np.testing.assert_allclose(float(loss) - float(weighted_loss), dropped, rtol=1e-3)

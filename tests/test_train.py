@@ -1256,3 +1256,50 @@ def test_bfloat16_on_a_cpu_without_it_warns_that_float32_is_faster(tmp_path, cap
         assert warned == (trainers.native_bfloat16() is False)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_ramp_new_latents_prices_the_grown_latents_bits_from_zero_up(prepared, tmp_path):
+    """--ramp-new-latents STEPS: a run grown from a codec of fewer latents records which are
+    new, and its loss weighs their bits by step / STEPS, then fully; the old ones' always
+    fully.  A run that grew no latents refuses the flag."""
+    source = tmp_path / "source"
+    variable = ["--lmbdas=0.01,0.64", *QUIET]
+    base = [f"--data={prepared}", "--eval-every=1000"]
+    train.run([*base, f"--model-dir={source}", *TINY_CODEC, *variable, "--steps=2"])
+    wide = [f if f != "--latent-filters=24" else "--latent-filters=40" for f in TINY_CODEC]
+    grown = tmp_path / "grown"
+    flags = [*base, f"--init-from={source / 'export'}", *wide, *variable]
+    train.run([*flags, f"--model-dir={grown}", "--steps=3", "--ramp-new-latents=10"])
+    lineage = json.loads((grown / train.LINEAGE_FILE).read_text())
+    assert lineage["new_latents"] == [24, 40]
+
+    _, trainer = make_trainer(prepared, tmp_path / "t", [*wide, "--lmbdas=0.01,0.64"])
+    assert trainer.latent_rate_weights() is None  # no ramp: every bit counts
+    trainer.ramp_in_latents(24, 10)
+    for step, share in ((0, 0.0), (5, 0.5), (10, 1.0), (30, 1.0)):
+        trainer.optimizer.iterations.assign(step)
+        weights = trainer.latent_rate_weights().numpy()
+        np.testing.assert_allclose(weights[:24], 1.0)
+        np.testing.assert_allclose(weights[24:], share)
+    # the train step hands them to the loss: at step 0 the new latents' bits are free
+    trainer.optimizer.iterations.assign(0)
+    batch = next(iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, False)))
+    growth.load_exported_weights(trainer.model, str(grown / "export"))
+    seen = []
+    real_call = trainer.model.call
+    trainer.model.call = lambda *a, **k: seen.append(k.get("rate_weights")) or real_call(*a, **k)
+    trainer.train_step(batch)
+    assert seen and seen[0] is not None
+
+    with pytest.raises(ValueError, match="did not grow latents"):
+        train.run(
+            [
+                *base,
+                f"--model-dir={tmp_path / 'same'}",
+                *TINY_CODEC,
+                *variable,
+                f"--init-from={source / 'export'}",
+                "--steps=1",
+                "--ramp-new-latents=5",
+            ]
+        )
