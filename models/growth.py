@@ -251,9 +251,11 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
             values[tuple(added)] = 0.0
         if "gain" in new.name:
             old_gains = old.numpy()
-            if other_levels:  # an inverse gain is the negative log of a gain
+            levels = (source.config.lmbdas, wider.config.lmbdas)
+            if other_levels and ("stage_gain" in new.name or "synthesis_gain" in new.name):
+                old_gains = level_gains(old_gains, *levels, slope=0.0)
+            elif other_levels:  # an inverse gain is the negative log of a gain
                 sign = -1.0 if "inverse" in new.name else 1.0
-                levels = (source.config.lmbdas, wider.config.lmbdas)
                 old_gains = sign * level_gains(sign * old_gains, *levels)
             values = new.numpy().copy()
             values[:, : old_gains.shape[1]] = old_gains
@@ -314,17 +316,18 @@ def narrow_analysis_entry(source: ScaleHyperprior, narrow: ScaleHyperprior, imag
     return kept
 
 
-def level_gains(log_gains: np.ndarray, lmbdas, new_lmbdas) -> np.ndarray:
+def level_gains(log_gains: np.ndarray, lmbdas, new_lmbdas, slope: float = 0.5) -> np.ndarray:
     """Log gains [levels, M] of a codec's rate levels ``lmbdas`` carried to ``new_lmbdas``:
     a level it had keeps its row, one between two is interpolated in log lambda, one beyond
-    the ends continues from the nearest end at the high-rate slope (quantization step
-    ~ lmbda^-1/2, so log gain + 0.5 * log-lambda distance; inverse gains take the negative)."""
+    the ends continues from the nearest end at ``slope`` per log lambda: the latents' gains
+    at the high-rate slope (quantization step ~ lmbda^-1/2, so 0.5; inverse gains take the
+    negative), the transforms' stage gains (features, not steps) at 0, the end's row."""
     log_lmbdas = np.log(np.asarray(lmbdas, np.float64))
     rows = []
     for log_lmbda in np.log(np.asarray(new_lmbdas, np.float64)):
         if log_lmbda <= log_lmbdas[0] or log_lmbda >= log_lmbdas[-1]:
             end = 0 if log_lmbda <= log_lmbdas[0] else -1
-            rows.append(log_gains[end] + 0.5 * (log_lmbda - log_lmbdas[end]))
+            rows.append(log_gains[end] + slope * (log_lmbda - log_lmbdas[end]))
             continue
         upper = int(np.searchsorted(log_lmbdas, log_lmbda))
         weight = (log_lmbda - log_lmbdas[upper - 1]) / (log_lmbdas[upper] - log_lmbdas[upper - 1])

@@ -1171,24 +1171,29 @@ def test_a_codec_on_small_crops_is_warned_about_and_a_denoiser_is_not(caplog):
     assert not train.warn_about_small_codec_crops(denoiser, 128)
 
 
-def test_init_from_carries_the_rate_levels_to_new_ones(prepared, tmp_path):
+@pytest.mark.parametrize("stage_gains", [False, True])
+def test_init_from_carries_the_rate_levels_to_new_ones(prepared, tmp_path, stage_gains):
     """More rate levels than the source (issue 30's higher rates): the source's levels keep
     their gains, so each old quality decodes the same at its place on the new scale; a new
-    level beyond the top continues at the high-rate slope (finer steps, more bits)."""
+    level beyond the top continues at the high-rate slope (finer steps, more bits), while
+    the transforms' per-level stage gains keep the top's (they scale features, not steps)."""
     source = tmp_path / "source"
+    staged = ["--analysis-level-gains", "--synthesis-level-gains"] if stage_gains else []
     train.run(
         [
             f"--data={prepared}",
             f"--model-dir={source}",
             *TINY_CODEC,
+            *staged,
             "--lmbdas=0.005,0.02",
             "--steps=3",
             *QUIET,
         ]
     )
-    _, old = make_trainer(prepared, tmp_path / "o", ["--lmbdas=0.005,0.02", *TINY_CODEC])
+    old_flags = ["--lmbdas=0.005,0.02", *TINY_CODEC, *staged]
+    _, old = make_trainer(prepared, tmp_path / "o", old_flags)
     growth.load_exported_weights(old.model, str(source / "export"))
-    more = ["--lmbdas=0.005,0.01,0.02,0.08", *TINY_CODEC]
+    more = ["--lmbdas=0.005,0.01,0.02,0.08", *TINY_CODEC, *staged]
     _, new = make_trainer(prepared, tmp_path / "n", more)
     growth.load_exported_weights(new.model, str(source / "export"))
 
@@ -1203,6 +1208,12 @@ def test_init_from_carries_the_rate_levels_to_new_ones(prepared, tmp_path):
     np.testing.assert_allclose(gains[1], (gains[0] + gains[2]) / 2, rtol=1e-5)
     inverse = new.model.log_inverse_gain.numpy()
     np.testing.assert_allclose(inverse[3] - inverse[2], -0.5 * np.log(4.0), rtol=1e-5)
+    for table in new.model.log_stage_gains + new.model.log_synthesis_gains:
+        rows = table.numpy()
+        assert np.abs(rows[2]).max() > 0  # trained: the test tells the slopes apart
+        np.testing.assert_allclose(rows[3], rows[2], rtol=1e-6)
+        np.testing.assert_allclose(rows[1], (rows[0] + rows[2]) / 2, rtol=1e-5, atol=1e-7)
+    assert len(new.model.log_stage_gains) == (3 if stage_gains else 0)
 
 
 def test_the_convergence_benchmark_trains_each_recipe_on_its_own_data(prepared, tmp_path):
