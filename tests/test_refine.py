@@ -179,8 +179,9 @@ def test_evaluate_measures_refined_codes_against_the_same_codec_unrefined(tmp_pa
     curves = results["curves"]
     refined = {p["setting"]: p["psnr_db"] for p in curves["latentpress"]}
     plain = {p["setting"]: p["psnr_db"] for p in curves["reference"]}
-    # 6 steps on these crops: +0.15 dB on the 137,539-step release (more on earlier ones)
-    assert refined[f"{HIGH_RATE_CODEC}@100"] > plain[f"{HIGH_RATE_CODEC}@100"] + 0.08
+    # 6 steps on these crops: +0.08 dB on the 173,539-step release, +0.15 on the 137,539-step
+    # one (more on earlier ones: a better-trained encoder leaves less to refine)
+    assert refined[f"{HIGH_RATE_CODEC}@100"] > plain[f"{HIGH_RATE_CODEC}@100"] + 0.04
     assert results["bjontegaard"]["latentpress vs reference"]["bd_rate_psnr_pct"] < 0
     assert "latents refined (6 steps" in (out / "report.md").read_text()
 
