@@ -542,14 +542,14 @@ class ScaleHyperprior(keras.Model):
         x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.
         pixels_per_image = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
-        y_bits = -tf.math.log(y_likelihood)
-        z_bits = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3])
-        bits_per_pixel = tf.math.log(2.0) * pixels_per_image
-        bpp = (tf.reduce_sum(y_bits, axis=[1, 2, 3]) + z_bits) / bits_per_pixel
+        y_nats = -tf.math.log(y_likelihood)
+        z_nats = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3])
+        nats_per_bpp = tf.math.log(2.0) * pixels_per_image
+        bpp = (tf.reduce_sum(y_nats, axis=[1, 2, 3]) + z_nats) / nats_per_bpp
         rate = bpp
         if rate_weights is not None:
-            weighted = tf.reduce_sum(y_bits * tf.cast(rate_weights, tf.float32), axis=[1, 2, 3])
-            rate = (weighted + z_bits) / bits_per_pixel
+            weighted = tf.reduce_sum(y_nats * tf.cast(rate_weights, tf.float32), axis=[1, 2, 3])
+            rate = (weighted + z_nats) / nats_per_bpp
         error = tf.square(tf.cast(x, tf.float32) - tf.cast(x_hat, tf.float32))
         mse = tf.reduce_mean(error, axis=[1, 2, 3]) * 255.0**2
         lmbda = self.lmbda_at(quality) if self.config.variable_rate else self.config.lmbda

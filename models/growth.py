@@ -205,6 +205,7 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
     """
     hyper_output = wider.hyper_synthesis_transform.layers[-1]
     hyper_input = wider.hyper_analysis_transform.layers[1]  # after |y| (and y)
+    stage_gains = wider.log_stage_gains + wider.log_synthesis_gains  # features, not steps
     rules = {}  # id(weight) -> (output axis to zero or None, input axis to blind or None)
     for transform in (
         wider.analysis_transform,
@@ -252,7 +253,7 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
         if "gain" in new.name:
             old_gains = old.numpy()
             levels = (source.config.lmbdas, wider.config.lmbdas)
-            if other_levels and ("stage_gain" in new.name or "synthesis_gain" in new.name):
+            if other_levels and any(new is w for w in stage_gains):
                 old_gains = level_gains(old_gains, *levels, slope=0.0)
             elif other_levels:  # an inverse gain is the negative log of a gain
                 sign = -1.0 if "inverse" in new.name else 1.0
