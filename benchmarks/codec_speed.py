@@ -1,6 +1,6 @@
 """Codec speed on CPU: encode and decode milliseconds per megapixel, network vs entropy coding.
 
-    python -m benchmarks.codec_speed [--model codec | --untrained N,M,K[,H[,C]]]
+    python -m benchmarks.codec_speed [--model codec | --untrained N,M,K[,H[,C[,F]]]]
         [--baseline-model codec] [--images N] [--repeats R] [--quality Q]
 
 Images: ../shared/datasets/CBSD68 when present, else the embedded sample photographs.  Each
@@ -8,9 +8,9 @@ image is compressed and decompressed R times after one warm-up; the fastest repe
 Pillow's JPEG (quality 75) on the same images is the baseline of the same run, and with
 ``--baseline-model`` another codec too, image by image (``over_baseline``: the ratios).
 
-``--untrained N,M,K[,H[,C]]`` times a codec of that shape before anyone trains it (N transform
-channels, M latents, K x K kernels, H hyper channels, C x C kernels next to the latents;
-variable-rate, mean-scale): what an
+``--untrained N,M,K[,H[,C[,F]]]`` times a codec of that shape before anyone trains it (N transform
+channels, M latents, K x K kernels, H hyper channels, C x C kernels next to the latents,
+F x F next to the image; variable-rate, mean-scale): what an
 architecture would cost.  Its network times are those of a trained one; its entropy-coding
 time is not (an untrained codec codes few bits), so compare that part at equal rates.
 
@@ -93,14 +93,15 @@ UNTRAINED_LMBDAS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 
 
 def export_untrained(shape: str, folder: str) -> str:
-    """An untrained codec of shape "N,M,K[,H[,C]]" exported to ``folder`` (C: the kernel side
-    next to the latents, ``coarse_kernel_size``)."""
+    """An untrained codec of shape "N,M,K[,H[,C[,F]]]" exported to ``folder`` (C: the kernel
+    side next to the latents, ``coarse_kernel_size``; F: next to the image,
+    ``fine_kernel_size``)."""
     import tensorflow as tf
 
     from models.codec import CodecConfig, ScaleHyperprior
     from models.export import CODEC, export_model
 
-    num, latent, kernel, hyper, coarse, *_ = (*(int(v) for v in shape.split(",")), 0, 0)
+    num, latent, kernel, hyper, coarse, fine, *_ = (*(int(v) for v in shape.split(",")), 0, 0, 0)
     config = CodecConfig(
         num,
         latent,
@@ -109,6 +110,7 @@ def export_untrained(shape: str, folder: str) -> str:
         mean_scale=True,
         kernel_size=kernel,
         coarse_kernel_size=coarse,
+        fine_kernel_size=fine,
     )
     model = ScaleHyperprior(config)
     model.build_for_images()
@@ -140,7 +142,7 @@ def measure(
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="codec")
-    parser.add_argument("--untrained", help="Time an untrained codec of shape N,M,K[,H[,C]].")
+    parser.add_argument("--untrained", help="Time an untrained codec of shape N,M,K[,H[,C[,F]]].")
     parser.add_argument("--baseline-model", help="Another codec timed beside it.")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)

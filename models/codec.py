@@ -106,6 +106,12 @@ class CodecConfig:
     # decoder's counterpart of analysis_level_gains (Song et al. 2021 condition every layer
     # of both transforms on the rate).  Decoder weights; they start at 1 (the codec unchanged).
     synthesis_level_gains: bool = False
+    # Kernel side of the two convolutions next to the image (g_a's first, g_s's last); 0:
+    # kernel_size.  A 3x3 stride-2 transposed convolution makes each odd output pixel from
+    # one input position (its four phases read 1, 2, 2 and 4 positions; 5x5: 4, 6, 6 and 9),
+    # which limits the finest detail the decoder paints, the top rates' unquantized ceiling.
+    # These layers have 3 image channels on one side, so a larger kernel costs little.
+    fine_kernel_size: int = 0
 
     def __post_init__(self):
         if self.analysis_level_gains and len(self.lmbdas) < 2:
@@ -131,6 +137,11 @@ class CodecConfig:
     def latent_kernel_size(self) -> int:
         """The kernel side of the convolutions next to the latents."""
         return self.coarse_kernel_size or self.kernel_size
+
+    @property
+    def image_kernel_size(self) -> int:
+        """The kernel side of the convolutions next to the image."""
+        return self.fine_kernel_size or self.kernel_size
 
     @property
     def slice_filters(self) -> int:
@@ -166,6 +177,7 @@ class CodecConfig:
         values["analysis_level_gains"] = bool(values.get("analysis_level_gains", False))
         values["analysis_tail_filters"] = int(values.get("analysis_tail_filters") or 0)
         values["synthesis_level_gains"] = bool(values.get("synthesis_level_gains", False))
+        values["fine_kernel_size"] = int(values.get("fine_kernel_size") or 0)
         return cls(**values)
 
 
@@ -198,13 +210,20 @@ class AnalysisTransform(keras.Sequential):
     """g_a: image -> latents y."""
 
     def __init__(
-        self, num_filters, latent_filters, kernel_size=5, latent_kernel_size=None, entry=None
+        self,
+        num_filters,
+        latent_filters,
+        kernel_size=5,
+        latent_kernel_size=None,
+        entry=None,
+        image_kernel_size=None,
     ):
         super().__init__(name="analysis")
         for i in range(ANALYSIS_HALVINGS - 1):
             filters = (entry or num_filters) if i == 0 else num_filters
             edge = EDGE_DTYPE if i == 0 else None
-            self.add(_conv(filters, kernel_size, 2, name=f"layer_{i}", dtype=edge))
+            side = (image_kernel_size or kernel_size) if i == 0 else kernel_size
+            self.add(_conv(filters, side, 2, name=f"layer_{i}", dtype=edge))
             self.add(GDN(name=f"gdn_{i}"))
         last = latent_kernel_size or kernel_size
         self.add(
@@ -226,16 +245,15 @@ def through_layers(layers, x, stage_gains=()):
 class SynthesisTransform(keras.Sequential):
     """g_s: latents y_hat -> image x_hat."""
 
-    def __init__(self, num_filters, kernel_size=5, latent_kernel_size=None):
+    def __init__(self, num_filters, kernel_size=5, latent_kernel_size=None, image_kernel_size=None):
         super().__init__(name="synthesis")
         for i in range(ANALYSIS_HALVINGS - 1):
             side = (latent_kernel_size or kernel_size) if i == 0 else kernel_size
             edge = EDGE_DTYPE if i == 0 else None
             self.add(_deconv(num_filters, side, 2, name=f"layer_{i}", dtype=edge))
             self.add(GDN(inverse=True, name=f"igdn_{i}"))
-        self.add(
-            _deconv(3, kernel_size, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}", dtype=EDGE_DTYPE)
-        )
+        last = image_kernel_size or kernel_size
+        self.add(_deconv(3, last, 2, name=f"layer_{ANALYSIS_HALVINGS - 1}", dtype=EDGE_DTYPE))
 
     def run(self, y_hat, stage_gains=(), subpixel=False):
         """The transform, each inverse GDN's output times its ``stage_gains`` ([B, C] each,
@@ -347,9 +365,13 @@ class ScaleHyperprior(keras.Model):
             config.kernel_size,
             config.latent_kernel_size,
             config.entry_filters,
+            config.image_kernel_size,
         )
         self.synthesis_transform = SynthesisTransform(
-            config.num_filters, config.kernel_size, config.latent_kernel_size
+            config.num_filters,
+            config.kernel_size,
+            config.latent_kernel_size,
+            config.image_kernel_size,
         )
         self.hyper_analysis_transform = HyperAnalysisTransform(
             config.side_filters, config.hyper_signs

@@ -165,7 +165,12 @@ class Compressor:
         # for a slice codec through the context that moves its neighbours' decoded values
         config = self.config
         self.reach = synthesis_reach(
-            SynthesisTransform(config.num_filters, config.kernel_size, config.latent_kernel_size)
+            SynthesisTransform(
+                config.num_filters,
+                config.kernel_size,
+                config.latent_kernel_size,
+                config.image_kernel_size,
+            )
         ) + (CONTEXT_REACH * LATENT_STRIDE if self.slices else 0)
         # A replaced codec kept in the package to decode its files has no encoder.
         self.decode_only = bool(self.card.get("decode_only"))

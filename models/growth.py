@@ -47,6 +47,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "mean_scale": recorded.mean_scale,
             "slices": recorded.slices,
             "coarse_kernel_size": recorded.latent_kernel_size,
+            "fine_kernel_size": recorded.image_kernel_size,
             "hyper_signs": recorded.hyper_signs,
             "analysis_entry_filters": recorded.entry_filters,
             "analysis_tail_filters": recorded.analysis_tail_filters,
@@ -72,6 +73,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             model.config,
             hyper_filters=model.config.side_filters,
             coarse_kernel_size=model.config.latent_kernel_size,
+            fine_kernel_size=model.config.image_kernel_size,
             analysis_entry_filters=model.config.entry_filters,
         )
         # g_a's first stage is the one part that may shrink (an encoder made cheaper), when
@@ -147,6 +149,8 @@ def _codec_size(codec: ScaleHyperprior) -> str:
     size += f" {config.kernel_size}x{config.kernel_size}"
     if config.latent_kernel_size != config.kernel_size:
         size += f" ({config.latent_kernel_size}x{config.latent_kernel_size} next to the latents)"
+    if config.image_kernel_size != config.kernel_size:
+        size += f" ({config.image_kernel_size}x{config.image_kernel_size} next to the image)"
     size += " mean-scale" if config.mean_scale else ""
     size += " (signs to the hyperprior)" if config.hyper_signs else ""
     size += f" {config.slices} slices" if config.slices else ""
@@ -183,7 +187,7 @@ def grow_denoiser(source: DnCNN, bigger: DnCNN) -> None:
 
 def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
     """Copies ``source`` into ``wider`` (more channels N, M or hyper, or larger kernels next
-    to the latents), so ``wider`` decodes the same image from the same code at first
+    to the latents or the image), so ``wider`` decodes the same image from the same code at first
     (Net2Net-style growth, Chen et al. 2016).
 
     A new channel must not change what the old ones compute, and must still learn:

@@ -85,6 +85,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.analysis_level_gains,
             args.analysis_tail_filters,
             args.synthesis_level_gains,
+            fine_kernel_size=args.fine_kernel_size,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

@@ -79,6 +79,21 @@ def test_codec_speed_times_an_untrained_shape_beside_a_baseline():
     assert all(value > 0 for value in ratios.values())
 
 
+def test_codec_speed_builds_the_untrained_shape_it_is_given(tmp_path):
+    """N,M,K,H,C,F: every field reaches the codec it times (C next to the latents, F next to
+    the image), so a candidate's cost is that candidate's."""
+    from models.export import load_model_card
+
+    folder = codec_speed.export_untrained("16,24,3,8,5,5", str(tmp_path / "codec"))
+    config = load_model_card(folder)["config"]
+    assert (config["num_filters"], config["latent_filters"], config["hyper_filters"]) == (16, 24, 8)
+    assert (config["kernel_size"], config["coarse_kernel_size"], config["fine_kernel_size"]) == (
+        3,
+        5,
+        5,
+    )
+
+
 def test_latent_ceiling_rises_with_the_latents_and_is_lossless_at_full_size():
     """More latents per block keep more of the image; 768 (every value of a 16x16x3 block) keep
     all of it, so the PCA is real and the blocks are cut and measured right."""

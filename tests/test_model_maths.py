@@ -125,13 +125,16 @@ def test_the_padding_repeats_the_blurred_edges_and_tiles_pad_as_the_whole_image(
 
 
 @pytest.mark.parametrize(
-    ("kernel", "latent_kernel", "reach"), [(3, 5, 8), (5, None, 15), (3, 3, 0)]
+    ("kernel", "latent_kernel", "image_kernel", "reach"),
+    [(3, 5, None, 8), (5, None, None, 15), (3, 3, None, 0), (3, 5, 5, 9)],
 )
-def test_synthesis_reach_is_how_far_back_a_latent_moves_the_image(kernel, latent_kernel, reach):
+def test_synthesis_reach_is_how_far_back_a_latent_moves_the_image(
+    kernel, latent_kernel, image_kernel, reach
+):
     """synthesis_reach, which decides the latents a code file codes, is what TensorFlow's
     transposed convolutions do: a latent's change moves pixels from ``reach`` above its own
     16-pixel block (and left of it) on, none before."""
-    synthesis = codec.SynthesisTransform(8, kernel, latent_kernel)
+    synthesis = codec.SynthesisTransform(8, kernel, latent_kernel, image_kernel)
     assert codec.synthesis_reach(synthesis) == reach
     y = tf.random.stateless_normal([1, 6, 6, 4], [1, 2])
     moved = tf.tensor_scatter_nd_add(y, [[0, 3, 3]], [tf.fill([4], 5.0)])

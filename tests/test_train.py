@@ -476,27 +476,35 @@ def train_from(prepared, source: Path, model_dir: Path, flags: list[str]):
     return card, trainer.model, model_dir / "export"
 
 
-def test_init_from_a_3x3_codec_grows_5x5_kernels_next_to_the_latents_which_learn(
-    prepared, tmp_path
+@pytest.mark.parametrize(
+    ("flag", "sides", "ring_at"),
+    [
+        ("--coarse-kernel-size=5", [[3, 3, 3, 5], [5, 3, 3, 3]], -1),  # next to the latents
+        ("--fine-kernel-size=5", [[5, 3, 3, 3], [3, 3, 3, 5]], 0),  # next to the image
+    ],
+)
+def test_init_from_a_3x3_codec_grows_5x5_kernels_which_learn(
+    prepared, tmp_path, flag, sides, ring_at
 ):
-    """--coarse-kernel-size 5 from a 3x3 codec: the source's kernels sit in the centre of the
-    two 5x5 ones (zeros around), so the same latents and decoded image at first; training
-    then moves the ring, and the card and code files carry the new shape."""
+    """--coarse-kernel-size 5 (or --fine-kernel-size 5) from a 3x3 codec: the source's
+    kernels sit in the centre of the two 5x5 ones (zeros around), so the same latents and
+    decoded image at first; training then moves the ring, and the card and code files carry
+    the new shape."""
     source = tmp_path / "source"
     k3 = [*TINY_CODEC, "--kernel-size=3", "--lmbdas=0.005,0.02", *QUIET]
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *k3])
-    coarse = [*k3, "--coarse-kernel-size=5"]
+    larger = [*k3, flag]
     models = []
-    for flags, name in ((k3, "small"), (coarse, "grown")):
+    for flags, name in ((k3, "small"), (larger, "grown")):
         _, trainer = make_trainer(prepared, tmp_path / name, flags)
         growth.load_exported_weights(trainer.model, str(source / "export"))
         models.append(trainer.model)
     small, grown = models
-    sides = [
+    grown_sides = [
         [layer.kernel.shape[0] for layer in transform.layers if "layer" in layer.name]
         for transform in (grown.analysis_transform, grown.synthesis_transform)
     ]
-    assert sides == [[3, 3, 3, 5], [5, 3, 3, 3]]
+    assert grown_sides == sides
 
     x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
     for quality in (0.0, 100.0):
@@ -506,9 +514,11 @@ def test_init_from_a_3x3_codec_grows_5x5_kernels_next_to_the_latents_which_learn
         decoded = [m.synthesize(m.quantize_y(y[0]), q) for m in models]
         np.testing.assert_allclose(decoded[1], decoded[0], atol=1e-5)
 
-    card, trained, export_dir = train_from(prepared, source, tmp_path / "trained", coarse)
-    assert card["config"]["coarse_kernel_size"] == 5 and card["cumulative_steps"] == 6
-    ring = trained.analysis_transform.layers[-1].kernel.numpy()[[0, -1]]
+    card, trained, export_dir = train_from(prepared, source, tmp_path / "trained", larger)
+    key = flag[2:].split("=")[0].replace("-", "_")
+    assert card["config"][key] == 5 and card["cumulative_steps"] == 6
+    analysis_layers = [lr for lr in trained.analysis_transform.layers if "layer" in lr.name]
+    ring = analysis_layers[ring_at].kernel.numpy()[[0, -1]]
     assert np.abs(ring).max() > 0  # zero at the warm start, learned since
 
     from models.compressor import Compressor
