@@ -89,6 +89,32 @@ def bjontegaard(curves: dict[str, list[dict]]) -> dict[str, dict]:
     return deltas
 
 
+def rates_at_their_points(curves: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """For each point of every other curve, the bits our curve needs at its PSNR: the
+    BD-rate's average taken apart by quality, so a report shows where it is won and lost
+    (our_bpp None: beyond the quality range of our curve)."""
+    ours = [(p["bpp"], p["psnr_db"]) for p in curves.get(OURS, [])]
+    table = {}
+    for codec, curve in curves.items():
+        if codec == OURS:
+            continue
+        rows = []
+        for p in curve:
+            our_bpp = rate_distortion.rate_at(ours, p["psnr_db"])
+            change = None if our_bpp is None else 100.0 * (our_bpp / p["bpp"] - 1.0)
+            rows.append(
+                {
+                    "setting": p["setting"],
+                    "psnr_db": p["psnr_db"],
+                    "bpp": p["bpp"],
+                    "our_bpp": our_bpp,
+                    "rate_change_pct": change,
+                }
+            )
+        table[codec] = rows
+    return table
+
+
 def _noise_label(sigma) -> str:
     return sigma if sigma == REAL_NOISE else f"{sigma:g}"
 
@@ -271,6 +297,7 @@ def _rate_distortion_lines(results: dict) -> list[str]:
         lines.append("")
     for name, why in missing.items():
         lines.append(f"n/a for {name}: " + "; ".join(f"{k}: {v}" for k, v in why.items()))
+    lines += _rates_at_their_points_lines(results.get("rates_at_their_points", {}))
     lines += [
         "",
         "Our points and speed of every codec (mean over images; encode/decode ms per megapixel "
@@ -291,6 +318,27 @@ def _rate_distortion_lines(results: dict) -> list[str]:
             lines.append(
                 f"| {codec} | all | | | | {speed['encode_ms_per_mp']:.0f} | "
                 f"{speed['decode_ms_per_mp']:.0f} |"
+            )
+    return lines
+
+
+def _rates_at_their_points_lines(table: dict[str, list[dict]]) -> list[str]:
+    if not table:
+        return []
+    lines = [
+        "",
+        "Where the BD-rate is won and lost: our bits at the PSNR of each setting of the other "
+        'curves (read off our curve as the BD-rate reads it; "beyond": outside our range):',
+        "",
+        "| codec | setting | PSNR dB | its bpp | our bpp | our bits |",
+        "|---|---|---|---|---|---|",
+    ]
+    for codec, rows in table.items():
+        for row in rows:
+            ours, change = row["our_bpp"], row["rate_change_pct"]
+            lines.append(
+                f"| {codec} | {row['setting']} | {row['psnr_db']:.2f} | {row['bpp']:.3f} | "
+                + ("beyond | |" if ours is None else f"{ours:.3f} | {change:+.1f}% |")
             )
     return lines
 
@@ -332,6 +380,7 @@ def write_report(points: list[dict], out: str, config: dict, sample_path: str | 
         "config": config,
         "curves": curves,
         "bjontegaard": bjontegaard(curves),
+        "rates_at_their_points": rates_at_their_points(curves),
         "speed": speed,
         "denoising": denoising_table(points),
         "failed": [p for p in points if "error" in p],

@@ -32,6 +32,27 @@ def test_bd_rate_of_a_curve_needing_a_known_fraction_of_the_bits():
         assert rate_distortion.bd_quality(anchor, test) == pytest.approx(expected_gain, abs=1e-6)
 
 
+def test_rates_at_their_points_take_the_bd_rate_apart_by_quality():
+    """Our bits at each of another codec's points: a curve needing 0.8x the bits below 25 dB
+    and 1.25x above shows -20% at the low points, +25% at the high ones (the BD-rate alone
+    would average them away), and nothing where our curve does not reach."""
+    theirs = [{"setting": f"q{i}", "bpp": r, "psnr_db": quality_at(r)} for i, r in enumerate(RATES)]
+    ours = [
+        {"bpp": r * (0.8 if quality_at(r) < 25 else 1.25), "psnr_db": quality_at(r)}
+        for r in RATES[:-1]  # ours stops below their top point
+    ]
+    rows = evaluate_report.rates_at_their_points({"latentpress": ours, "webp": theirs})["webp"]
+    assert [row["setting"] for row in rows] == ["q0", "q1", "q2", "q3", "q4"]
+    changes = [row["rate_change_pct"] for row in rows]
+    assert changes[:3] == [pytest.approx(-20.0)] * 3
+    assert changes[3] == pytest.approx(25.0)
+    assert changes[4] is None and rows[4]["our_bpp"] is None
+    assert rows[0]["our_bpp"] == pytest.approx(0.08)
+    lines = evaluate_report._rates_at_their_points_lines({"webp": rows})
+    assert "| webp | q0 | 10.07 | 0.100 | 0.080 | -20.0% |" in lines
+    assert any(line.startswith("| webp | q4 |") and "beyond" in line for line in lines)
+
+
 def test_bd_figures_need_two_points_and_an_overlap():
     anchor = [(r, quality_at(r)) for r in RATES]
     assert rate_distortion.bd_rate(anchor, [(0.3, 25.0)]) is None
@@ -142,8 +163,12 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
     for name in ("rd_psnr.png", "rd_msssim.png", "grid.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 300
+    # our bits at every point of WebP's sweep, from the same curves
+    at_webp = results["rates_at_their_points"]["webp"]
+    assert len(at_webp) == 11 and any(row["our_bpp"] is not None for row in at_webp)
     report = (out / "report.md").read_text()
     assert "webp vs jpeg" in report and "grid.png" in report
+    assert "| webp | " in report
 
     # Re-running one part replaces that part's points and keeps the other part's.
     evaluate.run(

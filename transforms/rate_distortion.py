@@ -200,6 +200,18 @@ def bd_rate(anchor, test) -> float | None:
     return None if difference is None else 100.0 * (math.exp(difference) - 1.0)
 
 
+def rate_at(curve, quality: float) -> float | None:
+    """The rate of the (bpp, quality) ``curve`` at ``quality``, read as the BD-rate reads it
+    (PCHIP of log rate over quality); None outside the curve's quality range."""
+    from scipy.interpolate import PchipInterpolator
+
+    xs, ys = _monotone(_by_quality(curve))
+    quality = round(float(quality), 9)  # as _monotone rounds the curve's own
+    if len(xs) < 2 or not xs[0] <= quality <= xs[-1]:
+        return None
+    return float(math.exp(PchipInterpolator(xs, ys)(quality)))
+
+
 def bd_quality(anchor, test) -> float | None:
     """Bjøntegaard delta quality (e.g. dB of PSNR) of ``test`` against ``anchor`` at equal
     rate (positive = better), over the overlap of their log-rate ranges."""
