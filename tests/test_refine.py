@@ -37,8 +37,9 @@ def test_refined_codes_decode_with_the_plain_decoder_to_a_better_image(codecs):
     gain = psnr(pixels, plain.decompress(after)) - psnr(pixels, plain.decompress(before))
     # 8 steps: +0.6 dB on the 60,039-step release, +0.47 on its encoder trained alone (which
     # closed part of the gap the refinement closes), +0.21 on the 137,539-step release with
-    # decoder level gains (a trained codec leaves less to refine on this crop)
-    assert gain > 0.12, gain
+    # decoder level gains, +0.12 on the 200,539-step one (a trained codec leaves less to
+    # refine on this crop)
+    assert gain > 0.06, gain
     assert len(after) < 1.1 * len(before), (len(after), len(before))
     assert rate_distortion_loss(refined, after, pixels, 100) < rate_distortion_loss(
         refined, before, pixels, 100
@@ -112,9 +113,11 @@ def test_the_compress_command_refines_and_refuses_a_negative_count(latentpress, 
 def test_the_python_api_refines_too():
     import latentpress
 
-    pixels = sample_crop("coffee.png", 64, 96)
+    # 3 steps on a 64 x 96 crop moved no rounded latent of the 200,539-step release (6 did);
+    # a larger crop and 6 steps leave the test its margin as releases leave less to refine
+    pixels = sample_crop("coffee.png", 96, 128)
     plain = latentpress.compress(pixels, quality=100, model=HIGH_RATE_CODEC)
-    refined = latentpress.compress(pixels, quality=100, model=HIGH_RATE_CODEC, refine_steps=3)
+    refined = latentpress.compress(pixels, quality=100, model=HIGH_RATE_CODEC, refine_steps=6)
     assert refined != plain
     assert latentpress.decompress(refined).shape == pixels.shape
 
