@@ -108,9 +108,9 @@ class CodecConfig:
     synthesis_level_gains: bool = False
     # Kernel side of the two convolutions next to the image (g_a's first, g_s's last); 0:
     # kernel_size.  A 3x3 stride-2 transposed convolution makes each odd output pixel from
-    # one input position (its four phases read 1, 2, 2 and 4 positions; 5x5: 4, 6, 6 and 9),
-    # which limits the finest detail the decoder paints, the top rates' unquantized ceiling.
-    # These layers have 3 image channels on one side, so a larger kernel costs little.
+    # one input position (its four phases read 1, 2, 2 and 4 positions; 5x5: 4, 6, 6 and 9).
+    # These layers have 3 image channels on one side, so a larger kernel costs little; on the
+    # 112/256 codec it did not raise the top's ceiling (README, Training).
     fine_kernel_size: int = 0
 
     def __post_init__(self):
