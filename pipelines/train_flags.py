@@ -295,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Codec: kernel side of the two convolutions next to the image (the analysis' "
         "first, the synthesis' last; 0: --kernel-size).  5 with --kernel-size 3 lets each "
         "decoded pixel draw on more of the half-resolution features; these layers have 3 "
-        "image channels, so it costs little (benchmarks.codec_speed).  With --init-from a codec of smaller kernels there, they "
-        "start as its kernels in the centre (the same image at first).",
+        "image channels, so it costs little (benchmarks.codec_speed).  With --init-from a "
+        "codec of smaller kernels there, they start as its kernels in the centre (the same "
+        "image at first).",
     )
     parser.add_argument(
         "--hyper-signs",
