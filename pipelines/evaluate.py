@@ -4,7 +4,7 @@ against classical ones, on a set of images, as a Beam pipeline with a report at 
     latentpress evaluate --images 'CBSD68/*.png' --out out/eval \
         [--model codec-low --model codec --model codec-high] [--denoiser denoiser] \
         [--sigma 15,25,50 | --pairs 'noisy/*.png' 'clean/*.png'] \
-        [--codecs jpeg,webp,avif,jpeg2000] \
+        [--codecs jpeg,webp,avif,jpeg2000] [--codec-settings jpeg=5,10,...,90,97] \
         [--baselines bm3d,nlm,wavelet,opencv_nlm] [Beam options]
 
 One pipeline element per image x codec x setting and per image x sigma x denoiser, so a large
@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Classical codecs to sweep (default: those this Pillow supports).",
     )
     parser.add_argument(
+        "--codec-settings",
+        action="append",
+        default=[],
+        metavar="CODEC=S1,S2,...",
+        help="The settings to sweep for one classical codec instead of its default ones "
+        "(quality, or JPEG 2000's compression ratio); repeatable.  On a set of decoded JPEGs "
+        "(CBSD68: quality 95) leave out the quality they were saved at: JPEG re-encodes "
+        "them onto their own grid there, nearly losslessly, which is not compression.",
+    )
+    parser.add_argument(
         "--baselines",
         default=",".join(denoise_baselines.BASELINES),
         help="Classical denoisers (bm3d, nlm, wavelet, opencv_nlm); empty for none.",
@@ -134,7 +144,27 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def codec_settings(flags: list[str]) -> dict[str, tuple[int, ...]]:
+    """Each classical codec's settings to sweep: its defaults, or what ``--codec-settings
+    CODEC=S1,S2,...`` gives (whole numbers > 0, run from low to high rate as given)."""
+    settings = {codec: values for codec, (_, values) in rate_distortion.CLASSICAL.items()}
+    for flag in flags:
+        codec, _, values = flag.partition("=")
+        codec = codec.strip()
+        if codec not in rate_distortion.CLASSICAL:
+            raise ValueError(f"--codec-settings {flag}: unknown codec {codec!r}")
+        try:
+            parsed = tuple(int(v) for v in _names(values))
+        except ValueError:
+            parsed = ()
+        if not parsed or min(parsed) <= 0:
+            raise ValueError(f"--codec-settings {flag}: give CODEC=S1,S2,... (whole numbers > 0)")
+        settings[codec] = parsed
+    return settings
+
+
 def make_tasks(paths: list[str], args) -> list[dict]:
+    sweeps = codec_settings(args.codec_settings)
     tasks = []
     for path in paths:
         if not args.no_codec:
@@ -149,7 +179,7 @@ def make_tasks(paths: list[str], args) -> list[dict]:
                         {"path": path, "kind": "codec", "codec": codec, "setting": setting}
                     )
             for codec in _names(args.codecs):
-                for setting in rate_distortion.CLASSICAL[codec][1]:
+                for setting in sweeps[codec]:
                     tasks.append(
                         {"path": path, "kind": "codec", "codec": codec, "setting": setting}
                     )
@@ -321,6 +351,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     if args.reference_model:
         registry.card(args.reference_model, "codec")
     registry.card(args.denoiser, "denoiser")
+    codec_settings(args.codec_settings)  # a malformed sweep fails now, before any work
     records.check_output_folder(args.out)
     unknown = set(_names(args.codecs)) - set(rate_distortion.CLASSICAL)
     unknown |= set(_names(args.baselines)) - set(denoise_baselines.BASELINES)
@@ -394,6 +425,11 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "denoise_ensemble": args.denoise_ensemble,
         "refine_steps": args.refine_steps,
         "pairs": args.pairs,
+        "codec_settings": {
+            codec: list(values)
+            for codec, values in codec_settings(args.codec_settings).items()
+            if codec in _names(args.codecs)
+        },
     }
     measured = sorted({p["path"] for p in points if "error" not in p})
     sample = measured[0] if measured else None  # the example grid needs a readable image

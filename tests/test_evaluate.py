@@ -182,6 +182,36 @@ def test_report_end_to_end_on_real_images(tmp_path, second_codec):
     assert again["denoising"] == results["denoising"]
 
 
+def test_codec_settings_replace_a_classical_sweep_and_bad_ones_fail_first(tmp_path):
+    """--codec-settings jpeg=...: JPEG is measured at exactly those qualities (e.g. without
+    the one a set of decoded JPEGs was saved at), the others keep their sweeps, the report's
+    config says which; a malformed flag stops the run before any work, naming itself."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in copy_samples(tmp_path / "samples", 2):
+        with Image.open(path) as image:
+            image.convert("RGB").crop((0, 0, 128, 96)).save(images / path.name)
+    out = tmp_path / "report"
+    common = [f"--images={images}/*.png", "--model=codec", "--qualities=0,100", "--no-denoise"]
+    evaluate.run(
+        [*common, f"--out={out}", "--codecs=jpeg,webp", "--codec-settings=jpeg=30,60,93,97"]
+        + ["--runner=DirectRunner"],
+        save_main_session=False,
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert [p["setting"] for p in results["curves"]["jpeg"]] == [30, 60, 93, 97]
+    default_webp = list(rate_distortion.CLASSICAL["webp"][1])
+    assert sorted(p["setting"] for p in results["curves"]["webp"]) == default_webp
+    assert results["config"]["codec_settings"] == {"jpeg": [30, 60, 93, 97], "webp": default_webp}
+    for bad in ("jpg=50", "jpeg=", "jpeg=50,high", "jpeg=0,50"):
+        with pytest.raises(ValueError, match="--codec-settings"):
+            evaluate.run(
+                [*common, f"--out={tmp_path / 'bad'}", f"--codec-settings={bad}"],
+                save_main_session=False,
+            )
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_reference_codec_is_measured_at_the_same_qualities_beside_ours(tmp_path):
     """--reference-model: the curve a trained codec is judged against (e.g. the shipped one)
     comes from real files at the same qualities; the same codec as both gives a delta of 0."""
