@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CODEC=S1,S2,...",
         help="The settings to sweep for one classical codec instead of its default ones "
-        "(quality, or JPEG 2000's compression ratio); repeatable.  On a set of decoded JPEGs "
-        "(CBSD68: quality 95) leave out the quality they were saved at: JPEG re-encodes "
-        "them onto their own grid there, nearly losslessly, which is not compression.",
+        "(quality, or JPEG 2000's compression ratio); repeatable.  Mind a set of decoded "
+        "JPEGs (CBSD68: quality 95): JPEG near the quality they were saved at re-quantizes "
+        "them onto their own grid (at it, nearly losslessly), which is not compression.",
     )
     parser.add_argument(
         "--baselines",
