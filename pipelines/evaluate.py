@@ -163,8 +163,9 @@ def codec_settings(flags: list[str]) -> dict[str, tuple[int, ...]]:
     return settings
 
 
-def make_tasks(paths: list[str], args) -> list[dict]:
-    sweeps = codec_settings(args.codec_settings)
+def make_tasks(paths: list[str], args, sweeps: dict[str, tuple[int, ...]]) -> list[dict]:
+    """One task per image x codec x setting (``sweeps``: each classical codec's settings)
+    and per image x sigma x denoiser."""
     tasks = []
     for path in paths:
         if not args.no_codec:
@@ -351,7 +352,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     if args.reference_model:
         registry.card(args.reference_model, "codec")
     registry.card(args.denoiser, "denoiser")
-    codec_settings(args.codec_settings)  # a malformed sweep fails now, before any work
+    sweeps = codec_settings(args.codec_settings)  # a malformed one fails now, before any work
     records.check_output_folder(args.out)
     unknown = set(_names(args.codecs)) - set(rate_distortion.CLASSICAL)
     unknown |= set(_names(args.baselines)) - set(denoise_baselines.BASELINES)
@@ -366,7 +367,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
     paths = matching(args.images)
     if not paths and not args.pairs:
         raise FileNotFoundError(f"no images match {args.images or '(no --input)'}")
-    tasks = make_tasks(paths, args)
+    tasks = make_tasks(paths, args, sweeps)
     sample_noisy = None
     if args.pairs and not args.no_denoise:
         noisy_paths = matching([args.pairs[0]])
@@ -426,9 +427,7 @@ def run(argv=None, save_main_session=True, test_pipeline=None):
         "refine_steps": args.refine_steps,
         "pairs": args.pairs,
         "codec_settings": {
-            codec: list(values)
-            for codec, values in codec_settings(args.codec_settings).items()
-            if codec in _names(args.codecs)
+            codec: list(values) for codec, values in sweeps.items() if codec in _names(args.codecs)
         },
     }
     measured = sorted({p["path"] for p in points if "error" not in p})
