@@ -255,6 +255,11 @@ def _markdown(results: dict) -> str:
         header.append("codecs: " + ", ".join(f"`{m}` ({fp})" for m, fp in config["models"].items()))
         if config.get("refine_steps"):
             header[-1] += f", latents refined ({config['refine_steps']} steps, `--refine-steps`)"
+        if config.get("crop_offset"):
+            offset = config["crop_offset"]
+            header.append(
+                f"each image without its first {offset} rows and columns (`--crop-offset`)"
+            )
         for model, fingerprint in config.get("reference_model", {}).items():
             header.append(f"{REFERENCE}: `{model}` ({fingerprint})")
     if results["denoising"]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from models import registry
 from pipelines import evaluate, evaluate_report
-from tests.conftest import copy_samples, export_untrained_codec, shared_dataset
+from tests.conftest import copy_samples, export_untrained_codec, sample_paths, shared_dataset
 from transforms import rate_distortion
 
 RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
@@ -210,6 +210,39 @@ def test_codec_settings_replace_a_classical_sweep_and_bad_ones_fail_first(tmp_pa
                 save_main_session=False,
             )
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_crop_offset_keeps_a_decoded_jpegs_grid_from_lining_up_with_jpegs(tmp_path):
+    """A decoded JPEG re-encoded at its own quality on its own grid is near lossless, which is
+    not compression; --crop-offset 3 measures every codec on the image without its first 3
+    rows and columns, where no block lines up, and an image too small for it is a failed
+    point naming the reason."""
+    import io
+
+    images = tmp_path / "images"
+    images.mkdir()
+    with Image.open(sample_paths()[0]) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").crop((0, 0, 128, 96)).save(buffer, "JPEG", quality=95)
+    Image.open(buffer).save(images / "decoded.png")
+    Image.new("RGB", (3, 3), (90, 120, 150)).save(images / "tiny.png")
+    common = [f"--images={images}/*.png", "--model=codec", "--qualities=50", "--no-denoise"]
+    common += ["--codecs=jpeg", "--codec-settings=jpeg=95", "--runner=DirectRunner"]
+    measured = {}
+    for offset in (0, 3):
+        out = tmp_path / f"offset{offset}"
+        evaluate.run([*common, f"--out={out}", f"--crop-offset={offset}"], save_main_session=False)
+        results = json.loads((out / "results.json").read_text())
+        points = {(p["image"], p["codec"]): p for p in results["points"]}
+        measured[offset] = points["decoded.png", "jpeg"]
+        assert points["decoded.png", "latentpress"]["pixels"] == (96 - offset) * (128 - offset)
+        assert results["config"]["crop_offset"] == offset
+        assert ("`--crop-offset`" in (out / "report.md").read_text()) == (offset > 0)
+    assert measured[0]["psnr_db"] > measured[3]["psnr_db"] + 5, measured
+    failed = {p["image"]: p["error"] for p in results["failed"]}
+    assert set(failed) == {"tiny.png"} and "--crop-offset 3" in failed["tiny.png"], failed
+    with pytest.raises(SystemExit):
+        evaluate.run([*common, f"--out={tmp_path / 'bad'}", "--crop-offset=-1"])
 
 
 def test_a_reference_codec_is_measured_at_the_same_qualities_beside_ours(tmp_path):
