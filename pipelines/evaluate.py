@@ -39,6 +39,7 @@ from pipelines.evaluate_report import (
 from pipelines.options import (
     add_ensemble_arg,
     corpus_main,
+    pixel_count,
     run_pipeline,
     split_args,
     stage_parser,
@@ -148,14 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-codec", action="store_true", help="Skip the rate-distortion part.")
     parser.add_argument("--no-denoise", action="store_true", help="Skip the denoising part.")
     return parser
-
-
-def pixel_count(text: str) -> int:
-    """argparse type of --crop-offset: a whole number of pixels, 0 or more."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: a number of pixels, 0 or more")
-    return value
 
 
 def _names(text: str) -> list[str]:

@@ -224,12 +224,21 @@ def add_codec_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def step_count(text: str) -> int:
-    """argparse type of --refine-steps: a whole number, 0 or more."""
+def _whole_number(text: str, unit: str) -> int:
     value = int(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: a number of steps, 0 or more")
+        raise argparse.ArgumentTypeError(f"{text}: a number of {unit}, 0 or more")
     return value
+
+
+def step_count(text: str) -> int:
+    """argparse type of --refine-steps: a whole number, 0 or more."""
+    return _whole_number(text, "steps")
+
+
+def pixel_count(text: str) -> int:
+    """argparse type of evaluate's --crop-offset: a whole number of pixels, 0 or more."""
+    return _whole_number(text, "pixels")
 
 
 def resolve_codec(args: argparse.Namespace) -> tuple[str, float | None]:
