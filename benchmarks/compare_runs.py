@@ -3,6 +3,7 @@
     python -m benchmarks.compare_runs RUN_A[@STEP] RUN_B[@STEP] [--plot ab.png]
     python -m benchmarks.compare_runs RUN --history
     python -m benchmarks.compare_runs codec-high-rate RUN[@STEP]   # against what is shipped
+    python -m benchmarks.compare_runs codec-high-rate RUN --history  # ...at every evaluation
 
 How recipes are judged while they train (the A/B of a learning rate, a grown shape, a loss): a
 variable-rate codec's run evaluates every level on the same eval patches (``train
@@ -10,7 +11,9 @@ variable-rate codec's run evaluates every level on the same eval patches (``trai
 B's curve against A's (``transforms.rate_distortion``) says how many fewer bits B needs at equal
 PSNR, over the whole curve and over its lower and upper halves (a change often moves one end).
 Without ``@STEP`` a run's latest evaluation is used.  ``--history`` prints one run's evaluations:
-loss, the ends and middle of its curve, the unquantized ceiling and the dead latents.
+loss, the ends and middle of its curve, the unquantized ceiling and the dead latents; with two
+(or a model and a run), B against A at every step, and the pace of the last evaluations (BD-rate
+per 1,000 steps, a least-squares line): whether a line still improves or has reached a plateau.
 
 Read from the run's TensorBoard logs (``RUN/logs``, written by ``latentpress train``); a step
 evaluated twice (a resumed run) keeps its last value.  A or B may be a shipped model's name
@@ -161,8 +164,15 @@ def plot(curves: dict[str, list], path: str) -> None:
 
 
 def ab_history(run_a: str, run_b: str) -> dict[int, dict[str, float | None]]:
-    """B's deltas against A at every step both runs evaluated (an A/B's course)."""
-    history_a, history_b = eval_history(run_a), eval_history(run_b)
+    """B's deltas against A at every step both runs evaluated (an A/B's course); with A a
+    model, at every step B evaluated, against the model's one evaluation (a line's course
+    since its release)."""
+    model = model_evaluation(run_a)
+    history_b = eval_history(run_b)
+    if model is not None:
+        history_a = {step: model[1] for step in history_b}
+    else:
+        history_a = eval_history(run_a)
     common = sorted(set(history_a) & set(history_b))
     if not common:
         raise ValueError(f"{run_a} and {run_b} share no evaluated step")
@@ -180,6 +190,20 @@ def ab_history(run_a: str, run_b: str) -> dict[int, dict[str, float | None]]:
     return result
 
 
+def pace(course: dict[int, dict[str, float | None]], window: int) -> float | None:
+    """BD-rate change per 1,000 steps over the last ``window`` evaluations of a course (a
+    least-squares line through them): how fast B is still moving away from A; None with
+    fewer than two points."""
+    points = [(step, d["bd_rate_pct"]) for step, d in sorted(course.items())]
+    points = [(step, value) for step, value in points[-window:] if value is not None]
+    if len(points) < 2:
+        return None
+    import numpy as np
+
+    steps, values = np.array(points, dtype=float).T
+    return float(np.polyfit(steps / 1000.0, values, 1)[0])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="RUN_DIR[@STEP]: A then B (or one with --history)")
@@ -189,6 +213,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="One run's evaluations; with two, B against A at every step both evaluated.",
     )
     parser.add_argument("--plot", help="Also draw both curves into this PNG file.")
+    parser.add_argument(
+        "--pace-window",
+        type=int,
+        default=10,
+        help="With two runs and --history: the pace (BD-rate per 1,000 steps) is fitted over "
+        "this many last evaluations (default 10).",
+    )
     args = parser.parse_args(argv)
     if len(args.runs) not in ((1, 2) if args.history else (2,)):
         parser.error("give two runs (A and B), or one or two with --history")
@@ -199,7 +230,13 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{step:>8} ({step + before} in all)  {_summary(metrics)}")
         return {"history": history}
     if args.history:
-        return {"ab_history": ab_history(run_at(args.runs[0])[0], run_at(args.runs[1])[0])}
+        course = ab_history(run_at(args.runs[0])[0], run_at(args.runs[1])[0])
+        rate = pace(course, args.pace_window)
+        if rate is not None:
+            last = sorted(course)[-args.pace_window :]
+            rate_text = f"{round(rate, 3) + 0.0:+.3f}%"  # no "-0.000%"
+            print(f"pace over {last[0]}-{last[-1]}: BD-rate {rate_text} per 1,000 steps")
+        return {"ab_history": course, "pace_pct_per_1000_steps": rate}
     (run_a, step_a), (run_b, step_b) = (run_at(text) for text in args.runs)
     step_a, metrics_a = evaluation(run_a, step_a)
     step_b, metrics_b = evaluation(run_b, step_b)

@@ -170,6 +170,25 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
     with pytest.raises(ValueError, match="evaluated at step 64539 only"):
         compare_runs.main([f"{model}@1000", str(tmp_path / "b")])
 
+    # a line's course against the model at every evaluation, and its pace: B gains 1% of
+    # the bits per 1,000 steps, then stops (the plateau the last window sees)
+    line = {
+        step: _levels([(1 - gain) * r for r in rates], psnrs)
+        for step, gain in ((4000, 0.01), (5000, 0.02), (6000, 0.03), (7000, 0.03), (8000, 0.03))
+    }
+    _log_evaluations(tmp_path / "line", line)
+    course = compare_runs.main([str(model), str(tmp_path / "line"), "--history"])
+    assert list(course["ab_history"]) == [4000, 5000, 6000, 7000, 8000]
+    assert course["ab_history"][6000]["bd_rate_pct"] == pytest.approx(-3.0, abs=0.01)
+    assert course["pace_pct_per_1000_steps"] < -0.4  # all five: still gaining on average
+    plateau = compare_runs.main(
+        [str(model), str(tmp_path / "line"), "--history", "--pace-window", "3"]
+    )
+    assert plateau["pace_pct_per_1000_steps"] == pytest.approx(0.0, abs=0.01)
+    assert "pace over 6000-8000: BD-rate +0.000% per 1,000 steps" in capsys.readouterr().out
+    early = {step: course["ab_history"][step] for step in (4000, 5000, 6000)}
+    assert compare_runs.pace(early, 3) == pytest.approx(-1.0, abs=0.01)
+
 
 def test_prepare_memory_runs_prepare_at_each_size_against_the_first():
     results = prepare_memory.main(
