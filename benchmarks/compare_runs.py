@@ -32,6 +32,8 @@ import json
 import os
 from collections import defaultdict
 
+import numpy as np
+
 from transforms.rate_distortion import bd_quality, bd_rate
 
 EVAL_PREFIX = "eval/"
@@ -198,8 +200,6 @@ def pace(course: dict[int, dict[str, float | None]], window: int) -> float | Non
     points = [(step, value) for step, value in points[-window:] if value is not None]
     if len(points) < 2:
         return None
-    import numpy as np
-
     steps, values = np.array(points, dtype=float).T
     return float(np.polyfit(steps / 1000.0, values, 1)[0])
 
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if len(args.runs) not in ((1, 2) if args.history else (2,)):
         parser.error("give two runs (A and B), or one or two with --history")
+    if args.pace_window < 2:
+        parser.error("--pace-window: a line needs 2 evaluations or more")
     if args.history and len(args.runs) == 1:
         run = run_at(args.runs[0])[0]
         history, before = eval_history(run), steps_before(run)

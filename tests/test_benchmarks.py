@@ -186,6 +186,8 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
     )
     assert plateau["pace_pct_per_1000_steps"] == pytest.approx(0.0, abs=0.01)
     assert "pace over 6000-8000: BD-rate +0.000% per 1,000 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        compare_runs.main([str(model), str(tmp_path / "line"), "--history", "--pace-window", "1"])
     early = {step: course["ab_history"][step] for step in (4000, 5000, 6000)}
     assert compare_runs.pace(early, 3) == pytest.approx(-1.0, abs=0.01)
 
