@@ -112,6 +112,12 @@ class CodecConfig:
     # These layers have 3 image channels on one side, so a larger kernel costs little; on the
     # 112/256 codec it did not raise the top's ceiling (README, Training).
     fine_kernel_size: int = 0
+    # Spatial context in two passes (He et al., CVPR 2021, "Checkerboard context model"): the
+    # latents where row + column is even (the anchors) are coded from the hyperprior alone,
+    # then the others' scales and means are refined by a small network from the decoded
+    # anchors around them.  Needs mean_scale; not with slices.  Decoding stays parallel: one
+    # small network call at the latents' resolution.
+    checkerboard: bool = False
 
     def __post_init__(self):
         if self.analysis_level_gains and len(self.lmbdas) < 2:
@@ -128,6 +134,8 @@ class CodecConfig:
                     f"slices must be at least 2 and divide the {self.latent_filters} latent "
                     f"channels (got {self.slices})"
                 )
+        if self.checkerboard and (not self.mean_scale or self.slices):
+            raise ValueError("checkerboard needs a mean-scale hyperprior and no channel slices")
 
     @property
     def variable_rate(self) -> bool:
@@ -178,6 +186,7 @@ class CodecConfig:
         values["analysis_tail_filters"] = int(values.get("analysis_tail_filters") or 0)
         values["synthesis_level_gains"] = bool(values.get("synthesis_level_gains", False))
         values["fine_kernel_size"] = int(values.get("fine_kernel_size") or 0)
+        values["checkerboard"] = bool(values.get("checkerboard", False))
         return cls(**values)
 
 
@@ -342,6 +351,12 @@ def _context_network(outputs: int, name: str, filters: int = CONTEXT_FILTERS) ->
     )
 
 
+def anchor_mask(rows, cols) -> tf.Tensor:
+    """[1, rows, cols, 1]: 1 at the checkerboard's anchors (row + column even), else 0."""
+    parity = tf.range(rows)[:, tf.newaxis] + tf.range(cols)[tf.newaxis, :]
+    return tf.cast(parity % 2 == 0, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+
+
 def training_qualities(
     batch, per_batch: bool = False, low=QUALITY_MIN, high=QUALITY_MAX, power: float = 1.0
 ):
@@ -392,6 +407,11 @@ class ScaleHyperprior(keras.Model):
         self.slice_residual = [
             _context_network(size, f"slice_residual_{i}") for i in range(config.slices)
         ]
+        self.checkerboard_entropy = (
+            _context_network(2 * config.latent_filters, "checkerboard_entropy")
+            if config.checkerboard
+            else None
+        )
         if config.variable_rate:
             # Gain units (Cui et al., CVPR 2021): per-level channel gains scale y before
             # quantization (finer steps at higher rates) and the inverse gains scale y_hat
@@ -546,6 +566,10 @@ class ScaleHyperprior(keras.Model):
             index, residual, _, synthesis_input = self.code_slices(
                 index, mean, y, training=training, straight_through=straight_through
             )
+        elif self.config.checkerboard:
+            index, residual, _, synthesis_input = self.code_checkerboard(
+                index, mean, y, training=training, straight_through=straight_through
+            )
         else:
             if not training:
                 index = tf.cast(quantize_index(index), tf.float32)
@@ -640,9 +664,53 @@ class ScaleHyperprior(keras.Model):
             codes.append(code)
         return tuple(tf.concat(parts, axis=-1) for parts in (indexes, residuals, codes, corrected))
 
+    # --- spatial context (config.checkerboard) -----------------------------------------
+
+    def checkerboard_parameters(self, index, mean, decoded_anchors):
+        """(scale position, mean) of every latent: the anchors' from the hyperprior, the
+        others' refined from the decoded anchors (``decoded_anchors``: 0 off the anchors)."""
+        context = tf.concat([index, mean, decoded_anchors], axis=-1)
+        refinement = tf.cast(self.checkerboard_entropy(context), tf.float32)
+        others = 1.0 - anchor_mask(tf.shape(index)[1], tf.shape(index)[2])
+        size = self.config.latent_filters
+        return index + others * refinement[..., :size], mean + others * refinement[..., size:]
+
+    def code_checkerboard(
+        self, index, mean, y=None, symbols=None, training=False, straight_through=False
+    ):
+        """The anchors, then the others; as ``code_slices`` (encoding from ``y`` or decoding
+        from ``symbols``), returns (scale positions, coded residuals, coded integers,
+        synthesis input).  The context is the anchors as the decoder has them: rounded, with
+        a straight-through gradient in training (or noisy when the synthesis trains on noise).
+        """
+        anchors = anchor_mask(tf.shape(index)[1], tf.shape(index)[2])
+        if y is None:
+            code = tf.cast(symbols, tf.float32)
+            decoded = code + mean
+        else:
+            code = self.quantize_y(y - mean)
+            if straight_through or not training:
+                decoded = y + tf.stop_gradient(code + mean - y)
+            else:
+                decoded = add_uniform_noise(y - mean) + mean
+        index, mean = self.checkerboard_parameters(index, mean, anchors * decoded)
+        if not training:
+            index = tf.cast(quantize_index(index), tf.float32)
+        if y is None:
+            return index, code, code, code + mean
+        code = self.quantize_y(y - mean)
+        residual = add_uniform_noise(y - mean) if training else code
+        if straight_through or not training:
+            synthesis_input = y + tf.stop_gradient(code + mean - y)
+        else:
+            synthesis_input = residual + mean
+        return index, residual, code, synthesis_input
+
     def context_weights(self) -> list:
-        """The channel-context networks' weights (a codec without them has none)."""
-        return [w for layer in self.slice_entropy + self.slice_residual for w in layer.weights]
+        """The context networks' weights (channel and spatial; a codec without has none)."""
+        networks = self.slice_entropy + self.slice_residual
+        networks += [self.checkerboard_entropy] if self.checkerboard_entropy is not None else []
+        return [w for layer in networks for w in layer.weights]
 
     def encoder_weights(self) -> list:
         """The weights only the encoder reads: g_a, h_a and the gains before quantization.

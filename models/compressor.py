@@ -70,9 +70,9 @@ class Latents:
     z_hat: np.ndarray  # int32 [hz, wz, N]
     code: np.ndarray  # int16: round(y - mean)
     indexes: np.ndarray  # uint8 positions in the scale table
-    # float32, exact multiples of 2**-exact.ACTIVATION_BITS; kept for a codec with channel
-    # slices only (their context refined them): others recompute them where needed from
-    # z_hat, which saves 3 bytes a pixel
+    # float32, exact multiples of 2**-exact.ACTIVATION_BITS; kept for a codec with context
+    # (slices, checkerboard) only, which refined them: others recompute them where needed
+    # from z_hat, which saves 3 bytes a pixel
     means: np.ndarray | None
     index_crc: int = 0
     coded: tuple[int, int] = (0, 0)
@@ -158,8 +158,10 @@ class Compressor:
         self.config = CodecConfig.from_card(self.card)
         self.variable_rate = self.config.variable_rate
         self.mean_scale = self.config.mean_scale
-        # A codec with channel slices codes its latents slice after slice.
+        # A codec with channel slices codes its latents slice after slice; one with a
+        # checkerboard in two passes over every channel.
         self.slices = self.config.slices
+        self.checkerboard = self.config.checkerboard
         # How far a latent reaches in the decoded image, which decides the latents of the
         # padding a file must code (format 4 codes only those): through the synthesis, and
         # for a slice codec through the context that moves its neighbours' decoded values
@@ -171,7 +173,7 @@ class Compressor:
                 config.latent_kernel_size,
                 config.image_kernel_size,
             )
-        ) + (CONTEXT_REACH * LATENT_STRIDE if self.slices else 0)
+        ) + (CONTEXT_REACH * LATENT_STRIDE if self.slices or self.checkerboard else 0)
         # A replaced codec kept in the package to decode its files has no encoder.
         self.decode_only = bool(self.card.get("decode_only"))
         # Format 3 needs the exact entropy model; a codec exported before it only reads.
@@ -255,29 +257,32 @@ class Compressor:
         return np.concatenate(parts, axis=0)
 
     def _walk(self, z_hat: np.ndarray, code_of, coded: tuple[int, int] | None = None) -> Latents:
-        """The exact walk both ends make: part (slice) after part, stripe after stripe, the
-        stripe's scale indexes and means from the exact model, then ``code_of(rows, cols,
-        part, indexes, means)`` gives the coded integers of its first ``coded`` rows and
-        columns (the encoder's rounding, or the decoder's reading; all latents if None)."""
+        """The exact walk both ends make: part after part (a channel slice, or the
+        checkerboard's anchors then the others), stripe after stripe, the stripe's scale
+        indexes and means from the exact model, then ``code_of(rows, cols, part, indexes,
+        means, where)`` gives the coded integers of its first ``coded`` rows and columns (the
+        encoder's rounding, or the decoder's reading; all latents if None), at the positions
+        ``where`` ([rows, cols] bool) only if given, as [positions, channels]."""
         model = self._require_exact()
         rows = z_hat.shape[0] * SIDE_STRIDE // LATENT_STRIDE
         cols = z_hat.shape[1] * SIDE_STRIDE // LATENT_STRIDE
         coded_rows, coded_cols = coded or (rows, cols)
         shape = (rows, cols, self.latent_channels)
+        context = self.slices or self.checkerboard
         latents = Latents(
             z_hat,
             np.zeros(shape, np.int16),
             np.zeros(shape, np.uint8),
-            np.zeros(shape, np.float32) if self.slices else None,
+            np.zeros(shape, np.float32) if context else None,
             coded=(coded_rows, coded_cols),
         )
         crc = 0
-        for i, part in enumerate(self._slice_parts()):
+        for i, part in enumerate(self._parts()):
             for top, end in _stripes(rows):
+                # the context needs the decoded latents it reads around the stripe: fixed
+                # point, exact
+                first, last = max(top - _CONTEXT_HALO, 0), min(end + _CONTEXT_HALO, rows)
                 if self.slices:
-                    # the channel context needs the decoded slices before this one around
-                    # the stripe: fixed point, exact
-                    first, last = max(top - _CONTEXT_HALO, 0), min(end + _CONTEXT_HALO, rows)
                     positions, means = self._hyperprior_rows(z_hat, first, last)
                     before = slice(0, part.start)
                     decoded = exact.ExactModel.to_fixed(
@@ -287,23 +292,46 @@ class Compressor:
                     positions, means = model.slice_parameters(positions, means, decoded, i)
                     positions = positions[top - first : end - first]
                     means = means[top - first : end - first]
+                elif self.checkerboard and i:
+                    positions, means = self._hyperprior_rows(z_hat, first, last)
+                    decoded = exact.ExactModel.to_fixed(
+                        latents.code[first:last].astype(np.float64) + latents.means[first:last]
+                    )
+                    positions, means = model.checkerboard_parameters(
+                        positions, means, decoded, first
+                    )
+                    positions = positions[top - first : end - first]
+                    means = means[top - first : end - first]
                 else:
                     positions, means = self._hyperprior_rows(z_hat, top, end)
                 indexes = model.indexes(positions)
                 means = exact.ExactModel.to_real(means).astype(np.float32)
+                where = None
+                if self.checkerboard:  # this pass's half of the grid
+                    where = exact.anchor_mask(top, end - top, cols) == (i == 0)
+                    indexes = np.where(where[..., np.newaxis], indexes, latents.indexes[top:end])
+                    means = np.where(where[..., np.newaxis], means, latents.means[top:end])
                 latents.indexes[top:end, :, part] = indexes
-                if self.slices:
+                if context:
                     latents.means[top:end, :, part] = means
                 last = min(end, coded_rows)
                 if top < last:
-                    latents.code[top:last, :coded_cols, part] = code_of(
+                    window = (slice(top, last), slice(0, coded_cols), part)
+                    inside = None if where is None else where[: last - top, :coded_cols]
+                    values = code_of(
                         (top, last),
                         coded_cols,
                         part,
                         indexes[: last - top, :coded_cols],
                         means[: last - top, :coded_cols],
+                        inside,
                     )
-                crc = zlib.crc32(np.ascontiguousarray(indexes, "<i4").tobytes(), crc)
+                    if inside is None:
+                        latents.code[window] = values
+                    else:
+                        latents.code[window][inside] = values
+                coded_indexes = indexes if where is None else indexes[where]
+                crc = zlib.crc32(np.ascontiguousarray(coded_indexes, "<i4").tobytes(), crc)
         latents.index_crc = crc
         return latents
 
@@ -327,9 +355,10 @@ class Compressor:
         """The coded integers of y for an image of ``size`` (height, width) pixels:
         round(y - mean) with the exact model's means, 0 beyond the image's latents."""
 
-        def rounded(rows, cols, part, indexes, means):
+        def rounded(rows, cols, part, indexes, means, where):
             values = y[rows[0] : rows[1], :cols, part] - means
-            return np.clip(np.round(values), -self.y_range, self.y_range)
+            values = np.clip(np.round(values), -self.y_range, self.y_range)
+            return values if where is None else values[where]
 
         return self._walk(z_hat, rounded, coded_latents(*size, self.reach))
 
@@ -375,7 +404,11 @@ class Compressor:
         """The model's own quantized reconstruction, without entropy coding."""
         return self.synthesize(self.analyze(pixels, quality), *pixels.shape[:2], quality)
 
-    def _slice_parts(self) -> list[slice]:
+    def _parts(self) -> list[slice]:
+        """The channels each coding pass codes: a slice each, or all of them in both of the
+        checkerboard's passes (anchors, then the others)."""
+        if self.checkerboard:
+            return [slice(0, self.latent_channels)] * 2
         count = max(self.slices, 1)
         size = self.latent_channels // count
         return [slice(i * size, (i + 1) * size) for i in range(count)]
@@ -403,10 +436,14 @@ class Compressor:
             )
         encoder = entropy_coding.ExactLatentEncoder(model.y_frequencies, self.y_range)
         rows, cols = latents.coded
-        for part in self._slice_parts():
+        for i, part in enumerate(self._parts()):
             for top, end in _stripes(rows):
                 window = (slice(top, end), slice(0, cols), part)
-                encoder.encode(latents.code[window], latents.indexes[window])
+                code, indexes = latents.code[window], latents.indexes[window]
+                if self.checkerboard:
+                    where = exact.anchor_mask(top, end - top, cols) == (i == 0)
+                    code, indexes = code[where], indexes[where]
+                encoder.encode(code, indexes)
         code = CodeFile(
             fingerprint=self.fingerprint,
             height=height,
@@ -536,7 +573,11 @@ class Compressor:
                 None if code.reach is None else coded_latents(code.height, code.width, code.reach)
             )
             latents = self._walk(
-                z_hat, lambda rows, cols, part, indexes, means: decoder.decode(indexes), coded
+                z_hat,
+                lambda rows, cols, part, indexes, means, where: decoder.decode(
+                    indexes if where is None else indexes[where]
+                ),
+                coded,
             )
         except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
             raise CodeFileError(f"corrupted code file (entropy decoding failed: {e})") from e

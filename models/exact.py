@@ -7,12 +7,13 @@ and a last bit is enough to move a scale index and lose the photograph.  Here th
 integers on every machine (Ballé, Johnston, Minnen, "Integer Networks for Data Compression
 with Latent-Variable Models", ICLR 2019):
 
-* h_s (z_hat -> scale indexes and means) and, for a codec with channel slices, the slice
-  context networks run in fixed point: weights are integers (``WEIGHT_BITS`` significant
-  bits per layer), activations integers at ``2**-ACTIVATION_BITS``, ReLU and a floor division
-  by a power of two between layers.  The arithmetic is NumPy float64 on integer values:
-  every product and partial sum is an integer below 2**53 (``_limits`` proves it from
-  the weights), so any summation order, BLAS, CPU or GPU gives the same exact result.
+* h_s (z_hat -> scale indexes and means) and, for a codec with channel slices or a
+  checkerboard, the context networks run in fixed point: weights are integers
+  (``WEIGHT_BITS`` significant bits per layer), activations integers at
+  ``2**-ACTIVATION_BITS``, ReLU and a floor division by a power of two between layers.
+  The arithmetic is NumPy float64 on integer values: every product and partial sum is an
+  integer below 2**53 (``_limits`` proves it from the weights), so any summation order,
+  BLAS, CPU or GPU gives the same exact result.
 * The coding tables are integers too: z's per-channel frequencies and y's per-scale
   quantized Gaussian frequencies are computed once at export and stored; decoders only read
   them.
@@ -43,6 +44,7 @@ WEIGHT_BITS = 16
 # at 20 bits it cost 0.006, +0.0056 bpp on CBSD68.
 TABLE_BITS = 24
 EXACT_FILE = "exact_entropy.npz"
+CHECKERBOARD = "checkerboard_entropy"
 _EXACT_LIMIT = 2.0**52  # a safety factor of 2 below float64's exact-integer limit
 # Network inputs (z_hat, or a slice context's positions, means and decoded latents) are
 # clipped to +-2**12 in real units: beyond every coded range.
@@ -132,6 +134,9 @@ def build(model, z_pmf: np.ndarray, scale_table: np.ndarray, y_range: int) -> di
     networks = {"hyper_synthesis": model.hyper_synthesis_transform.layers}
     for i, network in enumerate(model.slice_entropy, 1):
         networks[f"slice_entropy_{i}"] = network.layers
+    if model.config.checkerboard:  # the key only where it is on: earlier identities hold
+        arrays["checkerboard"] = np.int64(1)
+        networks[CHECKERBOARD] = model.checkerboard_entropy.layers
     for name, keras_layers in networks.items():
         for j, layer in enumerate(_network(keras_layers)):
             for key, value in layer.items():
@@ -228,6 +233,7 @@ class ExactModel:
         self.latent_filters = int(arrays["latent_filters"])
         self.mean_scale = bool(arrays["mean_scale"])
         self.slices = int(arrays["slices"])
+        self.checkerboard = bool(arrays.get("checkerboard", 0))
         self.networks = {}
         for name in {key.split("/")[0] for key in arrays if "/" in key}:
             count = len({key.split("/")[1] for key in arrays if key.startswith(name + "/")})
@@ -301,6 +307,16 @@ class ExactModel:
         refined_positions, refined_means = self._outputs(f"slice_entropy_{i}", context)
         return positions + refined_positions, means + refined_means
 
+    def checkerboard_parameters(self, positions, means, decoded, first_row: int):
+        """(positions, means), fixed point, of latent rows from ``first_row`` on: the
+        anchors' as given (the hyperprior's), the others' refined from the decoded anchors
+        (``decoded``: code + mean, fixed point; read at the anchors only)."""
+        anchors = anchor_mask(first_row, *positions.shape[:2])[..., np.newaxis]
+        context = np.concatenate([positions, means, decoded * anchors], axis=-1)
+        refined_positions, refined_means = self._outputs(CHECKERBOARD, context)
+        others = 1.0 - anchors
+        return positions + others * refined_positions, means + others * refined_means
+
     def indexes(self, positions: np.ndarray) -> np.ndarray:
         """Scale-table indexes (uint8) of fixed-point positions: round half up, clipped."""
         rounded = _round_shift(positions, ACTIVATION_BITS)
@@ -315,6 +331,13 @@ class ExactModel:
     def to_fixed(real: np.ndarray) -> np.ndarray:
         """Multiples of 2**-ACTIVATION_BITS (codes plus means) as fixed point."""
         return np.asarray(real, np.float64) * 2.0**ACTIVATION_BITS
+
+
+def anchor_mask(first_row: int, rows: int, cols: int) -> np.ndarray:
+    """[rows, cols] float64: 1 at the checkerboard's anchors (row + column even, rows
+    counted on the whole latent grid from ``first_row``), else 0."""
+    parity = np.arange(first_row, first_row + rows)[:, np.newaxis] + np.arange(cols)
+    return (parity % 2 == 0).astype(np.float64)
 
 
 def _limits(layers: list[dict]) -> list[float]:

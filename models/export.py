@@ -107,9 +107,12 @@ class CodecModule(tf.Module):
         """The coded integers of latents y [1, h, w, M]: y_hat (minus the means) and z_hat."""
         z_hat = self.model.quantize_z(self.model.hyper_analysis_transform(y))
         y = tf.cast(y, tf.float32)
-        if self.model.config.slices:
+        if self.model.config.slices or self.model.config.checkerboard:
             index, mean = self.model.hyperprior(z_hat)
-            y_hat = self.model.code_slices(index, mean, y=y)[2]
+            code = (
+                self.model.code_slices if self.model.config.slices else self.model.code_checkerboard
+            )
+            y_hat = code(index, mean, y=y)[2]
         else:
             if self.model.config.mean_scale:  # a scale-only codec need not run h_s for zeros
                 y = y - self.model.means(z_hat)
@@ -122,9 +125,12 @@ class CodecModule(tf.Module):
         if z_hat is None:  # a scale-only codec
             return y_hat
         z_hat = tf.cast(z_hat, tf.float32)[tf.newaxis]
-        if self.model.config.slices:
+        if self.model.config.slices or self.model.config.checkerboard:
             index, mean = self.model.hyperprior(z_hat)
-            return self.model.code_slices(index, mean, symbols=y_hat)[3]
+            code = (
+                self.model.code_slices if self.model.config.slices else self.model.code_checkerboard
+            )
+            return code(index, mean, symbols=y_hat)[3]
         return y_hat + self.model.means(z_hat)
 
     @tf.function(input_signature=[Z_HAT_SPEC])
@@ -330,6 +336,8 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
         module = _codec_module(model, model_fingerprint)
         if model.config.slices:
             coder = {"slice_parameters": module.slice_parameters}
+        elif model.config.checkerboard:  # codes format 4 only: the exact model's walk
+            coder = {}
         else:
             coder = {"scale_indexes": module.scale_indexes}
         signatures = {

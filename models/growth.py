@@ -46,6 +46,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "hyper_filters": recorded.side_filters,
             "mean_scale": recorded.mean_scale,
             "slices": recorded.slices,
+            "checkerboard": recorded.checkerboard,
             "coarse_kernel_size": recorded.latent_kernel_size,
             "fine_kernel_size": recorded.image_kernel_size,
             "hyper_signs": recorded.hyper_signs,
@@ -233,7 +234,13 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
             rules[id(layer.bias)] = (0 if feeds_gdn else None, None)
     # A source without channel context (or without an analysis tail) leaves the new networks
     # as initialized: their last layers zero, they change nothing yet.
-    fresh = {id(w) for w in wider.context_weights()} if not source.config.slices else set()
+    fresh = set()
+    if wider.config.slices and not source.config.slices:
+        fresh |= {
+            id(w) for layer in wider.slice_entropy + wider.slice_residual for w in layer.weights
+        }
+    if wider.config.checkerboard and not source.config.checkerboard:
+        fresh |= {id(w) for w in wider.checkerboard_entropy.weights}
     if wider.analysis_tail is not None and source.analysis_tail is None:
         fresh |= {id(w) for w in wider.analysis_tail.weights}
     wider_weights = [w for w in wider.weights if id(w) not in fresh]

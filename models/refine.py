@@ -46,10 +46,10 @@ class LatentRefiner:
     def __init__(self, compressor):
         from models.growth import exported_codec
 
-        if compressor.config.slices:
+        if compressor.config.slices or compressor.config.checkerboard:
             raise ValueError(
-                f"{compressor.model_dir}: latent refinement needs a codec without channel "
-                "slices (their scales depend on the latents being refined)"
+                f"{compressor.model_dir}: latent refinement needs a codec without context "
+                "(channel slices, checkerboard): their scales depend on the latents being refined"
             )
         self.compressor = compressor
         self.model = exported_codec(compressor.model_dir)

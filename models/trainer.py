@@ -186,7 +186,9 @@ class Trainer:
             self.in_context_group = [w.ref() in context for w in self.trained_variables]
             self.context_optimizer = None
             if scale != 1.0 and not any(self.in_context_group):
-                raise ValueError("--context-learning-rate-scale needs a codec with --slices")
+                raise ValueError(
+                    "--context-learning-rate-scale needs a codec with --slices or --checkerboard"
+                )
             if scale != 1.0:
                 if self.loss_scaled:
                     raise ValueError(

@@ -86,6 +86,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.analysis_tail_filters,
             args.synthesis_level_gains,
             fine_kernel_size=args.fine_kernel_size,
+            checkerboard=args.checkerboard,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer

@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=1.0,
         metavar="K",
-        help="Codec with --slices: train the channel-context networks at K times the learning "
-        "rate (their own Adam).  Grown into a trained codec they start at zero, and at that "
-        "codec's low rate they hardly move (2e-4: last layers at |w| <= 0.09 after 4,000 steps).",
+        help="Codec with --slices or --checkerboard: train the context networks at K times "
+        "the learning rate (their own Adam).  Grown into a trained codec they start at zero, "
+        "and at that codec's low rate they hardly move (2e-4: last layers at |w| <= 0.09 "
+        "after 4,000 steps).",
     )
     parser.add_argument(
         "--warmup-steps",
@@ -266,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
         "each slice's means and scales refined from the slices before it, plus a latent "
         "residual prediction.  Needs --mean-scale; 0: off.  With --init-from a codec "
         "without slices, the context starts refining nothing (same code, same image).",
+    )
+    parser.add_argument(
+        "--checkerboard",
+        action="store_true",
+        help="Spatial context in two passes (He et al. 2021): the latents where row + column "
+        "is even are coded from the hyperprior, the others' means and scales refined from "
+        "those decoded around them.  Needs --mean-scale, not with --slices.  With --init-from "
+        "a codec without it, the context starts refining nothing (same code, same image).",
     )
     parser.add_argument(
         "--kernel-size",

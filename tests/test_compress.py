@@ -465,8 +465,11 @@ def test_a_slice_codec_decodes_what_the_model_does_and_its_file_is_its_rate(slic
     assert abs(stream_bits - estimated_bits) < 0.1 * estimated_bits + 64
 
 
-def test_a_slice_codec_file_decodes_the_same_in_a_fresh_process(latentpress, slice_codec, tmp_path):
-    _, directory = slice_codec
+@pytest.mark.parametrize("codec", ["slice_codec", "checkerboard_codec"])
+def test_a_context_codec_file_decodes_the_same_in_a_fresh_process(
+    latentpress, codec, request, tmp_path
+):
+    _, directory = request.getfixturevalue(codec)
     source = sample_paths()[1]
     done = latentpress(
         "compress", "--model", directory, "--quality", "70", source, "-o", str(tmp_path)
@@ -479,6 +482,70 @@ def test_a_slice_codec_file_decodes_the_same_in_a_fresh_process(latentpress, sli
     (png,) = out.glob("*.png")
     here = Compressor(directory).decompress(code.read_bytes())
     np.testing.assert_array_equal(np.asarray(Image.open(png)), here)
+
+
+@pytest.fixture(scope="module")
+def checkerboard_codec(tmp_path_factory):
+    """A small variable-rate codec with a checkerboard context whose network (random, not
+    zero) moves the non-anchors' means and scales: (model, export dir)."""
+    from models.codec import CodecConfig, ScaleHyperprior
+    from models.export import CODEC, export_model
+
+    config = CodecConfig(
+        num_filters=16, latent_filters=24, lmbdas=(0.0025, 0.04), mean_scale=True, checkerboard=True
+    )
+    keras.utils.set_random_seed(6)
+    model = ScaleHyperprior(config)
+    model.build_for_images()
+    rng = np.random.default_rng(6)
+    for weight in model.context_weights():
+        weight.assign(rng.normal(0.0, 0.1, weight.shape))
+    directory = str(tmp_path_factory.mktemp("checkerboard") / "codec")
+    export_model(model, CODEC, directory, {"name": "checkerboard"})
+    return model, directory
+
+
+def test_a_checkerboard_codec_decodes_what_the_model_does_and_its_file_is_its_rate(
+    checkerboard_codec,
+):
+    """Anchors first, from the hyperprior; then the others, with scales and means from the
+    decoded anchors around them, over more than one stripe of latent rows (a stripe's
+    context reads the rows beyond it).  The decoder reads back exactly the encoder's
+    latents, they are the Keras model's (but where fixed point rounds a scale or a mean the
+    other way), and the file's streams are the model's estimated rate."""
+    from models.codec import anchor_mask, pad_to_multiple
+    from models.codefile import STRIPE_ROWS
+
+    model, directory = checkerboard_codec
+    compressor = Compressor(directory)
+    x = sample_crop("coffee.png", 16 * STRIPE_ROWS + 37, 211)  # two stripes
+    latents = compressor.analyze(x, 100.0)
+    z = tf.constant(latents.z_hat[np.newaxis], tf.float32)
+    anchors = anchor_mask(*latents.indexes.shape[:2]).numpy()[0, ..., 0] == 1
+    hyperprior = model.scale_indexes(z).numpy()[0]
+    np.testing.assert_array_equal(latents.indexes[anchors], hyperprior[anchors])
+    assert (latents.indexes[~anchors] != hyperprior[~anchors]).mean() > 0.1
+    means = model.means(z).numpy()[0]
+    np.testing.assert_allclose(latents.means[anchors], means[anchors], atol=1e-3)
+    assert np.abs(latents.means[~anchors] - means[~anchors]).mean() > 0.01
+
+    padded = pad_to_multiple(tf.constant(x[np.newaxis], tf.float32) / 255.0)
+    quality = tf.constant([100.0])
+    y = model.analyze(padded, quality)
+    index, mean = model.hyperprior(z)
+    own_code = model.code_checkerboard(index, mean, y=y)[2].numpy()[0]
+    rows, cols = latents.coded
+    assert (own_code[:rows, :cols] != latents.code[:rows, :cols]).mean() < 0.005
+
+    data = compressor.compress(x, quality=100.0)
+    decoded = compressor.decode_latents(compressor.parse(data))
+    for name in ("code", "indexes", "means"):
+        np.testing.assert_array_equal(getattr(decoded, name), getattr(latents, name))
+    bpp = model(padded, training=False, quality=quality)[1]
+    code = compressor.parse(data)
+    stream_bits = 8 * (len(code.y_stream) + len(code.z_stream))
+    estimated_bits = float(bpp) * padded.shape[1] * padded.shape[2]
+    assert abs(stream_bits - estimated_bits) < 0.05 * estimated_bits + 64
 
 
 def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_path):

@@ -1075,6 +1075,35 @@ def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared,
             growth.load_exported_weights(model, str(grown / "export"))
 
 
+def test_init_from_a_mean_scale_codec_adds_a_checkerboard_context_that_learns(prepared, tmp_path):
+    """--checkerboard from a mean-scale source without it: the context network refines
+    nothing at first (same code, rate and image at step 0); training makes it refine, and
+    its export cannot be read back into a codec without the context (the code would differ)."""
+    source = tmp_path / "source"
+    mean_scale = [*TINY_CODEC, "--mean-scale"]
+    checkerboard = [*mean_scale, "--checkerboard"]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *mean_scale, *QUIET])
+    _, plain = make_trainer(prepared, tmp_path / "p", mean_scale)
+    growth.load_exported_weights(plain.model, str(source / "export"))
+    _, context = make_trainer(prepared, tmp_path / "c", checkerboard)
+    growth.load_exported_weights(context.model, str(source / "export"))
+
+    x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
+    outputs = [m.model(x, training=False) for m in (plain, context)]
+    for before, after in zip(outputs[0], outputs[1], strict=True):
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+    grown = tmp_path / "grown"
+    flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
+    train.run([*flags, f"--init-from={source / 'export'}", *checkerboard, *QUIET])
+    _, trained = make_trainer(prepared, tmp_path / "t", checkerboard)
+    growth.load_exported_weights(trained.model, str(grown / "export"))
+    last_layer = trained.model.checkerboard_entropy.layers[-1].kernel
+    assert float(tf.reduce_max(tf.abs(last_layer))) > 0.0
+    with pytest.raises(ValueError, match="larger than this codec"):
+        growth.load_exported_weights(plain.model, str(grown / "export"))
+
+
 def test_the_context_networks_can_train_at_a_multiple_of_the_learning_rate(prepared, tmp_path):
     """--context-learning-rate-scale K: from the same weights and batch, one step moves the
     channel-context networks K times as far (Adam's first step is ~lr per weight) and every
@@ -1109,7 +1138,7 @@ def test_the_context_networks_can_train_at_a_multiple_of_the_learning_rate(prepa
     _, resumed = make_trainer(prepared, tmp_path / "scaled", sliced)  # without the flag
     with pytest.raises(ValueError, match="context-learning-rate-scale"):
         resumed.restore()
-    with pytest.raises(ValueError, match="needs a codec with --slices"):  # nothing to scale
+    with pytest.raises(ValueError, match="needs a codec with --slices or --checkerboard"):
         make_trainer(prepared, tmp_path / "none", [*TINY_CODEC, "--context-learning-rate-scale=2"])
 
 
@@ -1118,6 +1147,10 @@ def test_channel_slices_need_means_and_must_divide_the_latents():
         CodecConfig(latent_filters=24, slices=2)
     with pytest.raises(ValueError, match="divide"):
         CodecConfig(latent_filters=24, mean_scale=True, slices=5)
+    with pytest.raises(ValueError, match="checkerboard needs a mean-scale"):
+        CodecConfig(latent_filters=24, checkerboard=True)
+    with pytest.raises(ValueError, match="no channel slices"):
+        CodecConfig(latent_filters=24, mean_scale=True, slices=2, checkerboard=True)
 
 
 def test_the_moving_average_is_what_is_evaluated_exported_and_resumed(prepared, tmp_path):
