@@ -57,12 +57,12 @@ def codec_times(
 ) -> dict[str, float]:
     """Seconds of each part of a compress and a decompress of ``x``: the networks (analysis
     and hyper-analysis; synthesis), and the entropy coding with its exact model (the integer
-    hyperprior and the range coder; for a codec with channel slices its context too)."""
+    hyperprior and the range coder; for a codec with context, slices or checkerboard, too)."""
     height, width = x.shape[:2]
     quality = compressor.clamp_quality(quality)
     y, analysis = timed(compressor.latents, x, quality)
     z_hat, hyper_analysis = timed(compressor.side_information, y)
-    latents, exact_encode = timed(compressor.code_latents, y, z_hat, (height, width))
+    latents, exact_encode = timed(compressor.code_latents, y, z_hat, (height, width), quality)
     data, code = timed(compressor.encode, latents, height, width, 3, quality)
     parsed, parse = timed(compressor.parse, data)
     decoded, decode = timed(compressor.decode_latents, parsed)

@@ -234,12 +234,14 @@ class Compressor:
             parts.append(z_hat[(top - first) // step : (bottom - first) // step])
         return np.concatenate(parts, axis=0)
 
-    def _hyperprior_rows(self, z_hat: np.ndarray, top: int, end: int):
-        """Exact (positions, means) of latent rows [top, end), from the z rows around them."""
+    def _hyperprior_rows(self, z_hat: np.ndarray, top: int, end: int, position_offset=0.0):
+        """Exact (positions, means) of latent rows [top, end), from the z rows around them;
+        ``position_offset`` (fixed point) added to the positions."""
         first = max(top * LATENT_STRIDE // SIDE_STRIDE - _SIDE_HALO, 0)
         last = min(-(-end * LATENT_STRIDE // SIDE_STRIDE) + _SIDE_HALO, z_hat.shape[0])
         offset = first * SIDE_STRIDE // LATENT_STRIDE
-        return self.exact.hyperprior(z_hat[first:last], (top - offset, end - offset))
+        positions, means = self.exact.hyperprior(z_hat[first:last], (top - offset, end - offset))
+        return positions + position_offset, means
 
     def means(self, latents: Latents) -> np.ndarray:
         """The latents' means, float32 [h, w, M] (recomputed unless kept)."""
@@ -256,14 +258,18 @@ class Compressor:
             parts.append(exact.ExactModel.to_real(means).astype(np.float32))
         return np.concatenate(parts, axis=0)
 
-    def _walk(self, z_hat: np.ndarray, code_of, coded: tuple[int, int] | None = None) -> Latents:
+    def _walk(
+        self, z_hat: np.ndarray, code_of, coded: tuple[int, int] | None = None, quality=None
+    ) -> Latents:
         """The exact walk both ends make: part after part (a channel slice, or the
         checkerboard's anchors then the others), stripe after stripe, the stripe's scale
         indexes and means from the exact model, then ``code_of(rows, cols, part, indexes,
         means, where)`` gives the coded integers of its first ``coded`` rows and columns (the
         encoder's rounding, or the decoder's reading; all latents if None), at the positions
-        ``where`` ([rows, cols] bool) only if given, as [positions, channels]."""
+        ``where`` ([rows, cols] bool) only if given, as [positions, channels].  A codec with
+        level scale offsets shifts every scale position by its ``quality``'s."""
         model = self._require_exact()
+        offset = model.scale_offset(quality)
         rows = z_hat.shape[0] * SIDE_STRIDE // LATENT_STRIDE
         cols = z_hat.shape[1] * SIDE_STRIDE // LATENT_STRIDE
         coded_rows, coded_cols = coded or (rows, cols)
@@ -283,7 +289,7 @@ class Compressor:
                 # point, exact
                 first, last = max(top - _CONTEXT_HALO, 0), min(end + _CONTEXT_HALO, rows)
                 if self.slices:
-                    positions, means = self._hyperprior_rows(z_hat, first, last)
+                    positions, means = self._hyperprior_rows(z_hat, first, last, offset)
                     before = slice(0, part.start)
                     decoded = exact.ExactModel.to_fixed(
                         latents.code[first:last, :, before].astype(np.float64)
@@ -293,7 +299,7 @@ class Compressor:
                     positions = positions[top - first : end - first]
                     means = means[top - first : end - first]
                 elif self.checkerboard and i:
-                    positions, means = self._hyperprior_rows(z_hat, first, last)
+                    positions, means = self._hyperprior_rows(z_hat, first, last, offset)
                     decoded = exact.ExactModel.to_fixed(
                         latents.code[first:last].astype(np.float64) + latents.means[first:last]
                     )
@@ -303,7 +309,7 @@ class Compressor:
                     positions = positions[top - first : end - first]
                     means = means[top - first : end - first]
                 else:
-                    positions, means = self._hyperprior_rows(z_hat, top, end)
+                    positions, means = self._hyperprior_rows(z_hat, top, end, offset)
                 indexes = model.indexes(positions)
                 means = exact.ExactModel.to_real(means).astype(np.float32)
                 where = None
@@ -341,7 +347,7 @@ class Compressor:
         z_hat = self.side_information(y)
         if self.refine_steps:
             y = self.refiner.refine(pixels, y, z_hat, quality, self.refine_steps)
-        return self.code_latents(y, z_hat, pixels.shape[:2])
+        return self.code_latents(y, z_hat, pixels.shape[:2], quality)
 
     @property
     def refiner(self):
@@ -351,7 +357,9 @@ class Compressor:
             self._refiner = LatentRefiner(self)
         return self._refiner
 
-    def code_latents(self, y: np.ndarray, z_hat: np.ndarray, size: tuple[int, int]) -> Latents:
+    def code_latents(
+        self, y: np.ndarray, z_hat: np.ndarray, size: tuple[int, int], quality=None
+    ) -> Latents:
         """The coded integers of y for an image of ``size`` (height, width) pixels:
         round(y - mean) with the exact model's means, 0 beyond the image's latents."""
 
@@ -360,7 +368,7 @@ class Compressor:
             values = np.clip(np.round(values), -self.y_range, self.y_range)
             return values if where is None else values[where]
 
-        return self._walk(z_hat, rounded, coded_latents(*size, self.reach))
+        return self._walk(z_hat, rounded, coded_latents(*size, self.reach), quality)
 
     def synthesize(
         self, latents: Latents, height: int, width: int, quality: float | None = None
@@ -578,6 +586,7 @@ class Compressor:
                     indexes if where is None else indexes[where]
                 ),
                 coded,
+                code.quality,
             )
         except Exception as e:  # noqa: BLE001 - any coder failure means a bad stream
             raise CodeFileError(f"corrupted code file (entropy decoding failed: {e})") from e

@@ -134,6 +134,9 @@ def build(model, z_pmf: np.ndarray, scale_table: np.ndarray, y_range: int) -> di
     networks = {"hyper_synthesis": model.hyper_synthesis_transform.layers}
     for i, network in enumerate(model.slice_entropy, 1):
         networks[f"slice_entropy_{i}"] = network.layers
+    if model.config.level_scale_offsets:  # as fixed point; a key only where it is on
+        offsets = model.scale_offsets.numpy().astype(np.float64)
+        arrays["level_scale_offsets"] = np.round(offsets * 2.0**ACTIVATION_BITS).astype(np.int64)
     if model.config.checkerboard:  # the key only where it is on: earlier identities hold
         arrays["checkerboard"] = np.int64(1)
         networks[CHECKERBOARD] = model.checkerboard_entropy.layers
@@ -234,6 +237,7 @@ class ExactModel:
         self.mean_scale = bool(arrays["mean_scale"])
         self.slices = int(arrays["slices"])
         self.checkerboard = bool(arrays.get("checkerboard", 0))
+        self.level_scale_offsets = arrays.get("level_scale_offsets")
         self.networks = {}
         for name in {key.split("/")[0] for key in arrays if "/" in key}:
             count = len({key.split("/")[1] for key in arrays if key.startswith(name + "/")})
@@ -316,6 +320,24 @@ class ExactModel:
         refined_positions, refined_means = self._outputs(CHECKERBOARD, context)
         others = 1.0 - anchors
         return positions + others * refined_positions, means + others * refined_means
+
+    def scale_offset(self, quality: float | None) -> float:
+        """The scale-position offset (fixed point) of a quality: the levels' offsets
+        interpolated as the codec's gains are, then rounded half up.  Float64 arithmetic on
+        the quality as the header stores it (float32): IEEE-754's basic operations round
+        the same everywhere."""
+        offsets = self.level_scale_offsets
+        if offsets is None:
+            return 0.0
+        if quality is None:
+            raise ExactModelError("this codec's scales depend on the quality: give one")
+        levels = len(offsets)
+        quality = float(np.float32(quality))
+        position = min(max(quality, 0.0), 100.0) / 100.0 * (levels - 1)
+        lower = min(int(np.floor(position)), levels - 2)
+        weight = position - lower
+        value = (1.0 - weight) * float(offsets[lower]) + weight * float(offsets[lower + 1])
+        return float(np.floor(value + 0.5))
 
     def indexes(self, positions: np.ndarray) -> np.ndarray:
         """Scale-table indexes (uint8) of fixed-point positions: round half up, clipped."""

@@ -47,6 +47,7 @@ def load_exported_weights(model, name_or_path: str) -> dict:
             "mean_scale": recorded.mean_scale,
             "slices": recorded.slices,
             "checkerboard": recorded.checkerboard,
+            "level_scale_offsets": recorded.level_scale_offsets,
             "coarse_kernel_size": recorded.latent_kernel_size,
             "fine_kernel_size": recorded.image_kernel_size,
             "hyper_signs": recorded.hyper_signs,
@@ -155,6 +156,8 @@ def _codec_size(codec: ScaleHyperprior) -> str:
     size += " mean-scale" if config.mean_scale else ""
     size += " (signs to the hyperprior)" if config.hyper_signs else ""
     size += f" {config.slices} slices" if config.slices else ""
+    size += " checkerboard" if config.checkerboard else ""
+    size += " level scale offsets" if config.level_scale_offsets else ""
     tail = config.analysis_tail_filters
     return size + (f" (analysis tail of {tail} channels)" if tail else "")
 
@@ -241,6 +244,8 @@ def widen_codec(source: ScaleHyperprior, wider: ScaleHyperprior) -> None:
         }
     if wider.config.checkerboard and not source.config.checkerboard:
         fresh |= {id(w) for w in wider.checkerboard_entropy.weights}
+    if wider.config.level_scale_offsets and not source.config.level_scale_offsets:
+        fresh.add(id(wider.scale_offsets))  # 0: the scales as they were
     if wider.analysis_tail is not None and source.analysis_tail is None:
         fresh |= {id(w) for w in wider.analysis_tail.weights}
     wider_weights = [w for w in wider.weights if id(w) not in fresh]
@@ -390,6 +395,32 @@ def latent_usage(model: ScaleHyperprior, batches) -> np.ndarray:
         total += np.asarray(tf.reduce_sum(tf.abs(code), axis=[0, 1, 2]), np.float64)
         count += int(np.prod(code.shape[:3]))
     return total / max(count, 1)
+
+
+def calibrate_scale_offsets(model: ScaleHyperprior, images, steps=(1.0, 0.25)) -> np.ndarray:
+    """Sets each rate level's scale offset (``level_scale_offsets``) to what codes
+    ``images`` ([B, H, W, 3] in [0, 1]) in the fewest bits at that level's quality, from
+    the offsets as they are: a grid search of each step size in turn (coarse, then fine
+    around the best).  Returns the offsets.  Only the rate moves with them (the decoded
+    latents do not, without context), so this is the rate-distortion optimum too."""
+    levels = len(model.config.lmbdas)
+    x = pad_to_multiple(images)
+    offsets = model.scale_offsets.numpy().copy()
+
+    def bits(level: int, value: float) -> float:
+        offsets[level] = value
+        model.scale_offsets.assign(offsets)
+        quality = tf.fill([tf.shape(x)[0]], QUALITY_MAX * level / (levels - 1))
+        return float(model(x, training=False, quality=quality)[0])
+
+    for level in range(levels):
+        best = float(offsets[level])
+        for step in steps:
+            candidates = [best + step * k for k in range(-4, 5)]
+            best = min(candidates, key=lambda value: bits(level, value))
+        offsets[level] = best
+    model.scale_offsets.assign(offsets)
+    return offsets
 
 
 def dead_latents(model: ScaleHyperprior, batches) -> np.ndarray:

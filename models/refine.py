@@ -65,7 +65,7 @@ class LatentRefiner:
     ) -> np.ndarray:
         """y (float32 [h, w, M], gains applied) refined for ``steps`` steps, tile by tile."""
         height, width = pixels.shape[:2]
-        latents = self.compressor.code_latents(y, z_hat, (height, width))
+        latents = self.compressor.code_latents(y, z_hat, (height, width), quality)
         means = self.compressor.means(latents)
         scales = self.compressor.scale_table[latents.indexes.astype(np.int64)]
         residual = (y - means).astype(np.float32)

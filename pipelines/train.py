@@ -35,7 +35,12 @@ import tf_keras as keras
 from models.codec import CodecConfig, ScaleHyperprior
 from models.denoiser import DenoiserConfig, build_denoiser
 from models.export import export_model
-from models.growth import latent_usage, load_exported_weights, split_latents
+from models.growth import (
+    calibrate_scale_offsets,
+    latent_usage,
+    load_exported_weights,
+    split_latents,
+)
 from models.trainer import Trainer, choose_strategy
 from pipelines.train_flags import TASKS, build_parser
 from transforms import features, noise, records, statistics
@@ -87,6 +92,7 @@ def build_model(args: argparse.Namespace, stats: dict):
             args.synthesis_level_gains,
             fine_kernel_size=args.fine_kernel_size,
             checkerboard=args.checkerboard,
+            level_scale_offsets=args.level_scale_offsets,
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer
@@ -196,6 +202,14 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace, data_dir: str) ->
             pairs = split_latents(trainer.model, latent_usage(trainer.model, batches), args.seed)
             revived = [dead for dead, _ in pairs]
             LOG.info("revived %d latent channels that coded nothing by splitting", len(pairs))
+        calibrated = {}
+        model = trainer.model
+        grown_offsets = isinstance(model, ScaleHyperprior) and model.config.level_scale_offsets
+        if grown_offsets and not CodecConfig.from_card(source).level_scale_offsets:
+            _, images = next(iter(make_dataset(data_dir, features.TRAIN_DIR, 16, False)))
+            offsets = calibrate_scale_offsets(model, images)
+            calibrated = {"calibrated_scale_offsets": [float(v) for v in offsets]}
+            LOG.info("scale offsets per level, calibrated: %s", np.round(offsets, 2).tolist())
         trainer.restart_average()
         lineage = {
             "init_from": args.init_from,
@@ -206,6 +220,7 @@ def _start_lineage(trainer: Trainer, args: argparse.Namespace, data_dir: str) ->
             or source.get("train_seconds", 0.0),
             "commands": source.get("commands") or [source.get("command")],
             **_grown_latents(source, trainer.model),
+            **calibrated,
             **({"revived_latents": [int(c) for c in revived]} if args.revive_latents else {}),
             **({"split_from": [int(live) for _, live in pairs]} if args.revive_latents else {}),
         }

@@ -277,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
         "a codec without it, the context starts refining nothing (same code, same image).",
     )
     parser.add_argument(
+        "--level-scale-offsets",
+        action="store_true",
+        help="Variable-rate codec: a learned offset per rate level on every latent's scale "
+        "(h_s does not know the rate; the shipped codec's scales were 28%% too small at "
+        "quality 100).  With --init-from a codec without them, they start calibrated: per "
+        "level, the offset that codes a training batch in the fewest bits.",
+    )
+    parser.add_argument(
         "--kernel-size",
         type=int,
         default=5,

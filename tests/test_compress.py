@@ -548,6 +548,41 @@ def test_a_checkerboard_codec_decodes_what_the_model_does_and_its_file_is_its_ra
     assert abs(stream_bits - estimated_bits) < 0.05 * estimated_bits + 64
 
 
+def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path):
+    """A codec with level scale offsets codes every latent at its scale position plus its
+    quality's offset (here 0 at quality 0, 3 at 100): the same files as without at quality
+    0, indexes 3 higher (the table's end aside) at 100, the decoder reading them back from
+    the file's quality, and the model's estimated rate shifted alike."""
+    from models.codec import CodecConfig, ScaleHyperprior, pad_to_multiple
+    from models.export import CODEC, export_model
+
+    config = CodecConfig(
+        num_filters=16, latent_filters=24, lmbdas=(0.0025, 0.04), level_scale_offsets=True
+    )
+    keras.utils.set_random_seed(7)
+    model = ScaleHyperprior(config)
+    model.build_for_images()
+    export_model(model, CODEC, str(tmp_path / "zero"), {"name": "zero"})
+    model.scale_offsets.assign([0.0, 3.0])
+    export_model(model, CODEC, str(tmp_path / "three"), {"name": "three"})
+    zero, three = Compressor(str(tmp_path / "zero")), Compressor(str(tmp_path / "three"))
+    x = sample_crop("chelsea.png", 61, 97)
+    files = [c.parse(c.compress(x, quality=0.0)) for c in (zero, three)]
+    assert files[0].y_stream == files[1].y_stream  # other model names in the headers
+    before, after = zero.analyze(x, 100.0), three.analyze(x, 100.0)
+    np.testing.assert_array_equal(after.indexes, np.minimum(before.indexes.astype(int) + 3, 63))
+    data = three.compress(x, quality=100.0)
+    decoded = three.decode_latents(three.parse(data))
+    np.testing.assert_array_equal(decoded.code, after.code)
+    np.testing.assert_array_equal(decoded.indexes, after.indexes)
+    padded = pad_to_multiple(tf.constant(x[np.newaxis], tf.float32) / 255.0)
+    bpp = float(model(padded, training=False, quality=tf.constant([100.0]))[1])
+    code = three.parse(data)
+    stream_bits = 8 * (len(code.y_stream) + len(code.z_stream))
+    estimated_bits = bpp * padded.shape[1] * padded.shape[2]
+    assert abs(stream_bits - estimated_bits) < 0.05 * estimated_bits + 64
+
+
 def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_path):
     """--kernel-size 3 (wider transforms at the same speed): the card records it, the model
     the card describes has 3x3 transforms, and its code files decode at both ends of the

@@ -303,8 +303,8 @@ def test_a_shipped_codec_decodes_its_files_of_every_format_to_the_same_pixels(na
     for quality in GOLDEN_QUALITIES:
         y = compressor.latents(image, quality)
         z_hat = compressor.side_information(y)
-        only_reaching = compressor.code_latents(y, z_hat, (height, width))
-        every = compressor.code_latents(y, z_hat, padded)  # what format 3 coded
+        only_reaching = compressor.code_latents(y, z_hat, (height, width), quality)
+        every = compressor.code_latents(y, z_hat, padded, quality)  # what format 3 coded
         assert only_reaching.coded[1] < every.coded[1]
         np.testing.assert_array_equal(
             compressor.synthesize(only_reaching, height, width, quality),

@@ -59,14 +59,14 @@ def test_every_tile_of_a_large_image_is_refined(codecs, monkeypatch):
     y = plain.latents(pixels, quality)
     z_hat = plain.side_information(y)
     moved = refined.refiner.refine(pixels, y, z_hat, quality, steps=8)
-    before = plain.code_latents(y, z_hat, pixels.shape[:2]).code
-    after = plain.code_latents(moved, z_hat, pixels.shape[:2]).code
+    before = plain.code_latents(y, z_hat, pixels.shape[:2], quality).code
+    after = plain.code_latents(moved, z_hat, pixels.shape[:2], quality).code
     for top in range(0, 16, 8):
         for left in range(0, 24, 8):
             tile = (slice(top, top + 8), slice(left, left + 8))
             assert np.any(before[tile] != after[tile]), (top, left)
     codes = [
-        plain.encode(plain.code_latents(latents, z_hat, (256, 384)), 256, 384, 3, quality)
+        plain.encode(plain.code_latents(latents, z_hat, (256, 384), quality), 256, 384, 3, quality)
         for latents in (y, moved)
     ]
     losses = [rate_distortion_loss(refined, data, pixels, quality) for data in codes]

@@ -1104,6 +1104,34 @@ def test_init_from_a_mean_scale_codec_adds_a_checkerboard_context_that_learns(pr
         growth.load_exported_weights(plain.model, str(grown / "export"))
 
 
+def test_level_scale_offsets_start_calibrated_from_a_codec_without_them(prepared, tmp_path):
+    """--level-scale-offsets from a variable-rate codec without them: the offsets start at
+    what codes a training batch in the fewest bits (recorded in lineage.json), and the
+    calibration moves a badly set offset back, lowering that level's rate."""
+    source = tmp_path / "source"
+    variable = [*TINY_CODEC, "--lmbdas=0.005,0.04"]
+    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *variable, *QUIET])
+    grown = tmp_path / "grown"
+    flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=1"]
+    train.run([*flags, f"--init-from={source / 'export'}", *variable, "--level-scale-offsets"])
+    lineage = json.loads((grown / "lineage.json").read_text())
+    assert len(lineage["calibrated_scale_offsets"]) == 2
+
+    _, trainer = make_trainer(prepared, tmp_path / "t", [*variable, "--level-scale-offsets"])
+    model = trainer.model
+    growth.load_exported_weights(model, str(source / "export"))
+    _, images = next(iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 4, False)))
+    x = pad_to_multiple(images)
+    lowest = tf.fill([4], 0.0)
+    # 3 steps of the table too large at the lowest level (a codec trained 3 steps wants
+    # smaller scales, not larger)
+    model.scale_offsets.assign([3.0, 0.0])
+    rate_before = float(model(x, training=False, quality=lowest)[1])
+    offsets = growth.calibrate_scale_offsets(model, images)
+    assert offsets[0] < 3.0
+    assert float(model(x, training=False, quality=lowest)[1]) < rate_before
+
+
 def test_the_context_networks_can_train_at_a_multiple_of_the_learning_rate(prepared, tmp_path):
     """--context-learning-rate-scale K: from the same weights and batch, one step moves the
     channel-context networks K times as far (Adam's first step is ~lr per weight) and every
