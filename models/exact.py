@@ -238,6 +238,7 @@ class ExactModel:
         self.slices = int(arrays["slices"])
         self.checkerboard = bool(arrays.get("checkerboard", 0))
         self.level_scale_offsets = arrays.get("level_scale_offsets")
+        self._bit_costs = None
         self.networks = {}
         for name in {key.split("/")[0] for key in arrays if "/" in key}:
             count = len({key.split("/")[1] for key in arrays if key.startswith(name + "/")})
@@ -338,6 +339,19 @@ class ExactModel:
         weight = position - lower
         value = (1.0 - weight) * float(offsets[lower]) + weight * float(offsets[lower + 1])
         return float(np.floor(value + 0.5))
+
+    @staticmethod
+    def quarter_steps(quarters: int) -> float:
+        """An image scale offset (quarter steps of the scale table, as a code file stores
+        it) as fixed point."""
+        return float(quarters) * 2.0 ** (ACTIVATION_BITS - 2)
+
+    def bit_costs(self) -> np.ndarray:
+        """[scales, symbols]: the bits each coded integer costs at each scale index (what
+        the range coder spends, to within its rounding)."""
+        if self._bit_costs is None:
+            self._bit_costs = TABLE_BITS - np.log2(self.y_frequencies.astype(np.float64))
+        return self._bit_costs
 
     def indexes(self, positions: np.ndarray) -> np.ndarray:
         """Scale-table indexes (uint8) of fixed-point positions: round half up, clipped."""

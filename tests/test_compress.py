@@ -548,7 +548,7 @@ def test_a_checkerboard_codec_decodes_what_the_model_does_and_its_file_is_its_ra
     assert abs(stream_bits - estimated_bits) < 0.05 * estimated_bits + 64
 
 
-def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path):
+def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path, monkeypatch):
     """A codec with level scale offsets codes every latent at its scale position plus its
     quality's offset (here 0 at quality 0, 3 at 100): the same files as without at quality
     0, indexes 3 higher (the table's end aside) at 100, the decoder reading them back from
@@ -566,6 +566,8 @@ def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path):
     model.scale_offsets.assign([0.0, 3.0])
     export_model(model, CODEC, str(tmp_path / "three"), {"name": "three"})
     zero, three = Compressor(str(tmp_path / "zero")), Compressor(str(tmp_path / "three"))
+    # the image's own offset aside (it would make up for the level's)
+    monkeypatch.setattr(Compressor, "choose_scale_offset", lambda *args: 0)
     x = sample_crop("chelsea.png", 61, 97)
     files = [c.parse(c.compress(x, quality=0.0)) for c in (zero, three)]
     assert files[0].y_stream == files[1].y_stream  # other model names in the headers
@@ -581,6 +583,39 @@ def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path):
     stream_bits = 8 * (len(code.y_stream) + len(code.z_stream))
     estimated_bits = bpp * padded.shape[1] * padded.shape[2]
     assert abs(stream_bits - estimated_bits) < 0.05 * estimated_bits + 64
+
+
+def test_the_encoder_writes_the_image_scale_offset_that_codes_it_in_fewest_bits():
+    """Format 5: the encoder weighs every image scale offset (quarter steps of the scale
+    table) by the exact model's tables and writes the best in the header; the decoder shifts
+    every scale by it.  On a smooth crop at the top quality the shipped high-rate codec's
+    scales are off, so an offset is chosen, its file is smaller than without it, and both
+    decode to the same pixels; a header whose offset is changed does not decode."""
+    import models.codefile as codefile
+
+    compressor = Compressor("codec-high-rate")
+    x = sample_crop("astronaut.png", 192, 256)
+    y = compressor.latents(x, 100.0)
+    z_hat = compressor.side_information(y)
+    chosen = compressor.code_latents(y, z_hat, x.shape[:2], 100.0)
+    assert chosen.scale_offset != 0
+
+    def rounded(rows, cols, part, indexes, means, where):
+        values = y[rows[0] : rows[1], :cols, part] - means
+        return np.clip(np.round(values), -compressor.y_range, compressor.y_range)
+
+    plain = compressor._walk(z_hat, rounded, chosen.coded, 100.0, 0)
+    files = [compressor.encode(latents, 192, 256, 3, 100.0) for latents in (chosen, plain)]
+    assert codefile.CodeFile.from_bytes(files[0]).scale_offset == chosen.scale_offset
+    assert len(files[0]) < len(files[1])
+    np.testing.assert_array_equal(compressor.decompress(files[0]), compressor.decompress(files[1]))
+
+    header = struct.Struct(">4sB8s8sIIBfIIIBb")
+    fields = list(header.unpack_from(files[0]))
+    fields[-1] += 1
+    body = header.pack(*fields) + files[0][header.size : -4]
+    with pytest.raises(CodeFileError, match="corrupted"):
+        compressor.decompress(body + zlib.crc32(body).to_bytes(4, "big"))
 
 
 def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_path):
