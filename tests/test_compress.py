@@ -567,7 +567,7 @@ def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path, mon
     export_model(model, CODEC, str(tmp_path / "three"), {"name": "three"})
     zero, three = Compressor(str(tmp_path / "zero")), Compressor(str(tmp_path / "three"))
     # the image's own offset aside (it would make up for the level's)
-    monkeypatch.setattr(Compressor, "choose_scale_offset", lambda *args: 0)
+    monkeypatch.setattr(Compressor, "choose_scale_offset", lambda *args: (0, {}))
     x = sample_crop("chelsea.png", 61, 97)
     files = [c.parse(c.compress(x, quality=0.0)) for c in (zero, three)]
     assert files[0].y_stream == files[1].y_stream  # other model names in the headers
