@@ -20,6 +20,17 @@ from latentpress.samples import sample_paths
 from tests.conftest import export_untrained_codec
 
 
+def test_scale_offset_compares_the_search_with_every_offset_zero():
+    from benchmarks import scale_offset
+
+    results = scale_offset.main(["--images", "2", "--qualities", "100", "--repeats", "1"])
+    top = results["q100"]
+    assert len(top["offsets"]) == 2
+    assert any(top["offsets"])  # the shipped codec's top scales are off for photographs
+    assert top["bytes_ratio"] < 1.0  # the search's files are smaller, never larger
+    assert top["encode_time_ratio"] > 0
+
+
 def test_codec_speed_measures_a_real_round_trip_of_the_shipped_codec():
     results = codec_speed.main(["--images", "1", "--repeats", "1"])
     times = results["ms_per_megapixel"]
