@@ -331,7 +331,7 @@ class Compressor:
                     positions = positions[top - first : end - first]
                     means = means[top - first : end - first]
                 elif hyperprior_stripes and top in hyperprior_stripes:
-                    positions, means = hyperprior_stripes[top]
+                    positions, means = (a.astype(np.float64) for a in hyperprior_stripes[top])
                     positions = positions + model.quarter_steps(scale_offset)
                 else:
                     positions, means = self._hyperprior_rows(z_hat, top, end, offset)
@@ -423,7 +423,9 @@ class Compressor:
         spread = np.linspace(0, len(stripes) - 1, _OFFSET_STRIPES).round().astype(int)
         cache, quarters, symbols = {}, [], []
         for top, end in sorted({stripes[i] for i in spread}):
-            positions, means = cache[top] = self._hyperprior_rows(z_hat, top, end, level_offset)
+            positions, means = self._hyperprior_rows(z_hat, top, end, level_offset)
+            # integers below 2**24: float32 holds them exactly, in half the memory
+            cache[top] = (positions.astype(np.float32), means.astype(np.float32))
             last = min(end, rows) - top
             positions, means = positions[:last, :cols], means[:last, :cols]
             means = exact.ExactModel.to_real(means).astype(np.float32)
