@@ -416,25 +416,31 @@ def test_a_mean_scale_codec_codes_the_residuals_and_decodes_what_the_model_does(
     assert np.abs(decoded.astype(int) - own.astype(int)).max() <= 1
 
 
-@pytest.fixture(scope="module")
-def slice_codec(tmp_path_factory):
-    """A small variable-rate codec with 3 channel slices whose context networks (random, not
-    zero) move every slice's means and scales: (model, export dir)."""
+def export_context_codec(folder: Path, seed: int, **context):
+    """A small variable-rate mean-scale codec with ``context`` (slices=, checkerboard=) whose
+    context networks are random, not zero, so they move the scales and means they refine:
+    (model, export dir)."""
     from models.codec import CodecConfig, ScaleHyperprior
     from models.export import CODEC, export_model
 
     config = CodecConfig(
-        num_filters=16, latent_filters=24, lmbdas=(0.0025, 0.04), mean_scale=True, slices=3
+        num_filters=16, latent_filters=24, lmbdas=(0.0025, 0.04), mean_scale=True, **context
     )
-    keras.utils.set_random_seed(5)  # its weights must not depend on the tests run before
+    keras.utils.set_random_seed(seed)  # its weights must not depend on the tests run before
     model = ScaleHyperprior(config)
     model.build_for_images()
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     for weight in model.context_weights():
         weight.assign(rng.normal(0.0, 0.1, weight.shape))
-    directory = str(tmp_path_factory.mktemp("slices") / "codec")
-    export_model(model, CODEC, directory, {"name": "slices"})
+    directory = str(folder / "codec")
+    export_model(model, CODEC, directory, {"name": folder.name})
     return model, directory
+
+
+@pytest.fixture(scope="module")
+def slice_codec(tmp_path_factory):
+    """3 channel slices."""
+    return export_context_codec(tmp_path_factory.mktemp("slices"), 5, slices=3)
 
 
 def test_a_slice_codec_decodes_what_the_model_does_and_its_file_is_its_rate(slice_codec):
@@ -486,23 +492,8 @@ def test_a_context_codec_file_decodes_the_same_in_a_fresh_process(
 
 @pytest.fixture(scope="module")
 def checkerboard_codec(tmp_path_factory):
-    """A small variable-rate codec with a checkerboard context whose network (random, not
-    zero) moves the non-anchors' means and scales: (model, export dir)."""
-    from models.codec import CodecConfig, ScaleHyperprior
-    from models.export import CODEC, export_model
-
-    config = CodecConfig(
-        num_filters=16, latent_filters=24, lmbdas=(0.0025, 0.04), mean_scale=True, checkerboard=True
-    )
-    keras.utils.set_random_seed(6)
-    model = ScaleHyperprior(config)
-    model.build_for_images()
-    rng = np.random.default_rng(6)
-    for weight in model.context_weights():
-        weight.assign(rng.normal(0.0, 0.1, weight.shape))
-    directory = str(tmp_path_factory.mktemp("checkerboard") / "codec")
-    export_model(model, CODEC, directory, {"name": "checkerboard"})
-    return model, directory
+    """A checkerboard context."""
+    return export_context_codec(tmp_path_factory.mktemp("checkerboard"), 6, checkerboard=True)
 
 
 def test_a_checkerboard_codec_decodes_what_the_model_does_and_its_file_is_its_rate(

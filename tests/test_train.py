@@ -1044,64 +1044,50 @@ def test_init_from_a_codec_whose_hyperprior_read_magnitudes_adds_the_signs_which
         make_trainer(prepared, tmp_path / "s", [*TINY_CODEC, "--hyper-signs"])
 
 
-def test_init_from_a_mean_scale_codec_adds_channel_context_that_learns(prepared, tmp_path):
-    """--slices from a mean-scale source without them: the context networks refine nothing
-    at first (same code, rate and image at step 0); training makes them refine."""
+@pytest.mark.parametrize(
+    ("context", "refused_by", "refusal"),
+    [
+        ("--slices=2", ["--slices=4", None], "coded in 2 slices"),
+        ("--checkerboard", [None], "larger than this codec"),
+    ],
+)
+def test_init_from_a_mean_scale_codec_adds_context_that_learns(
+    prepared, tmp_path, context, refused_by, refusal
+):
+    """--slices or --checkerboard from a mean-scale source without them: the context networks
+    refine nothing at first (same code, rate and image at step 0); training makes them
+    refine, and the export cannot be read into a codec with other context or none (the code
+    would differ)."""
     source = tmp_path / "source"
     mean_scale = [*TINY_CODEC, "--mean-scale"]
-    sliced = [*mean_scale, "--slices=2"]
+    with_context = [*mean_scale, context]
     train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *mean_scale, *QUIET])
     _, plain = make_trainer(prepared, tmp_path / "p", mean_scale)
     growth.load_exported_weights(plain.model, str(source / "export"))
-    _, context = make_trainer(prepared, tmp_path / "c", sliced)
-    growth.load_exported_weights(context.model, str(source / "export"))
+    _, grown_at_0 = make_trainer(prepared, tmp_path / "c", with_context)
+    growth.load_exported_weights(grown_at_0.model, str(source / "export"))
 
     x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
-    outputs = [m.model(x, training=False) for m in (plain, context)]
+    outputs = [m.model(x, training=False) for m in (plain, grown_at_0)]
     for before, after in zip(outputs[0], outputs[1], strict=True):
         np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
 
     grown = tmp_path / "grown"
     flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
-    train.run([*flags, f"--init-from={source / 'export'}", *sliced, *QUIET])
-    _, trained = make_trainer(prepared, tmp_path / "t", sliced)
+    train.run([*flags, f"--init-from={source / 'export'}", *with_context, *QUIET])
+    _, trained = make_trainer(prepared, tmp_path / "t", with_context)
     growth.load_exported_weights(trained.model, str(grown / "export"))
-    last_layers = [net.layers[-1].kernel for net in trained.model.slice_entropy]
-    last_layers += [net.layers[-1].kernel for net in trained.model.slice_residual]
-    assert all(float(tf.reduce_max(tf.abs(kernel))) > 0.0 for kernel in last_layers)
-    _, other = make_trainer(prepared, tmp_path / "o", [*mean_scale, "--slices=4"])
-    for model in (other.model, plain.model):  # other slices, or none: the code would differ
-        with pytest.raises(ValueError, match="coded in 2 slices"):
-            growth.load_exported_weights(model, str(grown / "export"))
-
-
-def test_init_from_a_mean_scale_codec_adds_a_checkerboard_context_that_learns(prepared, tmp_path):
-    """--checkerboard from a mean-scale source without it: the context network refines
-    nothing at first (same code, rate and image at step 0); training makes it refine, and
-    its export cannot be read back into a codec without the context (the code would differ)."""
-    source = tmp_path / "source"
-    mean_scale = [*TINY_CODEC, "--mean-scale"]
-    checkerboard = [*mean_scale, "--checkerboard"]
-    train.run([f"--data={prepared}", f"--model-dir={source}", "--steps=3", *mean_scale, *QUIET])
-    _, plain = make_trainer(prepared, tmp_path / "p", mean_scale)
-    growth.load_exported_weights(plain.model, str(source / "export"))
-    _, context = make_trainer(prepared, tmp_path / "c", checkerboard)
-    growth.load_exported_weights(context.model, str(source / "export"))
-
-    x = tf.constant(np.random.default_rng(2).random((1, 64, 128, 3)), tf.float32)
-    outputs = [m.model(x, training=False) for m in (plain, context)]
-    for before, after in zip(outputs[0], outputs[1], strict=True):
-        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
-
-    grown = tmp_path / "grown"
-    flags = [f"--data={prepared}", f"--model-dir={grown}", "--steps=3", "--learning-rate=1e-2"]
-    train.run([*flags, f"--init-from={source / 'export'}", *checkerboard, *QUIET])
-    _, trained = make_trainer(prepared, tmp_path / "t", checkerboard)
-    growth.load_exported_weights(trained.model, str(grown / "export"))
-    last_layer = trained.model.checkerboard_entropy.layers[-1].kernel
-    assert float(tf.reduce_max(tf.abs(last_layer))) > 0.0
-    with pytest.raises(ValueError, match="larger than this codec"):
-        growth.load_exported_weights(plain.model, str(grown / "export"))
+    model = trained.model
+    networks = model.slice_entropy + model.slice_residual
+    networks += [model.checkerboard_entropy] if model.checkerboard_entropy is not None else []
+    assert networks
+    assert all(float(tf.reduce_max(tf.abs(net.layers[-1].kernel))) > 0.0 for net in networks)
+    for i, other in enumerate(refused_by):
+        _, reader = make_trainer(
+            prepared, tmp_path / f"o{i}", [*mean_scale, *filter(None, [other])]
+        )
+        with pytest.raises(ValueError, match=refusal):
+            growth.load_exported_weights(reader.model, str(grown / "export"))
 
 
 def test_level_scale_offsets_start_calibrated_from_a_codec_without_them(prepared, tmp_path):
