@@ -42,7 +42,7 @@ def padded_side(size: int) -> int:
 
 
 def coded_latents(height: int, width: int, reach: int) -> tuple[int, int]:
-    """Latent rows and columns a code file (format 4) codes for a height x width image: those
+    """Latent rows and columns a code file (format 4 on) codes for a height x width image: those
     whose value reaches a pixel of it through a synthesis of ``reach`` (``synthesis_reach``).
     The others, up to the padded size, lie in the padding only and decode as their means."""
     return (

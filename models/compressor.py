@@ -172,7 +172,7 @@ class Compressor:
         self.slices = self.config.slices
         self.checkerboard = self.config.checkerboard
         # How far a latent reaches in the decoded image, which decides the latents of the
-        # padding a file must code (format 4 codes only those): through the synthesis, and
+        # padding a file must code (format 4 on codes only those): through the synthesis, and
         # for a slice codec through the context that moves its neighbours' decoded values
         config = self.config
         self.reach = synthesis_reach(
@@ -367,7 +367,7 @@ class Compressor:
         return latents
 
     def analyze(self, pixels: np.ndarray, quality: float | None = None) -> Latents:
-        """The coded latents of uint8 (H, W, 3) pixels (format 4)."""
+        """The coded latents of uint8 (H, W, 3) pixels (format 5)."""
         y = self.latents(pixels, quality)
         z_hat = self.side_information(y)
         if self.refine_steps:
