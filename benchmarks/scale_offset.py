@@ -26,13 +26,13 @@ def measure(compressor: Compressor, images, quality: float, repeats: int) -> dic
     offsets = []
     for x in images:
         fastest = {True: float("inf"), False: float("inf")}
-        for _ in range(repeats):
+        for repeat in range(repeats):
             for search in (True, False):
                 compressor.search_scale_offset = search
                 start = time.perf_counter()
                 data = compressor.compress(x, quality=quality)
                 fastest[search] = min(fastest[search], time.perf_counter() - start)
-                if _ == 0:
+                if repeat == 0:
                     size[search] += len(data)
                     if search:
                         offsets.append(compressor.parse(data).scale_offset)

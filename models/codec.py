@@ -583,8 +583,7 @@ class ScaleHyperprior(keras.Model):
         y_shape = tf.shape(y)
         index = index[:, : y_shape[1], : y_shape[2], :]
         mean = mean[:, : y_shape[1], : y_shape[2], :]
-        if self.scale_offsets is not None:
-            index = index + self.scale_offset(quality)
+        index = index + self.scale_offset(quality)
         straight_through = training and self.synthesis_quantizer == "straight-through"
         if self.config.slices:
             index, residual, _, synthesis_input = self.code_slices(

@@ -171,6 +171,7 @@ class Compressor:
         # checkerboard in two passes over every channel.
         self.slices = self.config.slices
         self.checkerboard = self.config.checkerboard
+        self.context = bool(self.slices or self.checkerboard)  # scales from decoded latents
         # How far a latent reaches in the decoded image, which decides the latents of the
         # padding a file must code (format 4 on codes only those): through the synthesis, and
         # for a slice codec through the context that moves its neighbours' decoded values
@@ -182,7 +183,7 @@ class Compressor:
                 config.latent_kernel_size,
                 config.image_kernel_size,
             )
-        ) + (CONTEXT_REACH * LATENT_STRIDE if self.slices or self.checkerboard else 0)
+        ) + (CONTEXT_REACH * LATENT_STRIDE if self.context else 0)
         # Format 5: the encoder weighs image scale offsets (off: every file's is 0, what
         # benchmarks.scale_offset compares against).
         self.search_scale_offset = True
@@ -295,12 +296,11 @@ class Compressor:
         cols = z_hat.shape[1] * SIDE_STRIDE // LATENT_STRIDE
         coded_rows, coded_cols = coded or (rows, cols)
         shape = (rows, cols, self.latent_channels)
-        context = self.slices or self.checkerboard
         latents = Latents(
             z_hat,
             np.zeros(shape, np.int16),
             np.zeros(shape, np.uint8),
-            np.zeros(shape, np.float32) if context else None,
+            np.zeros(shape, np.float32) if self.context else None,
             coded=(coded_rows, coded_cols),
             scale_offset=scale_offset,
         )
@@ -343,7 +343,7 @@ class Compressor:
                     indexes = np.where(where[..., np.newaxis], indexes, latents.indexes[top:end])
                     means = np.where(where[..., np.newaxis], means, latents.means[top:end])
                 latents.indexes[top:end, :, part] = indexes
-                if context:
+                if self.context:
                     latents.means[top:end, :, part] = means
                 last = min(end, coded_rows)
                 if top < last:
@@ -389,8 +389,7 @@ class Compressor:
         round(y - mean) with the exact model's means, 0 beyond the image's latents."""
 
         def rounded(rows, cols, part, indexes, means, where):
-            values = y[rows[0] : rows[1], :cols, part] - means
-            values = np.clip(np.round(values), -self.y_range, self.y_range)
+            values = self._code_of(y[rows[0] : rows[1], :cols, part], means)
             return values if where is None else values[where]
 
         coded = coded_latents(*size, self.reach)
@@ -398,6 +397,10 @@ class Compressor:
         if self.search_scale_offset:
             offset, stripes = self.choose_scale_offset(y, z_hat, coded, quality)
         return self._walk(z_hat, rounded, coded, quality, offset, stripes)
+
+    def _code_of(self, y: np.ndarray, means: np.ndarray) -> np.ndarray:
+        """The coded integers of latents y around their means (float, in the coder's range)."""
+        return np.clip(np.round(y - means), -self.y_range, self.y_range)
 
     def choose_scale_offset(
         self, y: np.ndarray, z_hat: np.ndarray, coded, quality
@@ -413,7 +416,7 @@ class Compressor:
         histogram of (a, coded integer) gives every candidate's bits.
         """
         model = self._require_exact()
-        if self.slices or self.checkerboard:
+        if self.context:
             return 0, {}
         costs = model.bit_costs()
         level_offset = model.scale_offset(quality)
@@ -429,9 +432,7 @@ class Compressor:
             last = min(end, rows) - top
             positions, means = positions[:last, :cols], means[:last, :cols]
             means = exact.ExactModel.to_real(means).astype(np.float32)
-            code = np.clip(
-                np.round(y[top : top + last, :cols] - means), -self.y_range, self.y_range
-            )
+            code = self._code_of(y[top : top + last, :cols], means)
             half = 2.0 ** (exact.ACTIVATION_BITS - 1)
             quarters.append(np.floor((positions + half) / model.quarter_steps(1)).ravel())
             symbols.append(code.astype(np.int64).ravel() + self.y_range)
