@@ -44,6 +44,11 @@ image in the fewest bits) and which every latent's scale position adds, besides 
 own offset for the quality.  One hyperprior for every photograph gets the overall scale of
 some wrong (smooth smartphone photographs at the top quality: 2 steps, 28%, too large).
 
+Version 6 (written since 2026-12-07) adds one byte after the scale offset: the shape of the
+distribution the latents are coded with, which the encoder chose with the offset: 0 the
+codec's Gaussian tables (versions 3-5), else Student's t of ``models.exact.SHAPE_DEGREES``
+degrees of freedom, whose integer tables every decoder builds from the formula.
+
 Chunks written (``transforms.metadata`` fills and reads them): ``EXIF`` (TIFF-structured
 EXIF as Pillow writes it, orientation 1), ``XMP `` (the XMP packet), ``ICCP`` (an ICC
 profile), ``ALPH`` (the alpha plane as a PNG image, lossless), ``SRCE`` (JSON: the source's
@@ -66,7 +71,7 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"LPC\x00"
-VERSION = 5
+VERSION = 6
 SUFFIX = ".lpc"
 _HEADERS = {
     1: struct.Struct(">4sB8sIIBIII"),
@@ -74,6 +79,7 @@ _HEADERS = {
     3: struct.Struct(">4sB8s8sIIBfIII"),
     4: struct.Struct(">4sB8s8sIIBfIIIB"),  # version 3's, and the synthesis's reach
     5: struct.Struct(">4sB8s8sIIBfIIIBb"),  # version 4's, and the image's scale offset
+    6: struct.Struct(">4sB8s8sIIBfIIIBbB"),  # version 5's, and the latents' coding shape
 }
 _CHECKSUM = struct.Struct(">I")
 # Format 3 codes the latents in stripes of this many latent rows (each stripe's latents
@@ -109,6 +115,9 @@ class CodeFile:
     reach: int | None = None
     # version 5: the image's scale offset in quarter steps of the scale table; 0 before
     scale_offset: int = 0
+    # version 6: the latents' coding shape (models.exact.SHAPE_DEGREES; 0, the codec's
+    # Gaussian, before)
+    coding_shape: int = 0
 
     def chunk(self, tag: bytes) -> bytes | None:
         return next((data for name, data in self.chunks if name == tag), None)
@@ -120,6 +129,8 @@ class CodeFile:
             raise CodeFileError(f"a synthesis reach of {self.reach} pixels is not 0-255")
         if not -128 <= self.scale_offset <= 127:
             raise CodeFileError(f"a scale offset of {self.scale_offset} is not -128-127")
+        if not 0 <= self.coding_shape <= 255:
+            raise CodeFileError(f"a coding shape of {self.coding_shape} is not 0-255")
         header = _HEADERS[VERSION].pack(
             MAGIC,
             VERSION,
@@ -134,6 +145,7 @@ class CodeFile:
             len(self.y_stream),
             self.reach,
             self.scale_offset,
+            self.coding_shape,
         )
         parts = [header, self.z_stream, self.y_stream, _CHUNK_COUNT.pack(len(self.chunks))]
         for tag, data in self.chunks:
@@ -180,6 +192,7 @@ class CodeFile:
         _, _, fingerprint, identity, height, width, channels, quality, index_checksum = fields[:9]
         reach = fields[11] if version >= 4 else None
         scale_offset = fields[12] if version >= 5 else 0
+        coding_shape = fields[13] if version >= 6 else 0
         if channels not in (1, 3) or height == 0 or width == 0:
             raise CodeFileError(f"invalid header ({width}x{height}, {channels} channels)")
         if not (math.isnan(quality) or QUALITY_MIN <= quality <= QUALITY_MAX):
@@ -199,6 +212,7 @@ class CodeFile:
             version,
             reach,
             scale_offset,
+            coding_shape,
         )
 
 

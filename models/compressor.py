@@ -85,6 +85,7 @@ class Latents:
     index_crc: int = 0
     coded: tuple[int, int] = (0, 0)
     scale_offset: int = 0  # the image's, in quarter steps of the scale table (format 5)
+    coding_shape: int = 0  # the distribution the latents are coded with (format 6)
 
 
 def _stripes(rows: int):
@@ -185,8 +186,10 @@ class Compressor:
             )
         ) + (CONTEXT_REACH * LATENT_STRIDE if self.context else 0)
         # Format 5: the encoder weighs image scale offsets (off: every file's is 0, what
-        # benchmarks.scale_offset compares against).
+        # benchmarks.scale_offset compares against); format 6: and coding shapes (only the
+        # Gaussian, 0: what format 5 wrote).
         self.search_scale_offset = True
+        self.coding_shapes = (0, *exact.SHAPE_DEGREES)
         # A replaced codec kept in the package to decode its files has no encoder.
         self.decode_only = bool(self.card.get("decode_only"))
         # Format 3 needs the exact entropy model; a codec exported before it only reads.
@@ -289,7 +292,7 @@ class Compressor:
         level scale offsets shifts every scale position by its ``quality``'s, and every codec
         by the image's ``scale_offset`` (quarter steps).  ``hyperprior_stripes`` (first row ->
         exact positions and means with the level offset, without the image's) are stripes
-        already computed (``choose_scale_offset``'s)."""
+        already computed (``choose_coding``'s)."""
         model = self._require_exact()
         offset = model.scale_offset(quality) + model.quarter_steps(scale_offset)
         rows = z_hat.shape[0] * SIDE_STRIDE // LATENT_STRIDE
@@ -367,7 +370,7 @@ class Compressor:
         return latents
 
     def analyze(self, pixels: np.ndarray, quality: float | None = None) -> Latents:
-        """The coded latents of uint8 (H, W, 3) pixels (format 5)."""
+        """The coded latents of uint8 (H, W, 3) pixels (format 6)."""
         y = self.latents(pixels, quality)
         z_hat = self.side_information(y)
         if self.refine_steps:
@@ -393,23 +396,25 @@ class Compressor:
             return values if where is None else values[where]
 
         coded = coded_latents(*size, self.reach)
-        offset, stripes = 0, {}
-        if self.search_scale_offset:
-            offset, stripes = self.choose_scale_offset(y, z_hat, coded, quality)
-        return self._walk(z_hat, rounded, coded, quality, offset, stripes)
+        shape, offset, stripes = 0, 0, {}
+        if self.search_scale_offset or self.coding_shapes != (0,):
+            shape, offset, stripes = self.choose_coding(y, z_hat, coded, quality)
+        latents = self._walk(z_hat, rounded, coded, quality, offset, stripes)
+        latents.coding_shape = shape
+        return latents
 
     def _code_of(self, y: np.ndarray, means: np.ndarray) -> np.ndarray:
         """The coded integers of latents y around their means (float, in the coder's range)."""
         return np.clip(np.round(y - means), -self.y_range, self.y_range)
 
-    def choose_scale_offset(
-        self, y: np.ndarray, z_hat: np.ndarray, coded, quality
-    ) -> tuple[int, dict]:
-        """(offset, stripes): the image scale offset (quarter steps) that codes y's
-        ``coded`` latents in the fewest bits by the exact model's tables, the smallest on a
-        tie, judged on at most ``_OFFSET_STRIPES`` coding stripes spread over the image; and
-        those stripes' exact (positions, means) by first row, which the walk then reuses.
-        A codec with context gets 0 (its scales depend on the decoded latents).
+    def choose_coding(self, y: np.ndarray, z_hat: np.ndarray, coded, quality) -> tuple:
+        """(shape, offset, stripes): the coding shape (``coding_shapes``) and image scale
+        offset (quarter steps; 0 unless ``search_scale_offset``) that code y's ``coded``
+        latents in the fewest bits by the exact model's tables, the first shape and the
+        smallest offset on a tie, judged on at most ``_OFFSET_STRIPES`` coding stripes spread
+        over the image; and those stripes' exact (positions, means) by first row, which the
+        walk then reuses.  A codec with context gets (0, 0) (its scales depend on the decoded
+        latents).
 
         Shifted by k quarters, a latent's scale index is floor((a + k) / 4) for its position
         a in quarter steps (rounded down, half a step added: the index rounding), so one
@@ -417,8 +422,7 @@ class Compressor:
         """
         model = self._require_exact()
         if self.context:
-            return 0, {}
-        costs = model.bit_costs()
+            return 0, 0, {}
         level_offset = model.scale_offset(quality)
         rows, cols = coded
         stripes = _stripes(z_hat.shape[0] * SIDE_STRIDE // LATENT_STRIDE)
@@ -446,19 +450,27 @@ class Compressor:
         cells = (quarters - first_quarter) * width + symbols - first_symbol
         counts = np.bincount(cells).astype(np.float64)
         counts = np.pad(counts, (0, -counts.size % width)).reshape(-1, width)
-        costs = costs[:, first_symbol : first_symbol + width]
         levels = first_quarter + np.arange(counts.shape[0])
 
-        def bits(shift: int) -> float:
+        def bits(costs: np.ndarray, shift: int) -> float:
             indexes = np.clip((levels + shift) // 4, 0, model.num_scales - 1)
             return float((counts * costs[indexes]).sum())
 
-        def best(candidates) -> int:
-            return min(candidates, key=lambda shift: (bits(shift), abs(shift)))
+        choices = []  # (bits, shape's rank, |offset|, shape, offset)
+        for rank, shape in enumerate(self.coding_shapes):
+            costs = model.bit_costs(shape)[:, first_symbol : first_symbol + width]
 
-        # whole steps, then the quarters around the best (the bits fall and rise once)
-        coarse = best(range(-_SCALE_OFFSET_REACH, _SCALE_OFFSET_REACH + 1, 4))
-        return best(range(coarse - 3, coarse + 4)), cache
+            def best(candidates, costs=costs) -> int:
+                return min(candidates, key=lambda shift: (bits(costs, shift), abs(shift)))
+
+            offset = 0
+            if self.search_scale_offset:
+                # whole steps, then the quarters around the best (the bits fall and rise once)
+                coarse = best(range(-_SCALE_OFFSET_REACH, _SCALE_OFFSET_REACH + 1, 4))
+                offset = best(range(coarse - 3, coarse + 4))
+            choices.append((bits(costs, offset), rank, abs(offset), shape, offset))
+        _, _, _, shape, offset = min(choices)
+        return shape, offset, cache
 
     def synthesize(
         self, latents: Latents, height: int, width: int, quality: float | None = None
@@ -532,7 +544,9 @@ class Compressor:
                 f"latents coded for {latents.coded} latent rows and columns, not a "
                 f"{height}x{width} image's"
             )
-        encoder = entropy_coding.ExactLatentEncoder(model.y_frequencies, self.y_range)
+        encoder = entropy_coding.ExactLatentEncoder(
+            model.y_tables(latents.coding_shape), self.y_range
+        )
         rows, cols = latents.coded
         for i, part in enumerate(self._parts()):
             for top, end in _stripes(rows):
@@ -549,6 +563,7 @@ class Compressor:
             source_channels=channels,
             index_checksum=latents.index_crc,
             scale_offset=latents.scale_offset,
+            coding_shape=latents.coding_shape,
             z_stream=entropy_coding.encode_z_exact(
                 latents.z_hat, model.z_frequencies, self.z_range
             ),
@@ -665,7 +680,7 @@ class Compressor:
                 code.z_stream, z_shape, model.z_frequencies, self.z_range
             )
             decoder = entropy_coding.ExactLatentDecoder(
-                code.y_stream, model.y_frequencies, self.y_range
+                code.y_stream, model.y_tables(code.coding_shape), self.y_range
             )
             # version 3 coded every latent of the padded image; 4 those that reach the image
             coded = (

@@ -20,15 +20,18 @@ from latentpress.samples import sample_paths
 from tests.conftest import export_untrained_codec
 
 
-def test_scale_offset_compares_the_search_with_every_offset_zero():
-    from benchmarks import scale_offset
+def test_coding_search_compares_offset_and_shape_with_neither():
+    from benchmarks import coding_search
 
-    results = scale_offset.main(["--images", "2", "--qualities", "100", "--repeats", "1"])
+    results = coding_search.main(["--images", "2", "--qualities", "100", "--repeats", "1"])
     top = results["q100"]
-    assert len(top["offsets"]) == 2
-    assert any(top["offsets"])  # the shipped codec's top scales are off for photographs
-    assert top["bytes_ratio"] < 1.0  # the search's files are smaller, never larger
-    assert top["encode_time_ratio"] > 0
+    assert len(top["offsets"]) == len(top["shapes"]) == 2
+    # the shipped codec's top latents are wider and heavier-tailed than its Gaussians
+    assert any(top["offsets"]) and any(top["shapes"])
+    # each search's files are smaller, never larger
+    assert top["offset_and_shape_bytes_ratio"] < top["offset_bytes_ratio"] < 1.0
+    assert top["shape_over_offset_bytes_ratio"] < 1.0
+    assert top["offset_and_shape_encode_time_ratio"] > 0
 
 
 def test_codec_speed_measures_a_real_round_trip_of_the_shipped_codec():

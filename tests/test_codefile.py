@@ -20,6 +20,7 @@ CODE = CodeFile(
     exact_identity="fedcba9876543210",
     reach=8,
     scale_offset=-7,
+    coding_shape=3,
 )
 WITH_CHUNKS = replace(CODE, quality=42.5, chunks=((b"EXIF", b"Exif\0\0MM"), (b"ICCP", b"")))
 
@@ -31,35 +32,39 @@ def test_round_trip_keeps_every_field():
 
 
 def test_size_is_header_streams_chunks_and_checksum():
-    # format 5: 48-byte header, the streams, a chunk count, each chunk's tag and length
-    assert len(CODE.to_bytes()) == 48 + 8 + 12 + 2 + 4
-    assert len(WITH_CHUNKS.to_bytes()) == 48 + 8 + 12 + 2 + (8 + 8) + (8 + 0) + 4
+    # format 6: 49-byte header, the streams, a chunk count, each chunk's tag and length
+    assert len(CODE.to_bytes()) == 49 + 8 + 12 + 2 + 4
+    assert len(WITH_CHUNKS.to_bytes()) == 49 + 8 + 12 + 2 + (8 + 8) + (8 + 0) + 4
 
 
-def test_only_format_5_is_written():
-    with pytest.raises(CodeFileError, match="writes format 5 only"):
+def test_only_format_6_is_written():
+    with pytest.raises(CodeFileError, match="writes format 6 only"):
         replace(CODE, exact_identity=None).to_bytes()
-    with pytest.raises(CodeFileError, match="writes format 5 only"):
+    with pytest.raises(CodeFileError, match="writes format 6 only"):
         replace(CODE, reach=None).to_bytes()
     with pytest.raises(CodeFileError, match="reach of 256 pixels"):
         replace(CODE, reach=256).to_bytes()
     with pytest.raises(CodeFileError, match="scale offset of 128"):
         replace(CODE, scale_offset=128).to_bytes()
+    with pytest.raises(CodeFileError, match="coding shape of 256"):
+        replace(CODE, coding_shape=256).to_bytes()
 
 
 def as_older_format(data: bytes, version: int) -> bytes:
-    """A format-5 file as format 4 (no scale offset byte after the 47-byte header) or 3
-    (no reach byte either) wrote it."""
-    header = 46 if version == 3 else 47
-    body = data[:4] + bytes([version]) + data[5:header] + data[48:-4]
+    """A format-6 file as format 5 (no coding shape byte after the 48-byte header), 4 (no
+    scale offset byte either) or 3 (no reach byte either) wrote it."""
+    header = 46 + version - 3
+    body = data[:4] + bytes([version]) + data[5:header] + data[49:-4]
     return body + zlib.crc32(body).to_bytes(4, "big")
 
 
-def test_format_3_and_4_files_still_read_without_a_scale_offset():
+def test_format_3_to_5_files_still_read_with_the_fields_they_lack_at_their_old_values():
+    old = CodeFile.from_bytes(as_older_format(WITH_CHUNKS.to_bytes(), 5))
+    assert old == replace(WITH_CHUNKS, version=5, coding_shape=0)
     old = CodeFile.from_bytes(as_older_format(WITH_CHUNKS.to_bytes(), 4))
-    assert old == replace(WITH_CHUNKS, version=4, scale_offset=0)
+    assert old == replace(WITH_CHUNKS, version=4, scale_offset=0, coding_shape=0)
     old = CodeFile.from_bytes(as_older_format(WITH_CHUNKS.to_bytes(), 3))
-    assert old == replace(WITH_CHUNKS, version=3, reach=None, scale_offset=0)
+    assert old == replace(WITH_CHUNKS, version=3, reach=None, scale_offset=0, coding_shape=0)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +72,7 @@ def test_format_3_and_4_files_still_read_without_a_scale_offset():
     [
         (lambda b: b"", "not a latentpress code file"),
         (lambda b: b"\x89PNG\r\n\x1a\n" + b[8:], "not a latentpress code file"),
-        (lambda b: b[:4] + bytes([6]) + b[5:], "unsupported code-file format version 6"),
+        (lambda b: b[:4] + bytes([7]) + b[5:], "unsupported code-file format version 7"),
         (lambda b: b[:20], "header incomplete"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "padded"),

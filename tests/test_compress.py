@@ -16,6 +16,7 @@ import tf_keras as keras
 from PIL import Image
 
 from latentpress.samples import sample_paths
+from models import exact
 from models.codefile import CodeFile, CodeFileError, bits_per_pixel
 from models.compressor import Compressor
 from models.inference import psnr
@@ -557,8 +558,9 @@ def test_level_scale_offsets_shift_the_coded_scales_by_the_quality(tmp_path):
     model.scale_offsets.assign([0.0, 3.0])
     export_model(model, CODEC, str(tmp_path / "three"), {"name": "three"})
     zero, three = Compressor(str(tmp_path / "zero")), Compressor(str(tmp_path / "three"))
-    # the image's own offset aside (it would make up for the level's)
+    # the image's own offset and coding shape aside (they would make up for the level's)
     zero.search_scale_offset = three.search_scale_offset = False
+    zero.coding_shapes = three.coding_shapes = (0,)
     x = sample_crop("chelsea.png", 61, 97)
     files = [c.parse(c.compress(x, quality=0.0)) for c in (zero, three)]
     assert files[0].y_stream == files[1].y_stream  # other model names in the headers
@@ -599,12 +601,55 @@ def test_the_encoder_writes_the_image_scale_offset_that_codes_it_in_fewest_bits(
     assert len(files[0]) < len(files[1])
     np.testing.assert_array_equal(compressor.decompress(files[0]), compressor.decompress(files[1]))
 
-    header = struct.Struct(">4sB8s8sIIBfIIIBb")
-    fields = list(header.unpack_from(files[0]))
-    fields[-1] += 1
-    body = header.pack(*fields) + files[0][header.size : -4]
     with pytest.raises(CodeFileError, match="corrupted"):
-        compressor.decompress(body + zlib.crc32(body).to_bytes(4, "big"))
+        compressor.decompress(_with_header_field(files[0], -2, chosen.scale_offset + 1))
+
+
+def _with_header_field(data: bytes, field: int, value) -> bytes:
+    """A format-6 code file with one header field changed (and a valid checksum)."""
+    header = struct.Struct(">4sB8s8sIIBfIIIBbB")
+    fields = list(header.unpack_from(data))
+    fields[field] = value
+    body = header.pack(*fields) + data[header.size : -4]
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_the_encoder_codes_the_latents_with_the_shape_that_codes_them_in_fewest_bits():
+    """Format 6: the encoder weighs Student's t shapes beside the codec's Gaussian (each with
+    its best scale offset) and writes the best in the header; the decoder reads the latents
+    with that shape's tables.  At the top quality the shipped codec's latents have heavier
+    tails than a Gaussian: a t is chosen, its file is smaller than the Gaussian's and decodes
+    to the same pixels; a header naming another shape is read with its tables (other latents,
+    or a stream those tables cannot read), and one naming no shape is refused."""
+    import models.codefile as codefile
+
+    compressor = Compressor("codec-high-rate")
+    x = sample_crop("astronaut.png", 192, 256)
+    y = compressor.latents(x, 100.0)
+    z_hat = compressor.side_information(y)
+    chosen = compressor.code_latents(y, z_hat, x.shape[:2], 100.0)
+    assert chosen.coding_shape in exact.SHAPE_DEGREES
+
+    compressor.coding_shapes = (0,)
+    gaussian = compressor.code_latents(y, z_hat, x.shape[:2], 100.0)
+    assert gaussian.coding_shape == 0
+    np.testing.assert_array_equal(chosen.code, gaussian.code)  # the same integers, coded
+    files = [compressor.encode(latents, 192, 256, 3, 100.0) for latents in (chosen, gaussian)]
+    assert codefile.CodeFile.from_bytes(files[0]).coding_shape == chosen.coding_shape
+    assert len(files[0]) < len(files[1])
+    np.testing.assert_array_equal(compressor.decompress(files[0]), compressor.decompress(files[1]))
+
+    other = next(shape for shape in exact.SHAPE_DEGREES if shape != chosen.coding_shape)
+    try:
+        misread = compressor.decode_latents(
+            compressor.parse(_with_header_field(files[0], -1, other))
+        )
+    except CodeFileError as error:
+        assert "entropy decoding failed" in str(error)
+    else:
+        assert (misread.code != chosen.code).any()
+    with pytest.raises(CodeFileError, match="unknown coding shape 200"):
+        compressor.decompress(_with_header_field(files[0], -1, 200))
 
 
 def test_a_codec_with_3x3_kernels_codes_and_decodes_and_its_card_says_so(tmp_path):

@@ -3,6 +3,7 @@ nothing but rounding, odd sizes, and real decodes with other kernels and thread 
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -220,3 +221,65 @@ def test_side_information_in_stripes_is_the_whole_images(compressor):
     striped = compressor.side_information(y)
     assert striped.shape == whole.shape
     assert (striped != whole).mean() < 1e-3
+
+
+# Format 6's coding shapes are part of the format: a machine that built other integers would
+# decode files wrongly.  SHA-256 (16 hex digits) of each shape's tables, as little-endian int64.
+_SHAPE_TABLES = {
+    1: "12a3d52fa70a3bd7",
+    2: "7f2f6cb1ab9395e4",
+    3: "c09f43a560b94ad8",
+    4: "25bea0b3b599f3cf",
+}
+
+
+def _scalar_lower_tail(x: float, degrees: int) -> float:
+    """``exact._student_t_lower_tail`` in Python floats, one operation at a time."""
+    t = x / math.sqrt((degrees - 2) / degrees)
+    spread = degrees + t * t
+    xi, c = t / math.sqrt(spread), degrees / spread
+    term = total = 1.0
+    for j in range(1, degrees // 2):
+        term = term * c * ((2 * j - 1) / (2 * j))
+        total = total + term
+    return 0.5 - 0.5 * xi * total
+
+
+@pytest.mark.parametrize("shape", sorted(exact.SHAPE_DEGREES))
+def test_student_t_coding_tables_are_the_distribution_and_the_same_everywhere(shape):
+    """Each row is Student's t of its scale (unit variance times the scale table's value)
+    quantized to the integers, to within the tables' precision (scipy's distribution
+    function); every symbol at least 1, rows summing to 2**24, symmetric.  The integers come
+    from +, -, *, /, sqrt alone, which IEEE-754 rounds the same everywhere: NumPy's vectorized
+    build equals one scalar operation at a time, and the pinned digest."""
+    import hashlib
+
+    from scipy import stats
+
+    from models.entropy_models import scale_table
+
+    degrees = exact.SHAPE_DEGREES[shape]
+    tables = exact.student_t_tables(64, 2048, degrees)
+    assert tables.min() >= 1 and (tables.sum(axis=1) == 2**exact.TABLE_BITS).all()
+    np.testing.assert_array_equal(tables, tables[:, ::-1])
+    scales = scale_table() * np.sqrt((degrees - 2) / degrees)
+    symbols = np.arange(-2048, 2049)[np.newaxis]
+    pmf = stats.t.cdf((symbols + 0.5) / scales[:, np.newaxis], degrees) - stats.t.cdf(
+        (symbols - 0.5) / scales[:, np.newaxis], degrees
+    )
+    # every symbol has 1 besides its floored share of the rest (symbol -2048 holds the tail)
+    spare = 2**exact.TABLE_BITS - 4097
+    np.testing.assert_allclose((tables[:, 1:2048] - 1) / spare, pmf[:, 1:2048], atol=1.0 / spare)
+    for row in (0, 31, 63):  # the first, a middle and the last scale, scalar arithmetic
+        scale = exact._SCALE_FIRST
+        for _ in range(row):
+            scale = scale * exact._SCALE_STEP
+        below = [
+            math.floor(_scalar_lower_tail((k + 0.5) / scale, degrees) * spare) for k in range(2048)
+        ]
+        below = np.maximum(np.minimum.accumulate(np.array(below, np.int64)), 0)
+        # symbols -1 .. -2047, then -2048 (the folded tail)
+        np.testing.assert_array_equal(below[:-1] - below[1:] + 1, tables[row, 2047:0:-1])
+        assert below[-1] + 1 == tables[row, 0]
+    digest = hashlib.sha256(np.ascontiguousarray(tables, "<i8").tobytes()).hexdigest()[:16]
+    assert digest == _SHAPE_TABLES[shape]
