@@ -451,24 +451,27 @@ class Compressor:
         counts = np.bincount(cells).astype(np.float64)
         counts = np.pad(counts, (0, -counts.size % width)).reshape(-1, width)
         levels = first_quarter + np.arange(counts.shape[0])
+        rows = np.arange(counts.shape[0])
 
-        def bits(costs: np.ndarray, shift: int) -> float:
+        def bits(by_index: np.ndarray, shift: int) -> float:
             indexes = np.clip((levels + shift) // 4, 0, model.num_scales - 1)
-            return float((counts * costs[indexes]).sum())
+            return float(by_index[rows, indexes].sum())
 
         choices = []  # (bits, shape's rank, |offset|, shape, offset)
         for rank, shape in enumerate(self.coding_shapes):
             costs = model.bit_costs(shape)[:, first_symbol : first_symbol + width]
+            # [quarter position, scale index]: the bits of those latents at that index
+            by_index = counts @ costs.T
 
-            def best(candidates, costs=costs) -> int:
-                return min(candidates, key=lambda shift: (bits(costs, shift), abs(shift)))
+            def best(candidates, by_index=by_index) -> int:
+                return min(candidates, key=lambda shift: (bits(by_index, shift), abs(shift)))
 
             offset = 0
             if self.search_scale_offset:
                 # whole steps, then the quarters around the best (the bits fall and rise once)
                 coarse = best(range(-_SCALE_OFFSET_REACH, _SCALE_OFFSET_REACH + 1, 4))
                 offset = best(range(coarse - 3, coarse + 4))
-            choices.append((bits(costs, offset), rank, abs(offset), shape, offset))
+            choices.append((bits(by_index, offset), rank, abs(offset), shape, offset))
         _, _, _, shape, offset = min(choices)
         return shape, offset, cache
 

@@ -336,7 +336,7 @@ def export_model(model, task: str, export_dir: str, card: dict) -> dict:
         module = _codec_module(model, model_fingerprint)
         if model.config.slices:
             coder = {"slice_parameters": module.slice_parameters}
-        elif model.config.checkerboard:  # codes format 5 only: the exact model's walk
+        elif model.config.checkerboard:  # codes format 5 on only: the exact model's walk
             coder = {}
         else:
             coder = {"scale_indexes": module.scale_indexes}
