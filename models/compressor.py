@@ -53,7 +53,7 @@ _SIDE_HALO = 2
 _CONTEXT_HALO = CONTEXT_REACH
 # The image scale offsets the encoder weighs: whole steps of the scale table up to this
 # many quarter steps either way (a multiple of 4), then the quarters around the best.
-# Measured on the shipped codec (benchmarks.scale_offset, 24 CBSD68 photographs): it chose
+# Measured on the shipped codec (benchmarks.coding_search, 24 CBSD68 photographs): it chose
 # -0.25 to 1.75 steps at quality 0, 0 to 5 at quality 100.
 _SCALE_OFFSET_REACH = 32
 # ... judged on this many coding stripes spread over the image at most (all of a small one):
@@ -186,7 +186,7 @@ class Compressor:
             )
         ) + (CONTEXT_REACH * LATENT_STRIDE if self.context else 0)
         # Format 5: the encoder weighs image scale offsets (off: every file's is 0, what
-        # benchmarks.scale_offset compares against); format 6: and coding shapes (only the
+        # benchmarks.coding_search compares against); format 6: and coding shapes (only the
         # Gaussian, 0: what format 5 wrote).
         self.search_scale_offset = True
         self.coding_shapes = (0, *exact.SHAPE_DEGREES)
