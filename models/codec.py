@@ -23,7 +23,9 @@ from models.entropy_models import (
     add_uniform_noise,
     quantize_index,
     scale_from_index,
+    student_t_likelihood,
 )
+from models.exact import SHAPE_DEGREES
 from models.layers import GDN, subpixel_transposed_conv
 
 # The codec's geometry, owned here: every stride-2 layer halves the sides.  g_a has
@@ -479,6 +481,10 @@ class ScaleHyperprior(keras.Model):
         # "noise" the same noisy y the rate is measured on.  Measured in issue 13:
         # straight-through converges faster and trains the decoder on what it decodes.
         self.synthesis_quantizer = "straight-through"
+        # Training only: with ``rate_shapes`` each image's latents cost what the cheapest
+        # coding shape (the Gaussian or a code file's Student's t, models.exact) would code
+        # them in, as the encoder picks one per file; without, the Gaussian's.
+        self.rate_shapes = False
 
     def get_config(self):
         return self.config.as_dict()
@@ -604,14 +610,16 @@ class ScaleHyperprior(keras.Model):
             else:
                 synthesis_input = residual + mean
         sigma = scale_from_index(tf.cast(index, tf.float32))
-        y_likelihood = self.gaussian_conditional(residual, sigma)
+        if self.rate_shapes:
+            y_nats = self.cheapest_shape_nats(residual, sigma)
+        else:
+            y_nats = -tf.math.log(self.gaussian_conditional(residual, sigma))
         z_likelihood = self.factorized_prior(z_tilde)
         x_hat = self.synthesize(synthesis_input, quality, training)
 
         x_hat = x_hat[:, : tf.shape(x)[1], : tf.shape(x)[2], :]
         # Per image, then averaged: each image's distortion has its own trade-off.
         pixels_per_image = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
-        y_nats = -tf.math.log(y_likelihood)
         z_nats = -tf.reduce_sum(tf.math.log(z_likelihood), axis=[1, 2, 3])
         nats_per_bpp = tf.math.log(2.0) * pixels_per_image
         bpp = (tf.reduce_sum(y_nats, axis=[1, 2, 3]) + z_nats) / nats_per_bpp
@@ -631,6 +639,18 @@ class ScaleHyperprior(keras.Model):
             held = tf.stop_gradient(per_image)
             loss = tf.stop_gradient(loss) * tf.reduce_mean(per_image / held)
         return loss, tf.reduce_mean(bpp), tf.reduce_mean(mse), x_hat
+
+    def cheapest_shape_nats(self, residual, sigma):
+        """Each latent's nats under the coding shape that codes its image in the fewest
+        ([B, H, W, M]; the choice per image carries no gradient, the chosen shape's does)."""
+        if self.config.slices or self.config.checkerboard:
+            raise ValueError("coding shapes code only a codec without context")
+        nats = [-tf.math.log(self.gaussian_conditional(residual, sigma))]
+        for degrees in SHAPE_DEGREES.values():
+            nats.append(-tf.math.log(student_t_likelihood(residual, sigma, degrees)))
+        nats = tf.stack(nats, axis=1)  # [B, shapes, H, W, M]
+        cheapest = tf.argmin(tf.reduce_sum(nats, axis=[2, 3, 4]), axis=1)
+        return tf.gather(nats, cheapest, axis=1, batch_dims=1)
 
     # --- channel context (config.slices) ---------------------------------------------
 

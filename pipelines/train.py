@@ -96,6 +96,7 @@ def build_model(args: argparse.Namespace, stats: dict):
         )
         model = ScaleHyperprior(config)
         model.synthesis_quantizer = args.synthesis_quantizer
+        model.rate_shapes = args.rate_shapes
     else:
         config = DenoiserConfig(
             args.depth,

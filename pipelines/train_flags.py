@@ -204,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--float-noise); the rest is rounded to 8 bits, as saved photographs are.",
     )
     parser.add_argument(
+        "--rate-shapes",
+        action="store_true",
+        help="Codec training (no context): each image's rate is what the cheapest of the "
+        "code file's coding shapes (the Gaussian or Student's t) would code its latents in, "
+        "as the encoder chooses one per file; without, the Gaussian's.",
+    )
+    parser.add_argument(
         "--synthesis-quantizer",
         choices=["straight-through", "noise"],
         default="straight-through",

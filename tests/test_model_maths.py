@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models import codec, codefile, entropy_models, registry
+from models import codec, codefile, entropy_models, exact, registry
 from models.codec import CodecConfig, ScaleHyperprior, training_qualities
 from models.codefile import CodeFile
 from models.compressor import Compressor
@@ -460,3 +460,56 @@ def test_rate_weights_price_each_latent_channels_bits_in_the_loss_not_in_the_rat
     # difference of two is good to a few units in their last place (~0.001 each)
     precision = 8 * float(np.spacing(np.float32(loss)))
     np.testing.assert_allclose(float(loss) - float(weighted_loss), dropped, atol=precision)
+
+
+@pytest.mark.parametrize("shape", sorted(exact.SHAPE_DEGREES))
+def test_the_training_rates_student_t_is_the_code_files_coding_shape(shape):
+    """--rate-shapes trains on the t a code file codes with: its bin masses at the table's
+    scales are the integer tables' frequencies (scale and variance alike), summing to 1."""
+    degrees = exact.SHAPE_DEGREES[shape]
+    tables = exact.student_t_tables(entropy_models.NUM_SCALES, 2048, degrees)
+    symbols = tf.range(-2048, 2049, dtype=tf.float32)
+    for i in (0, 20, 40, 63):
+        scale = entropy_models.scale_table()[i]
+        mass = entropy_models.student_t_likelihood(symbols, tf.fill([4097], scale), degrees)
+        assert float(tf.reduce_sum(mass)) == pytest.approx(1.0, abs=1e-3)
+        counts = tables[i].astype(np.float64)
+        held = counts > 1e4  # away from the tables' +1 floor and folded tails
+        np.testing.assert_allclose(mass.numpy()[held], counts[held] / 2**24, rtol=1e-3)
+
+
+def test_rate_shapes_price_each_image_in_its_cheapest_coding_shape():
+    """Each image's latents cost what the shape the encoder would pick codes them in: the
+    Gaussian for Gaussian latents, a heavy-tailed t for heavy-tailed ones; the model's rate
+    with rate shapes is never above the Gaussian's, and its gradient is finite."""
+    model = ScaleHyperprior(CodecConfig(16, 24, lmbdas=(0.0025, 0.64), mean_scale=True))
+    model.build_for_images()
+    rng = np.random.default_rng(3)
+    sigma = tf.fill([2, 16, 16, 24], 2.0)
+    residual = np.stack(
+        [rng.normal(0, 2.0, [16, 16, 24]), rng.standard_t(4, [16, 16, 24]) * 2.0 / np.sqrt(2)]
+    )
+    residual = tf.constant(np.round(residual), tf.float32)
+    nats = tf.reduce_sum(model.cheapest_shape_nats(residual, sigma), axis=[1, 2, 3]).numpy()
+
+    def shape_nats(likelihood):
+        return tf.reduce_sum(-tf.math.log(likelihood), axis=[1, 2, 3]).numpy()
+
+    gaussian = shape_nats(model.gaussian_conditional(residual, sigma))
+    heavy = shape_nats(entropy_models.student_t_likelihood(residual, sigma, 4))
+    assert gaussian[0] < heavy[0] and heavy[1] < gaussian[1]  # the test tells them apart
+    np.testing.assert_allclose(nats, [gaussian[0], heavy[1]], rtol=1e-6)
+
+    x = tf.random.stateless_uniform([2, 64, 64, 3], seed=(8, 9))
+    quality = tf.constant([0.0, 100.0])
+    bpp = float(model(x, quality=quality)[1])
+    model.rate_shapes = True
+    with tf.GradientTape() as tape:
+        loss, shaped_bpp, _, _ = model(x, quality=quality)
+    assert shaped_bpp <= bpp
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in gradients if g is not None)
+
+    sliced = ScaleHyperprior(CodecConfig(16, 24, lmbdas=(0.0025, 0.64), mean_scale=True, slices=2))
+    with pytest.raises(ValueError, match="without context"):
+        sliced.cheapest_shape_nats(residual, sigma)

@@ -85,7 +85,7 @@ TINY_PER_BATCH = [
     [
         TINY_CODEC + ["--learning-rate=1e-3"],
         TINY_BALANCED + ["--learning-rate=1e-3"],
-        TINY_PER_BATCH + ["--learning-rate=1e-3"],
+        TINY_PER_BATCH + ["--learning-rate=1e-3", "--rate-shapes"],
         TINY_DENOISER + ["--learning-rate=1e-3"],
     ],
 )
@@ -93,6 +93,8 @@ def test_a_short_run_on_real_patches_lowers_the_loss(prepared, tmp_path, flags):
     # Seeded like `train.run`: otherwise the start depends on the tests that ran before.
     keras.utils.set_random_seed(0)
     args, trainer = make_trainer(prepared, tmp_path, ["--steps=60", *flags])
+    # --rate-shapes reaches the codec (its rate: the cheapest coding shape per image)
+    assert getattr(trainer.model, "rate_shapes", False) == ("--rate-shapes" in flags)
     fixed = training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=False)
     before = trainer.evaluate(fixed, 4)["loss"]
     batches = iter(training_data.make_dataset(str(prepared), features.TRAIN_DIR, 8, training=True))
