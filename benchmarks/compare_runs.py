@@ -130,6 +130,21 @@ def evaluation(run_dir: str, step: int | None) -> tuple[int, dict[str, float]]:
     return step, history[step]
 
 
+def same_rate_measure(metrics_a: dict, metrics_b: dict) -> None:
+    """Refuse curves whose bits are measured differently: a run trained with --rate-shapes
+    evaluates each patch's bits under its cheapest coding shape, others under the Gaussian
+    (several percent fewer bits at the top for the same codec)."""
+    shapes_a, shapes_b = (bool(m.get("rate_shapes", 0.0)) for m in (metrics_a, metrics_b))
+    if shapes_a != shapes_b:
+        measure = {True: "the cheapest coding shape", False: "the Gaussian"}
+        raise ValueError(
+            f"A's bits are measured under {measure[shapes_a]}, B's under {measure[shapes_b]}: "
+            "compare a run trained with --rate-shapes with one measured alike (e.g. an export "
+            "of the other with --rate-shapes), or on real files (latentpress evaluate "
+            "--reference-model)"
+        )
+
+
 def _fmt(value, unit: str) -> str:
     return "n/a (no overlap)" if value is None else f"{value:+.2f}{unit}"
 
@@ -181,6 +196,7 @@ def ab_history(run_a: str, run_b: str) -> dict[int, dict[str, float | None]]:
     before = steps_before(run_b)
     result = {}
     for step in common:
+        same_rate_measure(history_a[step], history_b[step])
         result[step] = deltas(curve(history_a[step]), curve(history_b[step]))
         print(
             f"{step:>8} ({step + before} in all)  B against A: "
@@ -242,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     (run_a, step_a), (run_b, step_b) = (run_at(text) for text in args.runs)
     step_a, metrics_a = evaluation(run_a, step_a)
     step_b, metrics_b = evaluation(run_b, step_b)
+    same_rate_measure(metrics_a, metrics_b)
     result = deltas(curve(metrics_a), curve(metrics_b))
     for name, run, step, metrics in (
         ("A", run_a, step_a, metrics_a),

@@ -492,4 +492,6 @@ class Trainer:
         results = {name: total / counts[name] for name, total in totals.items()}
         if isinstance(model, ScaleHyperprior):
             results["dead_latents"] = int((usage == 0).sum())  # at the top rate (issue 30)
+            if model.rate_shapes:  # its bits are the cheapest coding shape's, not the Gaussian's
+                results["rate_shapes"] = 1.0
         return results

@@ -170,6 +170,12 @@ def test_compare_runs_gives_the_bd_rate_between_two_runs_eval_curves(tmp_path, c
         compare_runs.main([str(tmp_path / "a"), f"{tmp_path / 'b'}@5"])
     with pytest.raises(FileNotFoundError, match="no training logs"):
         compare_runs.eval_history(str(tmp_path / "missing"))
+    # a run trained with --rate-shapes measures its bits otherwise: never set against A
+    _log_evaluations(tmp_path / "shapes", {1000: _levels(rates, psnrs, rate_shapes=1.0)})
+    with pytest.raises(ValueError, match="cheapest coding shape"):
+        compare_runs.main([str(tmp_path / "a"), str(tmp_path / "shapes")])
+    with pytest.raises(ValueError, match="cheapest coding shape"):
+        compare_runs.main([str(tmp_path / "a"), str(tmp_path / "shapes"), "--history"])
 
     # A as a model: an export whose card carries the curve it was exported with
     model = tmp_path / "export"

@@ -933,6 +933,13 @@ def test_a_variable_rate_codec_is_evaluated_at_every_level(prepared, tmp_path):
     x = next(iter(data.take(1)))[1]
     ceiling = trainers.transform_ceiling(trainer.model, x)
     assert np.isfinite(metrics["psnr_unquantized"]) and one["psnr_unquantized"] == float(ceiling)
+    # --rate-shapes: the same patches cost fewer estimated bits, and the curve says how it
+    # was measured (benchmarks.compare_runs refuses to set it against a Gaussian one)
+    assert "rate_shapes" not in metrics
+    trainer.model.rate_shapes = True
+    shaped = trainer.evaluate(data, 3)
+    assert shaped["rate_shapes"] == 1.0 and shaped["bpp"] <= metrics["bpp"]
+    assert shaped["psnr"] == pytest.approx(metrics["psnr"], rel=1e-6)
 
 
 def test_a_collapse_with_a_finite_loss_rolls_back_to_the_best_checkpoint(prepared, tmp_path):
