@@ -145,6 +145,10 @@ def same_rate_measure(metrics_a: dict, metrics_b: dict) -> None:
         )
 
 
+def _run_measure(history: dict[int, dict[str, float]]) -> dict[str, float]:
+    return {"rate_shapes": max(m.get("rate_shapes", 0.0) for m in history.values())}
+
+
 def _fmt(value, unit: str) -> str:
     return "n/a (no overlap)" if value is None else f"{value:+.2f}{unit}"
 
@@ -195,8 +199,9 @@ def ab_history(run_a: str, run_b: str) -> dict[int, dict[str, float | None]]:
         raise ValueError(f"{run_a} and {run_b} share no evaluated step")
     before = steps_before(run_b)
     result = {}
+    # a run is measured one way throughout (its evaluations from before 2026-12-08 do not say)
+    same_rate_measure(_run_measure(history_a), _run_measure(history_b))
     for step in common:
-        same_rate_measure(history_a[step], history_b[step])
         result[step] = deltas(curve(history_a[step]), curve(history_b[step]))
         print(
             f"{step:>8} ({step + before} in all)  B against A: "
