@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from models.exact import student_t_parts
+
 LIKELIHOOD_BOUND = 1e-9
 
 # Scale table: NUM_SCALES values from SCALE_MIN to SCALE_MAX, geometrically spaced.
@@ -100,16 +102,9 @@ def student_t_likelihood(y: tf.Tensor, scale: tf.Tensor, degrees: int) -> tf.Ten
     differentiable everywhere; it is evaluated in float64, where its tails do not cancel."""
     y = tf.abs(tf.cast(y, tf.float64))
     scale = tf.cast(scale, tf.float64)
-    unit = np.sqrt((degrees - 2) / degrees)  # the t's scale of unit variance
 
     def cdf(x):
-        t = x / unit
-        spread = degrees + t * t
-        xi, c = t / tf.sqrt(spread), degrees / spread
-        term = total = tf.ones_like(t)
-        for j in range(1, degrees // 2):
-            term = term * c * ((2 * j - 1) / (2 * j))
-            total = total + term
+        xi, total = student_t_parts(x, degrees, tf)
         return 0.5 + 0.5 * xi * total
 
     mass = cdf((0.5 - y) / scale) - cdf((-0.5 - y) / scale)

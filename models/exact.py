@@ -136,17 +136,25 @@ SHAPE_DEGREES = {1: 4, 2: 6, 3: 10, 4: 20}
 _SCALE_FIRST, _SCALE_STEP = 0.11, 1.1309463943519327
 
 
-def _student_t_lower_tail(x: np.ndarray, degrees: int) -> np.ndarray:
-    """P(T <= -x) for x >= 0 and even ``degrees``, of unit variance (the t's scale is
-    sqrt((degrees - 2) / degrees)): 1/2 - xi/2 * sum_j a_j c^j, xi = t / sqrt(degrees + t^2),
-    c = degrees / (degrees + t^2), a_j = prod_{i<=j} (2i - 1) / 2i."""
+def student_t_parts(x, degrees: int, xp=np):
+    """(xi, s) of Student's t of even ``degrees`` at x in units of its standard deviation (its
+    scale is sqrt((degrees - 2) / degrees)): its distribution function is 1/2 + xi * s / 2,
+    xi = t / sqrt(degrees + t^2), s = sum_j a_j c^j, c = degrees / (degrees + t^2),
+    a_j = prod_{i<=j} (2i - 1) / 2i.  ``xp``: numpy here; tensorflow where training
+    differentiates the same distribution (``entropy_models.student_t_likelihood``)."""
     t = x / np.sqrt((degrees - 2) / degrees)
     spread = degrees + t * t
-    xi, c = t / np.sqrt(spread), degrees / spread
-    term = total = np.ones_like(t)
+    xi, c = t / xp.sqrt(spread), degrees / spread
+    term = total = xp.ones_like(t)
     for j in range(1, degrees // 2):
         term = term * c * ((2 * j - 1) / (2 * j))
         total = total + term
+    return xi, total
+
+
+def _student_t_lower_tail(x: np.ndarray, degrees: int) -> np.ndarray:
+    """P(T <= -x) for x >= 0 and even ``degrees``, of unit variance."""
+    xi, total = student_t_parts(x, degrees)
     return 0.5 - 0.5 * xi * total
 
 
