@@ -117,24 +117,31 @@ def model_evaluation(name_or_path: str) -> tuple[int, dict[str, float], str] | N
     return steps, card["eval"], (card.get("training_data") or {}).get("dir", "unknown data")
 
 
-def evaluation(run_dir: str, step: int | None) -> tuple[int, dict[str, float]]:
+def evaluation(run_dir: str, step: int | None) -> tuple[int, dict[str, float], bool]:
+    """(step, its eval, whether the run's bits are measured under the coding shapes)."""
     model = model_evaluation(run_dir)
     if model is not None:
         if step not in (None, model[0]):
             raise ValueError(f"{run_dir} is a model, evaluated at step {model[0]} only")
-        return model[0], model[1]
+        return model[0], model[1], under_shapes([model[1]])
     history = eval_history(run_dir)
     step = max(history) if step is None else step
     if step not in history:
         raise ValueError(f"{run_dir}: no evaluation at step {step} (evaluated: {list(history)})")
-    return step, history[step]
+    return step, history[step], under_shapes(history.values())
 
 
-def same_rate_measure(metrics_a: dict, metrics_b: dict) -> None:
+def under_shapes(evaluations) -> bool:
+    """Whether a run's or model's bits are measured under the cheapest coding shape (trained
+    with --rate-shapes): a run is measured one way throughout, and its evaluations logged
+    before 2026-12-08 do not say."""
+    return any(metrics.get("rate_shapes", 0.0) for metrics in evaluations)
+
+
+def same_rate_measure(shapes_a: bool, shapes_b: bool) -> None:
     """Refuse curves whose bits are measured differently: a run trained with --rate-shapes
     evaluates each patch's bits under its cheapest coding shape, others under the Gaussian
     (several percent fewer bits at the top for the same codec)."""
-    shapes_a, shapes_b = (bool(m.get("rate_shapes", 0.0)) for m in (metrics_a, metrics_b))
     if shapes_a != shapes_b:
         measure = {True: "the cheapest coding shape", False: "the Gaussian"}
         raise ValueError(
@@ -143,10 +150,6 @@ def same_rate_measure(metrics_a: dict, metrics_b: dict) -> None:
             "of the other with --rate-shapes), or on real files (latentpress evaluate "
             "--reference-model)"
         )
-
-
-def _run_measure(history: dict[int, dict[str, float]]) -> dict[str, float]:
-    return {"rate_shapes": max(m.get("rate_shapes", 0.0) for m in history.values())}
 
 
 def _fmt(value, unit: str) -> str:
@@ -199,8 +202,7 @@ def ab_history(run_a: str, run_b: str) -> dict[int, dict[str, float | None]]:
         raise ValueError(f"{run_a} and {run_b} share no evaluated step")
     before = steps_before(run_b)
     result = {}
-    # a run is measured one way throughout (its evaluations from before 2026-12-08 do not say)
-    same_rate_measure(_run_measure(history_a), _run_measure(history_b))
+    same_rate_measure(under_shapes(history_a.values()), under_shapes(history_b.values()))
     for step in common:
         result[step] = deltas(curve(history_a[step]), curve(history_b[step]))
         print(
@@ -261,9 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"pace over {last[0]}-{last[-1]}: BD-rate {rate_text} per 1,000 steps")
         return {"ab_history": course, "pace_pct_per_1000_steps": rate}
     (run_a, step_a), (run_b, step_b) = (run_at(text) for text in args.runs)
-    step_a, metrics_a = evaluation(run_a, step_a)
-    step_b, metrics_b = evaluation(run_b, step_b)
-    same_rate_measure(metrics_a, metrics_b)
+    step_a, metrics_a, shapes_a = evaluation(run_a, step_a)
+    step_b, metrics_b, shapes_b = evaluation(run_b, step_b)
+    same_rate_measure(shapes_a, shapes_b)
     result = deltas(curve(metrics_a), curve(metrics_b))
     for name, run, step, metrics in (
         ("A", run_a, step_a, metrics_a),
